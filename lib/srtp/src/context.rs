@@ -1,0 +1,300 @@
+//! The SRTP/SRTCP cryptographic context: session keys plus per-SSRC index,
+//! rollover and replay state, with the in-place protect/unprotect entry points.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::error::PacketKind;
+use crate::index;
+use crate::kdf::SessionKeys;
+use crate::replay::{self, ReplayWindow};
+use crate::rtcp;
+use crate::rtp;
+use crate::transform::Transform;
+use crate::{Error, Profile};
+
+/// Largest packet accepted: nothing bigger fits in a UDP datagram, and the
+/// bound keeps AES-CM well inside its 2^16-block per-packet keystream.
+pub const MAX_PACKET_LEN: usize = 65_535;
+
+/// One direction of one transport's SRTP session, covering every SSRC sent in
+/// that direction: the derived SRTP and SRTCP session keys, and per-SSRC state
+/// (rollover counter, replay window, outbound SRTCP index) created the first
+/// time an SSRC is seen. That map insertion is the only allocation; steady-state
+/// protect/unprotect allocate nothing and work in the caller's buffer.
+///
+/// Build one context for sending (from the local role's write keys) and one
+/// for receiving (from the peer's). Protect and unprotect keep separate
+/// per-SSRC state, so a context used both ways (e.g. a loopback test) works
+/// too. Inbound state is only created or advanced by packets that
+/// authenticate, so forged packets can neither move the rollover counter nor
+/// grow the SSRC map. Every error leaves the context unchanged.
+#[derive(Clone)]
+pub struct Context {
+    profile: Profile,
+    rtp: Transform,
+    rtcp: Transform,
+    /// Highest SRTP index protected per SSRC (its ROC and s_l).
+    rtp_tx: HashMap<u32, u64>,
+    /// Replay window per SSRC; its top is the highest authenticated index.
+    rtp_rx: HashMap<u32, ReplayWindow>,
+    /// Next SRTCP index to send per SSRC.
+    rtcp_tx: HashMap<u32, u32>,
+    rtcp_rx: HashMap<u32, ReplayWindow>,
+}
+
+impl fmt::Debug for Context {
+    /// Shows the profile and how many SSRCs have state; never key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("profile", &self.profile)
+            .field("rtp_tx_ssrcs", &self.rtp_tx.len())
+            .field("rtp_rx_ssrcs", &self.rtp_rx.len())
+            .field("rtcp_tx_ssrcs", &self.rtcp_tx.len())
+            .field("rtcp_rx_ssrcs", &self.rtcp_rx.len())
+            .finish()
+    }
+}
+
+impl Context {
+    /// Derives the SRTP and SRTCP session keys (RFC 3711 §4.3, key derivation
+    /// rate 0) from one direction's master key and salt, e.g. a
+    /// [`crate::MasterKeys`] from [`crate::split_keying_material`].
+    /// Fails with [`Error::BadKeyLength`] if the lengths do not match `profile`.
+    pub fn new(profile: Profile, master_key: &[u8], master_salt: &[u8]) -> Result<Context, Error> {
+        let key: &[u8; 16] = master_key.try_into().map_err(|_| Error::BadKeyLength {
+            what: "master key",
+            expected: profile.key_len(),
+            got: master_key.len(),
+        })?;
+        if master_salt.len() != profile.salt_len() {
+            return Err(Error::BadKeyLength {
+                what: "master salt",
+                expected: profile.salt_len(),
+                got: master_salt.len(),
+            });
+        }
+        let rtp = SessionKeys::derive(profile, key, master_salt, false);
+        let rtcp = SessionKeys::derive(profile, key, master_salt, true);
+        Context::from_session_keys(profile, &rtp, &rtcp)
+    }
+
+    /// Builds a context straight from session keys, skipping the KDF; the
+    /// RFC 7714 vectors are stated this way.
+    pub(crate) fn from_session_keys(profile: Profile, rtp: &SessionKeys, rtcp: &SessionKeys) -> Result<Context, Error> {
+        Ok(Context {
+            profile,
+            rtp: Transform::new(profile, rtp)?,
+            rtcp: Transform::new(profile, rtcp)?,
+            rtp_tx: HashMap::new(),
+            rtp_rx: HashMap::new(),
+            rtcp_tx: HashMap::new(),
+            rtcp_rx: HashMap::new(),
+        })
+    }
+
+    /// The protection profile this context was created with.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Highest 48-bit SRTP packet index (`ROC * 2^16 + SEQ`) protected, or
+    /// else authenticated, for `ssrc`; `None` before its first packet. Useful
+    /// for diagnostics and for handing the ROC to a peer that joins mid-stream.
+    pub fn rtp_index(&self, ssrc: u32) -> Option<u64> {
+        self.rtp_tx
+            .get(&ssrc)
+            .copied()
+            .or_else(|| self.rtp_rx.get(&ssrc).map(ReplayWindow::top))
+    }
+
+    /// `buf[..len]` holds a plaintext RTP packet; `buf` must have room for
+    /// [`Profile::rtp_overhead`] more bytes. Encrypts the payload (everything
+    /// after the CSRCs and header extension, padding included) in place,
+    /// appends the tag and returns the new length. The sender's rollover
+    /// counter advances when the sequence number wraps. Re-protecting an
+    /// already-sent sequence number (a retransmission) is allowed: the index
+    /// is the same, so identical plaintext gives an identical packet.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        check_max(PacketKind::Rtp, len)?;
+        let needed = len + self.profile.rtp_overhead();
+        check_room(buf, needed)?;
+        let hdr = rtp::parse(&buf[..len])?;
+
+        let Context { rtp, rtp_tx, .. } = self;
+        let highest = rtp_tx.entry(hdr.ssrc).or_insert(u64::from(hdr.seq));
+        let index = index::estimate(*highest, hdr.seq).ok_or(if *highest >> 16 == 0 {
+            Error::SequenceBeforeStart {
+                ssrc: hdr.ssrc,
+                seq: hdr.seq,
+            }
+        } else {
+            Error::IndexExhausted {
+                kind: PacketKind::Rtp,
+                ssrc: hdr.ssrc,
+            }
+        })?;
+        let out = rtp
+            .protect_rtp(&mut buf[..needed], hdr.len, len, hdr.ssrc, index)
+            .ok_or(Error::PacketTooLarge {
+                kind: PacketKind::Rtp,
+                len,
+                max: MAX_PACKET_LEN,
+            })?;
+        *highest = (*highest).max(index);
+        Ok(out)
+    }
+
+    /// `buf` holds exactly one SRTP packet. Estimates its index from the
+    /// sequence number and the SSRC's rollover state (RFC 3711 Appendix A),
+    /// rejects replays, authenticates and decrypts in place, and returns the
+    /// plaintext RTP length (`buf[..n]`). Rollover and replay state are only
+    /// updated once the packet has authenticated.
+    pub fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let n = buf.len();
+        check_max(PacketKind::Rtp, n)?;
+        let tag_len = self.profile.rtp_overhead();
+        let min = rtp::FIXED_HEADER_LEN + tag_len;
+        if n < min {
+            return Err(Error::Truncated {
+                kind: PacketKind::Rtp,
+                len: n,
+                needed: min,
+            });
+        }
+        // The header must end before the tag, so parse only what precedes it.
+        let hdr = rtp::parse(&buf[..n - tag_len]).map_err(|e| match e {
+            Error::Truncated { kind, needed, .. } => Error::Truncated {
+                kind,
+                len: n,
+                needed: needed + tag_len,
+            },
+            e => e,
+        })?;
+        let auth_failed = Error::AuthenticationFailed {
+            kind: PacketKind::Rtp,
+        };
+
+        let Context { rtp, rtp_rx, .. } = self;
+        match rtp_rx.get_mut(&hdr.ssrc) {
+            Some(window) => {
+                let replayed = |index| Error::Replayed {
+                    kind: PacketKind::Rtp,
+                    ssrc: hdr.ssrc,
+                    index,
+                    window: replay::WINDOW,
+                };
+                let index = index::estimate(window.top(), hdr.seq).ok_or(replayed(u64::from(hdr.seq)))?;
+                if !window.check(index) {
+                    return Err(replayed(index));
+                }
+                let out = rtp.unprotect_rtp(buf, hdr.len, hdr.ssrc, index).ok_or(auth_failed)?;
+                window.accept(index);
+                Ok(out)
+            }
+            None => {
+                // RFC 3711 §3.3.1: a receiver starts with ROC 0 and s_l = SEQ.
+                let index = u64::from(hdr.seq);
+                let out = rtp.unprotect_rtp(buf, hdr.len, hdr.ssrc, index).ok_or(auth_failed)?;
+                rtp_rx.insert(hdr.ssrc, ReplayWindow::new(index));
+                Ok(out)
+            }
+        }
+    }
+
+    /// `buf[..len]` holds a plaintext (compound) RTCP packet; `buf` must have
+    /// room for [`Profile::rtcp_overhead`] more bytes. Encrypts everything
+    /// after the first 8 bytes, appends the `E || SRTCP index` word and the
+    /// tag (in the order the profile requires) and returns the new length.
+    /// The SRTCP index counts from 0 per sender SSRC (RFC 3711 §3.4).
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        check_max(PacketKind::Rtcp, len)?;
+        let needed = len + self.profile.rtcp_overhead();
+        check_room(buf, needed)?;
+        let ssrc = rtcp::parse(&buf[..len])?;
+
+        let Context { rtcp, rtcp_tx, .. } = self;
+        let next = rtcp_tx.entry(ssrc).or_insert(0);
+        if *next > rtcp::MAX_INDEX {
+            return Err(Error::IndexExhausted {
+                kind: PacketKind::Rtcp,
+                ssrc,
+            });
+        }
+        let out = rtcp
+            .protect_rtcp(&mut buf[..needed], len, ssrc, *next)
+            .ok_or(Error::PacketTooLarge {
+                kind: PacketKind::Rtcp,
+                len,
+                max: MAX_PACKET_LEN,
+            })?;
+        *next += 1;
+        Ok(out)
+    }
+
+    /// `buf` holds exactly one SRTCP packet. Reads the SRTCP index, rejects
+    /// replays per sender SSRC, authenticates, decrypts in place if the E
+    /// flag is set, and returns the plaintext RTCP length (`buf[..n]`).
+    pub fn unprotect_rtcp(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let n = buf.len();
+        check_max(PacketKind::Rtcp, n)?;
+        let min = rtcp::HEADER_LEN + self.profile.rtcp_overhead();
+        if n < min {
+            return Err(Error::Truncated {
+                kind: PacketKind::Rtcp,
+                len: n,
+                needed: min,
+            });
+        }
+        let ssrc = rtcp::parse(buf)?;
+        let Context { rtcp, rtcp_rx, .. } = self;
+        let off = rtcp.rtcp_word_offset(n);
+        let word = u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
+        let index = u64::from(word & rtcp::MAX_INDEX);
+        let auth_failed = Error::AuthenticationFailed {
+            kind: PacketKind::Rtcp,
+        };
+
+        match rtcp_rx.get_mut(&ssrc) {
+            Some(window) => {
+                if !window.check(index) {
+                    return Err(Error::Replayed {
+                        kind: PacketKind::Rtcp,
+                        ssrc,
+                        index,
+                        window: replay::WINDOW,
+                    });
+                }
+                let out = rtcp.unprotect_rtcp(buf, ssrc, word).ok_or(auth_failed)?;
+                window.accept(index);
+                Ok(out)
+            }
+            None => {
+                let out = rtcp.unprotect_rtcp(buf, ssrc, word).ok_or(auth_failed)?;
+                rtcp_rx.insert(ssrc, ReplayWindow::new(index));
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn check_max(kind: PacketKind, len: usize) -> Result<(), Error> {
+    if len > MAX_PACKET_LEN {
+        return Err(Error::PacketTooLarge {
+            kind,
+            len,
+            max: MAX_PACKET_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn check_room(buf: &[u8], needed: usize) -> Result<(), Error> {
+    if buf.len() < needed {
+        return Err(Error::BufferTooSmall {
+            needed,
+            available: buf.len(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! AEAD_AES_128_GCM (RFC 7714): AES-GCM over the payload with the RTP header
+//! (or the SRTCP header and index word) as associated data.
+//!
+//! Callers (the context) validate lengths first; every slice bound used here
+//! follows from the preconditions each function states.
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
+
+use crate::kdf::SessionKeys;
+use crate::profile::{GCM_TAG_LEN, SRTCP_INDEX_LEN};
+use crate::rtcp;
+
+/// Session state for one of SRTP or SRTCP under the GCM profile: the AES key
+/// schedule and GHASH key are computed once, per-packet work is in place.
+#[derive(Clone)]
+pub(crate) struct GcmTransform {
+    aead: Aes128Gcm,
+    salt: [u8; 12],
+}
+
+impl GcmTransform {
+    pub fn new(keys: &SessionKeys) -> Self {
+        let mut salt = [0u8; 12];
+        salt.copy_from_slice(&keys.salt[..12]);
+        GcmTransform {
+            aead: Aes128Gcm::new(&keys.enc.into()),
+            salt,
+        }
+    }
+
+    /// RFC 7714 §8.1: IV = (0x0000 || SSRC || ROC || SEQ) XOR salt, where
+    /// ROC || SEQ is the 48-bit packet index.
+    pub fn rtp_iv(&self, ssrc: u32, index: u64) -> [u8; 12] {
+        let mut iv = self.salt;
+        for (d, s) in iv[2..6].iter_mut().zip(ssrc.to_be_bytes()) {
+            *d ^= s;
+        }
+        for (d, s) in iv[6..12].iter_mut().zip(index.to_be_bytes()[2..].iter()) {
+            *d ^= s;
+        }
+        iv
+    }
+
+    /// RFC 7714 §9.1: IV = (0x0000 || SSRC || 0x0000 || 0 || index) XOR salt.
+    pub fn rtcp_iv(&self, ssrc: u32, index: u32) -> [u8; 12] {
+        let mut iv = self.salt;
+        for (d, s) in iv[2..6].iter_mut().zip(ssrc.to_be_bytes()) {
+            *d ^= s;
+        }
+        for (d, s) in iv[8..12].iter_mut().zip((index & rtcp::MAX_INDEX).to_be_bytes()) {
+            *d ^= s;
+        }
+        iv
+    }
+
+    fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Option<Tag> {
+        self.aead
+            .encrypt_in_place_detached(Nonce::from_slice(iv), aad, data)
+            .ok()
+    }
+
+    /// aes-gcm checks the tag before decrypting, so `data` is untouched on failure.
+    fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+        let tag: [u8; GCM_TAG_LEN] = match tag.try_into() {
+            Ok(t) => t,
+            Err(_) => return false,
+        };
+        self.aead
+            .decrypt_in_place_detached(Nonce::from_slice(iv), aad, data, &tag.into())
+            .is_ok()
+    }
+
+    /// Protects `pkt[..len]` in place and appends the tag; `None` only if GCM
+    /// refuses the length (over 64 GiB, so never for a datagram).
+    /// Requires `header_len <= len` and `len + GCM_TAG_LEN <= pkt.len()`.
+    pub fn protect_rtp(&self, pkt: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> Option<usize> {
+        let iv = self.rtp_iv(ssrc, index);
+        let (header, rest) = pkt.split_at_mut(header_len);
+        let (payload, trailer) = rest.split_at_mut(len - header_len);
+        let tag = self.seal(&iv, header, payload)?;
+        trailer[..GCM_TAG_LEN].copy_from_slice(&tag);
+        Some(len + GCM_TAG_LEN)
+    }
+
+    /// Verifies and decrypts a whole SRTP packet; `None` on a bad tag, with
+    /// `pkt` untouched. Requires `header_len + GCM_TAG_LEN <= pkt.len()`.
+    pub fn unprotect_rtp(&self, pkt: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Option<usize> {
+        let iv = self.rtp_iv(ssrc, index);
+        let len = pkt.len() - GCM_TAG_LEN;
+        let (header, rest) = pkt.split_at_mut(header_len);
+        let (payload, tag) = rest.split_at_mut(len - header_len);
+        self.open(&iv, header, payload, tag).then_some(len)
+    }
+
+    /// Protects `pkt[..len]` with SRTCP `index`: encrypts after the first 8
+    /// bytes with AAD = header || E || index, then appends tag and index word
+    /// (RFC 7714 §9: the tag precedes the index word, unlike the CM profile).
+    /// Requires `rtcp::HEADER_LEN <= len` and `len + 20 <= pkt.len()`.
+    pub fn protect_rtcp(&self, pkt: &mut [u8], len: usize, ssrc: u32, index: u32) -> Option<usize> {
+        let word = (rtcp::E_FLAG | index).to_be_bytes();
+        let aad = rtcp_aad(&pkt[..rtcp::HEADER_LEN], word);
+        let iv = self.rtcp_iv(ssrc, index);
+        let (payload, trailer) = pkt[rtcp::HEADER_LEN..].split_at_mut(len - rtcp::HEADER_LEN);
+        let tag = self.seal(&iv, &aad, payload)?;
+        trailer[..GCM_TAG_LEN].copy_from_slice(&tag);
+        trailer[GCM_TAG_LEN..GCM_TAG_LEN + SRTCP_INDEX_LEN].copy_from_slice(&word);
+        Some(len + GCM_TAG_LEN + SRTCP_INDEX_LEN)
+    }
+
+    /// Where the `E || index` word sits: the last four bytes.
+    /// Requires `pkt_len >= SRTCP_INDEX_LEN`.
+    pub fn rtcp_word_offset(pkt_len: usize) -> usize {
+        pkt_len - SRTCP_INDEX_LEN
+    }
+
+    /// Verifies and (if E is set) decrypts a whole SRTCP packet; `None` on a
+    /// bad tag, with `pkt` as it was. Requires `pkt.len() >= rtcp::HEADER_LEN + 20`.
+    pub fn unprotect_rtcp(&self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
+        let len = pkt.len() - GCM_TAG_LEN - SRTCP_INDEX_LEN;
+        let iv = self.rtcp_iv(ssrc, word);
+        if word & rtcp::E_FLAG != 0 {
+            let aad = rtcp_aad(&pkt[..rtcp::HEADER_LEN], word.to_be_bytes());
+            let (payload, tag) = pkt[rtcp::HEADER_LEN..].split_at_mut(len - rtcp::HEADER_LEN);
+            return self.open(&iv, &aad, payload, &tag[..GCM_TAG_LEN]).then_some(len);
+        }
+        // E = 0 (RFC 7714 §9.2, §17.3): the whole packet plus the index word
+        // is AAD. GCM takes one contiguous AAD, so move the word next to the
+        // packet (over the tag's first bytes, saved here) and put it back if
+        // the tag fails, leaving `pkt` as it was.
+        let mut tag = [0u8; GCM_TAG_LEN];
+        tag.copy_from_slice(&pkt[len..len + GCM_TAG_LEN]);
+        pkt.copy_within(len + GCM_TAG_LEN.., len);
+        if self.open(&iv, &pkt[..len + SRTCP_INDEX_LEN], &mut [], &tag) {
+            Some(len)
+        } else {
+            pkt[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+            None
+        }
+    }
+}
+
+/// SRTCP AAD for an encrypted packet: the 8-byte header, then `E || index`.
+fn rtcp_aad(header: &[u8], word: [u8; 4]) -> [u8; 12] {
+    let mut aad = [0u8; 12];
+    aad[..rtcp::HEADER_LEN].copy_from_slice(header);
+    aad[rtcp::HEADER_LEN..].copy_from_slice(&word);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::unhex;
+
+    /// RFC 7714 §16/§17 session key and salt ("Quid pro quo").
+    fn rfc7714() -> GcmTransform {
+        let mut salt = [0u8; 14];
+        salt[..12].copy_from_slice(&unhex("517569642070726f2071756f"));
+        GcmTransform::new(&SessionKeys {
+            enc: unhex("000102030405060708090a0b0c0d0e0f").try_into().expect("16"),
+            auth: [0; 20],
+            salt,
+        })
+    }
+
+    #[test]
+    fn rfc7714_rtp_iv() {
+        // §16.1.1: SSRC 0x5501a0b2, ROC 0, SEQ 0xf17b.
+        assert_eq!(rfc7714().rtp_iv(0x5501a0b2, 0xf17b).to_vec(), unhex("51753c6580c2726f20718414"));
+    }
+
+    #[test]
+    fn rfc7714_rtcp_iv() {
+        // §17.1: (00 00 || SSRC "Mars" || 00 00 || index 0x5d4) XOR salt.
+        assert_eq!(rfc7714().rtcp_iv(0x4d617273, 0x5d4).to_vec(), unhex("517524055203726f207170bb"));
+        // The E flag must not leak into the IV.
+        assert_eq!(rfc7714().rtcp_iv(0x4d617273, 0x8000_05d4), rfc7714().rtcp_iv(0x4d617273, 0x5d4));
+    }
+}
