@@ -1,0 +1,343 @@
+//! The engine's end of the control socket: accepts connections from the control daemon (and tools),
+//! decodes requests, turns them into worker commands, and pushes worker events back.
+//!
+//! Each connection gets its own thread (there are one or two). The control thread keeps the
+//! engine-wide view that no single worker has: which worker holds which transport, and every
+//! subscription, so that removing a transport also removes the routes other workers hold for it.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use switchyard_protocol::{
+    EngineStats, ErrorCode, Event, FrameKind, FrameReader, Reply, Request, TransportId, WorkerInfo, WorkerStats,
+    VERSION,
+};
+use switchyard_udp::Waker;
+
+use crate::forwarder::{CommandError, Dest};
+use crate::stats::WorkerCounters;
+use crate::worker::{Command, Done, Op};
+
+/// Most subscribers one stream may have on one engine.
+pub const MAX_SUBSCRIBERS_PER_STREAM: usize = 1000;
+const WORKER_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The control thread's handle on one worker.
+pub struct WorkerHandle {
+    /// Where it listens.
+    pub info: WorkerInfo,
+    /// Its command queue.
+    pub commands: Sender<Command>,
+    /// Wakes it so it sees a command at once.
+    pub waker: Waker,
+    /// Its counters.
+    pub counters: Arc<WorkerCounters>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// transport -> worker
+    transports: HashMap<TransportId, u16>,
+    /// (publisher, ssrc, subscriber)
+    subscriptions: HashSet<(TransportId, u32, TransportId)>,
+}
+
+type EventTarget = Arc<Mutex<UnixStream>>;
+
+/// State shared by the connection threads.
+pub struct ControlState {
+    workers: Vec<WorkerHandle>,
+    io: String,
+    registry: Mutex<Registry>,
+    event_target: Mutex<Option<EventTarget>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking connection thread must not take the engine down with it: the data is still consistent
+    // because every update is a single insert or remove.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ControlState {
+    /// Control state over the spawned workers.
+    pub fn new(workers: Vec<WorkerHandle>, io: String) -> ControlState {
+        ControlState { workers, io, registry: Mutex::default(), event_target: Mutex::default() }
+    }
+
+    fn worker(&self, w: u16) -> Result<&WorkerHandle, CommandError> {
+        self.workers
+            .get(w as usize)
+            .ok_or_else(|| (ErrorCode::UnknownWorker, format!("no worker {w}; the engine has {}", self.workers.len())))
+    }
+
+    fn run(&self, w: u16, op: Op) -> Result<Done, CommandError> {
+        let worker = self.worker(w)?;
+        let (tx, rx) = bounded(1);
+        worker
+            .commands
+            .send(Command { op, reply: tx })
+            .map_err(|_| (ErrorCode::Internal, format!("worker {w} has stopped")))?;
+        worker.waker.wake();
+        rx.recv_timeout(WORKER_REPLY_TIMEOUT)
+            .map_err(|_| (ErrorCode::Internal, format!("worker {w} did not answer")))?
+    }
+
+    fn worker_of(&self, id: TransportId) -> Result<u16, CommandError> {
+        lock(&self.registry)
+            .transports
+            .get(&id)
+            .copied()
+            .ok_or_else(|| (ErrorCode::UnknownTransport, format!("no transport {id}")))
+    }
+
+    /// Carries out one request (after Hello).
+    pub fn handle(&self, req: Request) -> Reply {
+        match self.handle_inner(req) {
+            Ok(r) => r,
+            Err((code, message)) => Reply::Error { code, message },
+        }
+    }
+
+    fn handle_inner(&self, req: Request) -> Result<Reply, CommandError> {
+        match req {
+            Request::Hello { .. } => Err((ErrorCode::Invalid, "Hello was already received on this connection".into())),
+            Request::AddTransport { transport, worker, ufrag, pwd } => {
+                let w = match worker {
+                    Some(w) => {
+                        self.worker(w)?;
+                        w
+                    }
+                    None => self.least_loaded(),
+                };
+                if lock(&self.registry).transports.contains_key(&transport) {
+                    return Err((ErrorCode::Duplicate, format!("transport {transport} already exists")));
+                }
+                self.run(w, Op::AddTransport { id: transport, ufrag, pwd })?;
+                lock(&self.registry).transports.insert(transport, w);
+                Ok(Reply::TransportAdded { worker: w, addr: self.worker(w)?.info.addr })
+            }
+            Request::RemoveTransport { transport } => {
+                let w = self.worker_of(transport)?;
+                let subs: Vec<_> = lock(&self.registry)
+                    .subscriptions
+                    .iter()
+                    .filter(|(p, _, s)| *p == transport || *s == transport)
+                    .copied()
+                    .collect();
+                for (p, ssrc, s) in subs {
+                    self.unsubscribe(p, ssrc, s)?;
+                }
+                self.run(w, Op::RemoveTransport { id: transport })?;
+                lock(&self.registry).transports.remove(&transport);
+                Ok(Reply::Ok)
+            }
+            Request::SetSrtp { transport, profile, inbound, outbound } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::SetSrtp { id: transport, profile, inbound, outbound })?;
+                Ok(Reply::Ok)
+            }
+            Request::Subscribe { publisher, ssrc, subscriber } => {
+                if publisher == subscriber {
+                    return Err((ErrorCode::Invalid, "a transport cannot subscribe to its own stream".into()));
+                }
+                let pw = self.worker_of(publisher)?;
+                let sw = self.worker_of(subscriber)?;
+                let dest = if pw == sw { Dest::Local(subscriber) } else { Dest::Remote { worker: sw, transport: subscriber } };
+                let up = if pw == sw { Dest::Local(publisher) } else { Dest::Remote { worker: pw, transport: publisher } };
+                self.run(pw, Op::AddRoute { publisher, ssrc, dest, limit: MAX_SUBSCRIBERS_PER_STREAM })?;
+                if let Err(e) = self.run(sw, Op::AddFeedback { subscriber, ssrc, publisher: up }) {
+                    // Undo so a failed subscribe changes nothing.
+                    let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber });
+                    return Err(e);
+                }
+                lock(&self.registry).subscriptions.insert((publisher, ssrc, subscriber));
+                Ok(Reply::Ok)
+            }
+            Request::Unsubscribe { publisher, ssrc, subscriber } => {
+                self.unsubscribe(publisher, ssrc, subscriber)?;
+                Ok(Reply::Ok)
+            }
+            Request::DtlsOut { transport, datagram } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::DtlsOut { id: transport, datagram })?;
+                Ok(Reply::Ok)
+            }
+            Request::Stats => Ok(Reply::Stats(self.stats())),
+            Request::Snapshot => {
+                let mut all = Vec::new();
+                for w in 0..self.workers.len() as u16 {
+                    if let Done::Snapshot(mut v) = self.run(w, Op::Snapshot)? {
+                        all.append(&mut v);
+                    }
+                }
+                all.sort_by_key(|t| t.transport);
+                Ok(Reply::Snapshot(all))
+            }
+        }
+    }
+
+    fn unsubscribe(&self, publisher: TransportId, ssrc: u32, subscriber: TransportId) -> Result<(), CommandError> {
+        let pw = self.worker_of(publisher)?;
+        let sw = self.worker_of(subscriber)?;
+        self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber })?;
+        self.run(sw, Op::RemoveFeedback { subscriber, ssrc })?;
+        lock(&self.registry).subscriptions.remove(&(publisher, ssrc, subscriber));
+        Ok(())
+    }
+
+    fn least_loaded(&self) -> u16 {
+        let reg = lock(&self.registry);
+        let mut load = vec![0usize; self.workers.len()];
+        for w in reg.transports.values() {
+            if let Some(l) = load.get_mut(*w as usize) {
+                *l += 1;
+            }
+        }
+        load.iter().enumerate().min_by_key(|(_, l)| **l).map(|(i, _)| i as u16).unwrap_or(0)
+    }
+
+    /// Counters and latency of every worker.
+    pub fn stats(&self) -> EngineStats {
+        let reg = lock(&self.registry);
+        let mut per_worker = vec![0u32; self.workers.len()];
+        for w in reg.transports.values() {
+            if let Some(c) = per_worker.get_mut(*w as usize) {
+                *c += 1;
+            }
+        }
+        drop(reg);
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let latency = match self.run(i as u16, Op::Latency) {
+                    Ok(Done::Latency(l)) => l,
+                    _ => Default::default(),
+                };
+                WorkerStats {
+                    index: i as u16,
+                    transports: per_worker[i],
+                    counters: h.counters.counters_named(),
+                    drops: h.counters.drops_named(),
+                    latency,
+                }
+            })
+            .collect();
+        EngineStats { io: self.io.clone(), workers }
+    }
+
+    fn hello_reply(&self) -> Reply {
+        Reply::Hello {
+            version: VERSION,
+            io: self.io.clone(),
+            workers: self.workers.iter().map(|w| w.info.clone()).collect(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// Accepts connections until `stop` is set.
+pub fn serve(listener: UnixListener, state: Arc<ControlState>, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                let state = Arc::clone(&state);
+                let spawned = std::thread::Builder::new()
+                    .name("engine-ctl-conn".into())
+                    .spawn(move || connection(stream, state));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "could not start a control connection thread");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+        }
+    }
+}
+
+/// Forwards worker events to the connection that asked for them; drops them while there is none.
+pub fn forward_events(events: Receiver<Event>, state: Arc<ControlState>) {
+    for ev in events {
+        let target = lock(&state.event_target).clone();
+        if let Some(t) = target {
+            let bytes = ev.frame().encode();
+            if lock(&t).write_all(&bytes).is_err() {
+                let mut cur = lock(&state.event_target);
+                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &t)) {
+                    *cur = None;
+                }
+            }
+        }
+    }
+}
+
+fn connection(stream: UnixStream, state: Arc<ControlState>) {
+    let writer = match stream.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, "control connection: could not clone the socket");
+            return;
+        }
+    };
+    let mut stream = stream;
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut greeted = false;
+    let send = |reply: Reply, id: u32| -> bool { lock(&writer).write_all(&reply.frame(id).encode()).is_ok() };
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        reader.feed(&buf[..n]);
+        while let Some(frame) = reader.next_frame() {
+            let (id, reply) = match frame {
+                Err((id, e)) => (id, Reply::error(ErrorCode::BadFrame, e.to_string())),
+                Ok(f) if f.kind != FrameKind::Request => {
+                    (f.id, Reply::error(ErrorCode::BadFrame, "the engine only accepts requests"))
+                }
+                Ok(f) => match Request::decode(&f.body) {
+                    Err(e @ switchyard_protocol::DecodeError::UnknownTag { .. }) => {
+                        (f.id, Reply::error(ErrorCode::UnknownMessage, e.to_string()))
+                    }
+                    Err(e) => (f.id, Reply::error(ErrorCode::BadFrame, e.to_string())),
+                    Ok(Request::Hello { version, client, events }) if !greeted => {
+                        if version != VERSION {
+                            (
+                                f.id,
+                                Reply::error(
+                                    ErrorCode::VersionMismatch,
+                                    format!("engine speaks control protocol {VERSION}, {client} speaks {version}"),
+                                ),
+                            )
+                        } else {
+                            greeted = true;
+                            tracing::info!(%client, events, "control client connected");
+                            if events {
+                                *lock(&state.event_target) = Some(Arc::clone(&writer));
+                            }
+                            (f.id, state.hello_reply())
+                        }
+                    }
+                    Ok(_) if !greeted => (f.id, Reply::error(ErrorCode::HelloFirst, "send Hello first")),
+                    Ok(req) => (f.id, state.handle(req)),
+                },
+            };
+            if !send(reply, id) {
+                return;
+            }
+        }
+    }
+    let mut cur = lock(&state.event_target);
+    if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &writer)) {
+        *cur = None;
+    }
+}

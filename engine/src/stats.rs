@@ -1,0 +1,213 @@
+//! Per-worker counters. Each worker writes only its own (relaxed atomics on its own cache lines); the
+//! control thread reads them for the Stats reply, so reading never stops forwarding.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a datagram was dropped. The names are the `reason` label of `switchyard_engine_drops_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// First byte outside the RFC 7983 STUN / DTLS / RTP ranges.
+    NotWebrtc,
+    /// STUN that does not parse.
+    StunMalformed,
+    /// A STUN message that is not a binding request (we are ICE-lite: we never send checks).
+    StunUnexpected,
+    /// A binding request whose USERNAME names no transport on this worker.
+    StunUnknownUfrag,
+    /// A binding request whose MESSAGE-INTEGRITY or FINGERPRINT does not verify.
+    StunBadIntegrity,
+    /// DTLS or SRTP from an address that has not passed an ICE check.
+    UnboundSource,
+    /// SRTP before the DTLS handshake installed keys.
+    NoSrtpKeys,
+    /// SRTP/SRTCP that fails authentication.
+    SrtpAuth,
+    /// SRTP/SRTCP already received (replay window).
+    SrtpReplay,
+    /// SRTP/SRTCP with a malformed header or length.
+    SrtpMalformed,
+    /// DTLS beyond the per-transport punt rate.
+    DtlsRateLimited,
+    /// The control daemon is not taking events fast enough.
+    EventQueueFull,
+    /// A cross-worker hand-off queue was full.
+    HandoffQueueFull,
+    /// Every shared packet buffer was still in flight.
+    PoolExhausted,
+    /// The send batch had no room.
+    SendBatchFull,
+    /// The kernel refused a send.
+    SendFailed,
+    /// A hand-off for a transport that was removed meanwhile.
+    StaleHandoff,
+    /// Encrypting for a subscriber failed (no keys yet, packet too large).
+    ProtectFailed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 18] = [
+        DropReason::NotWebrtc,
+        DropReason::StunMalformed,
+        DropReason::StunUnexpected,
+        DropReason::StunUnknownUfrag,
+        DropReason::StunBadIntegrity,
+        DropReason::UnboundSource,
+        DropReason::NoSrtpKeys,
+        DropReason::SrtpAuth,
+        DropReason::SrtpReplay,
+        DropReason::SrtpMalformed,
+        DropReason::DtlsRateLimited,
+        DropReason::EventQueueFull,
+        DropReason::HandoffQueueFull,
+        DropReason::PoolExhausted,
+        DropReason::SendBatchFull,
+        DropReason::SendFailed,
+        DropReason::StaleHandoff,
+        DropReason::ProtectFailed,
+    ];
+
+    /// The metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NotWebrtc => "not_webrtc",
+            DropReason::StunMalformed => "stun_malformed",
+            DropReason::StunUnexpected => "stun_unexpected",
+            DropReason::StunUnknownUfrag => "stun_unknown_ufrag",
+            DropReason::StunBadIntegrity => "stun_bad_integrity",
+            DropReason::UnboundSource => "unbound_source",
+            DropReason::NoSrtpKeys => "no_srtp_keys",
+            DropReason::SrtpAuth => "srtp_auth",
+            DropReason::SrtpReplay => "srtp_replay",
+            DropReason::SrtpMalformed => "srtp_malformed",
+            DropReason::DtlsRateLimited => "dtls_rate_limited",
+            DropReason::EventQueueFull => "event_queue_full",
+            DropReason::HandoffQueueFull => "handoff_queue_full",
+            DropReason::PoolExhausted => "pool_exhausted",
+            DropReason::SendBatchFull => "send_batch_full",
+            DropReason::SendFailed => "send_failed",
+            DropReason::StaleHandoff => "stale_handoff",
+            DropReason::ProtectFailed => "protect_failed",
+        }
+    }
+}
+
+/// A monotonically increasing per-worker counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// Datagrams received.
+    RxPackets,
+    /// Bytes received.
+    RxBytes,
+    /// Datagrams sent.
+    TxPackets,
+    /// Bytes sent.
+    TxBytes,
+    /// RTP packets forwarded to a subscriber (one per copy).
+    RtpForwarded,
+    /// RTCP packets forwarded to a subscriber or publisher.
+    RtcpForwarded,
+    /// Binding requests answered.
+    StunAnswered,
+    /// DTLS datagrams punted to the control daemon.
+    DtlsIn,
+    /// DTLS datagrams sent for the control daemon.
+    DtlsOut,
+    /// Packets handed to another worker.
+    HandoffsOut,
+    /// Packets received from another worker.
+    HandoffsIn,
+}
+
+impl Counter {
+    /// Every counter, in order.
+    pub const ALL: [Counter; 11] = [
+        Counter::RxPackets,
+        Counter::RxBytes,
+        Counter::TxPackets,
+        Counter::TxBytes,
+        Counter::RtpForwarded,
+        Counter::RtcpForwarded,
+        Counter::StunAnswered,
+        Counter::DtlsIn,
+        Counter::DtlsOut,
+        Counter::HandoffsOut,
+        Counter::HandoffsIn,
+    ];
+
+    /// The metrics name suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RxPackets => "rx_packets",
+            Counter::RxBytes => "rx_bytes",
+            Counter::TxPackets => "tx_packets",
+            Counter::TxBytes => "tx_bytes",
+            Counter::RtpForwarded => "rtp_forwarded",
+            Counter::RtcpForwarded => "rtcp_forwarded",
+            Counter::StunAnswered => "stun_answered",
+            Counter::DtlsIn => "dtls_in",
+            Counter::DtlsOut => "dtls_out",
+            Counter::HandoffsOut => "handoffs_out",
+            Counter::HandoffsIn => "handoffs_in",
+        }
+    }
+}
+
+/// One worker's counters, padded so two workers never share a cache line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    counters: [AtomicU64; Counter::ALL.len()],
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl WorkerCounters {
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        self.counters[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one dropped datagram.
+    #[inline]
+    pub fn drop_one(&self, r: DropReason) {
+        self.drops[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// Reads a drop counter.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].load(Ordering::Relaxed)
+    }
+
+    /// All counters as `(name, value)`.
+    pub fn counters_named(&self) -> Vec<(String, u64)> {
+        Counter::ALL.iter().map(|c| (c.name().to_string(), self.get(*c))).collect()
+    }
+
+    /// All drop counters as `(reason, value)`.
+    pub fn drops_named(&self) -> Vec<(String, u64)> {
+        DropReason::ALL.iter().map(|r| (r.name().to_string(), self.dropped(*r))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_order_matches_all_arrays() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}
