@@ -1,1 +1,319 @@
-//! switchyard-udp
+//! Batched, allocation-free UDP I/O for the Switchyard SFU.
+//!
+//! `switchyard-engine` runs one pinned worker thread per core, each owning one UDP socket on its
+//! own port; this crate is that socket. A worker loop looks like:
+//!
+//! ```no_run
+//! # use switchyard_udp::{UdpIo, Config, SendBatch};
+//! # fn main() -> std::io::Result<()> {
+//! let (mut io, fallback) = UdpIo::bind("0.0.0.0:0".parse().unwrap(), None, &Config::default())?;
+//! if let Some(reason) = fallback {
+//!     eprintln!("io_uring unavailable ({reason}): using mmsg");
+//! }
+//! let waker = io.waker(); // handed to other workers, who call waker.wake() after queueing work
+//! let mut out = SendBatch::new(64);
+//! loop {
+//!     io.prepare_sleep();
+//!     // ... last check of the hand-off queue here; if it had work, use a zero timeout ...
+//!     io.recv(None, |pkt, from| {
+//!         // decrypt / route in place, queue replies into `out`
+//!         let _ = out.push(from, pkt);
+//!     })?;
+//!     io.send(&mut out)?;
+//! #   break;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Two backends sit behind the same narrow interface (in the style of quinn-udp):
+//! [`IoKind::Uring`], io_uring driven directly from the worker thread (multishot `RECVMSG` with
+//! a provided-buffer ring, `SENDMSG` batches), and [`IoKind::Mmsg`], `recvmmsg`/`sendmmsg` with
+//! `ppoll` on the socket and an eventfd. [`UdpIo::bind`] picks io_uring when
+//! [`probe_uring`] says it works and falls back to mmsg otherwise. Every buffer is allocated at
+//! construction: receiving and sending perform no heap allocation in steady state. Linux only.
+
+#![cfg(target_os = "linux")]
+
+mod batch;
+mod mmsg;
+mod probe;
+mod sock;
+mod uring;
+mod waker;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+pub use batch::SendBatch;
+pub use probe::probe_uring;
+pub use waker::Waker;
+
+/// Size of every receive and send buffer: the largest datagram this crate delivers or sends.
+/// Larger incoming datagrams are dropped (a WebRTC server never uses them; they would only be
+/// delivered truncated).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Which I/O backend a [`UdpIo`] uses. Displays as `"io_uring"` or `"mmsg"`; parses from
+/// `"uring"`, `"io_uring"` (or `"io-uring"`) and `"mmsg"`, e.g. from the engine's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoKind {
+    /// io_uring: multishot `RECVMSG` into a provided-buffer ring, `SENDMSG` batches, eventfd `READ`.
+    Uring,
+    /// `recvmmsg(2)` / `sendmmsg(2)` on a nonblocking socket, `ppoll(2)` to wait.
+    Mmsg,
+}
+
+impl fmt::Display for IoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IoKind::Uring => "io_uring",
+            IoKind::Mmsg => "mmsg",
+        })
+    }
+}
+
+/// The error of parsing an [`IoKind`] from a string that names no backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseIoKindError {
+    input: String,
+}
+
+impl fmt::Display for ParseIoKindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown UDP I/O backend {:?} (expected \"io_uring\" or \"mmsg\")", self.input)
+    }
+}
+
+impl std::error::Error for ParseIoKindError {}
+
+impl FromStr for IoKind {
+    type Err = ParseIoKindError;
+
+    fn from_str(s: &str) -> Result<IoKind, ParseIoKindError> {
+        match s {
+            "uring" | "io_uring" | "io-uring" => Ok(IoKind::Uring),
+            "mmsg" => Ok(IoKind::Mmsg),
+            _ => Err(ParseIoKindError { input: s.to_string() }),
+        }
+    }
+}
+
+/// Socket and batching settings for [`UdpIo::bind`]. The default is a batch of 64 datagrams,
+/// 4 MiB receive and send buffers (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` when permitted, otherwise
+/// `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`; 0 leaves the
+/// system default) and no `SO_REUSEPORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Receive buffers per socket (the most datagrams one `recv` delivers) and datagrams per
+    /// send system call / submission; clamped to 1..=4096 for io_uring.
+    pub batch: usize,
+    /// Kernel receive buffer size in bytes (`SO_RCVBUF`), 0 for the system default.
+    pub recv_buffer_bytes: usize,
+    /// Kernel send buffer size in bytes (`SO_SNDBUF`), 0 for the system default.
+    pub send_buffer_bytes: usize,
+    /// Set `SO_REUSEPORT` before binding.
+    pub reuse_port: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            batch: 64,
+            recv_buffer_bytes: 4 << 20,
+            send_buffer_bytes: 4 << 20,
+            reuse_port: false,
+        }
+    }
+}
+
+/// Outcome of one [`UdpIo::send`]: datagrams the kernel accepted and datagrams that failed
+/// individually (send buffer full, `ECONNREFUSED`, unreachable network, an IPv6 destination on
+/// an IPv4 socket, ...). `sent + failed` equals the batch length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Datagrams handed to the kernel.
+    pub sent: usize,
+    /// Datagrams dropped because of a per-datagram error.
+    pub failed: usize,
+}
+
+enum Backend {
+    Uring(Box<uring::Uring>),
+    Mmsg(Box<mmsg::Mmsg>),
+}
+
+/// One worker's UDP socket with batched receive and send (see the crate docs). Enum dispatch over
+/// the two backends, no trait objects. `Send` (it may be created on one thread and moved to its
+/// worker) but meant to be used by one thread at a time.
+pub struct UdpIo {
+    backend: Backend,
+}
+
+impl fmt::Debug for UdpIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpIo")
+            .field("kind", &self.kind())
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl UdpIo {
+    /// Binds a UDP socket on `addr` with the requested backend, or probes when `kind` is `None`:
+    /// io_uring if it works ([`probe_uring`] and the ring setup succeed), else mmsg. Returns the
+    /// socket and, when it fell back, the reason, so the engine can log
+    /// `"io_uring unavailable (...): using mmsg"`. An explicit `Some(IoKind::Uring)` that cannot
+    /// be set up is an error (`Unsupported`, with the reason). Binding an IPv6 address makes a
+    /// dual-stack socket where possible; IPv4 peers are then reported as IPv4 addresses.
+    pub fn bind(addr: SocketAddr, kind: Option<IoKind>, config: &Config) -> io::Result<(UdpIo, Option<String>)> {
+        let batch = config.batch.max(1);
+        let (probe_failed, want_uring) = match kind {
+            Some(IoKind::Mmsg) => (None, false),
+            Some(IoKind::Uring) => match probe_uring() {
+                Ok(()) => (None, true),
+                Err(reason) => return Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
+            },
+            None => match probe_uring() {
+                Ok(()) => (None, true),
+                Err(reason) => (Some(reason), false),
+            },
+        };
+        let socket = sock::bind_socket(addr, config)?;
+        if !want_uring {
+            let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
+            return Ok((UdpIo { backend }, probe_failed));
+        }
+        match uring::Uring::new(socket, batch) {
+            Ok(u) => Ok((UdpIo { backend: Backend::Uring(Box::new(u)) }, None)),
+            Err((_, reason)) if kind == Some(IoKind::Uring) => Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
+            Err((socket, reason)) => {
+                let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
+                Ok((UdpIo { backend }, Some(reason)))
+            }
+        }
+    }
+
+    /// The backend in use.
+    pub fn kind(&self) -> IoKind {
+        match &self.backend {
+            Backend::Uring(_) => IoKind::Uring,
+            Backend::Mmsg(_) => IoKind::Mmsg,
+        }
+    }
+
+    /// The address the socket is bound to (with the actual port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock::local_addr(self.socket())
+    }
+
+    fn socket(&self) -> &socket2::Socket {
+        match &self.backend {
+            Backend::Uring(u) => u.socket(),
+            Backend::Mmsg(m) => m.socket(),
+        }
+    }
+
+    fn waker_inner(&self) -> &std::sync::Arc<waker::WakerInner> {
+        match &self.backend {
+            Backend::Uring(u) => u.waker(),
+            Backend::Mmsg(m) => m.waker(),
+        }
+    }
+
+    /// A new handle that wakes this socket's worker out of [`recv`](Self::recv); clone it freely
+    /// and give it to other threads.
+    pub fn waker(&self) -> Waker {
+        Waker::new(self.waker_inner().clone())
+    }
+
+    /// Announces that the worker is about to sleep: call it before the last check of the
+    /// worker's hand-off queues, then call [`recv`](Self::recv). From here on [`Waker::wake`]
+    /// writes the eventfd, so work queued after that last check makes `recv` return at once
+    /// instead of being noticed only at the next datagram or timeout. `recv` clears the flag when
+    /// it returns. (`recv` also sets the flag itself before blocking, so a worker that skips this
+    /// call is still woken while blocked, just not for hand-offs that raced with going to sleep.)
+    pub fn prepare_sleep(&self) {
+        self.waker_inner().announce_sleep();
+    }
+
+    /// Waits up to `timeout` (`None` = until woken or data; `Some(Duration::ZERO)` = do not
+    /// block) for datagrams; for each one calls `on_packet(&mut buf[..len], from)`, where the
+    /// callee may modify the bytes in place. Delivers at most [`Config::batch`] datagrams per call
+    /// and returns how many were delivered. Returns early with 0 when woken; if the worker was
+    /// woken, or a [`Waker::wake`] raced with going to sleep after
+    /// [`prepare_sleep`](Self::prepare_sleep), it does not block. Datagrams larger than
+    /// [`MAX_DATAGRAM`] are dropped. Errors are those of the socket or ring itself, not of
+    /// individual datagrams.
+    pub fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_packet: impl FnMut(&mut [u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let res = match &mut self.backend {
+            Backend::Uring(u) => u.recv(timeout, &mut on_packet),
+            Backend::Mmsg(m) => m.recv(timeout, &mut on_packet),
+        };
+        self.waker_inner().clear_sleeping();
+        res
+    }
+
+    /// Sends every datagram queued in `batch` (one `sendmmsg` / one io_uring submission per
+    /// [`Config::batch`] datagrams, looping on partial sends), then clears it. Per-datagram errors
+    /// (e.g. `ECONNREFUSED`, `EAGAIN` when the send buffer is full: sending never blocks) are
+    /// counted in the report, not returned; an `Err` means the socket or ring itself failed (the
+    /// batch is cleared all the same).
+    pub fn send(&mut self, batch: &mut SendBatch) -> io::Result<SendReport> {
+        let res = match &mut self.backend {
+            Backend::Uring(u) => u.send(batch),
+            Backend::Mmsg(m) => m.send(batch),
+        };
+        batch.clear();
+        res
+    }
+}
+
+impl AsRawFd for UdpIo {
+    /// The UDP socket's descriptor (e.g. for `getsockopt` or statistics); do not read from it.
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket().as_raw_fd()
+    }
+}
+
+/// An optional absolute deadline for a blocking wait.
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `None` (or a timeout too large to represent) waits forever.
+    pub(crate) fn new(timeout: Option<Duration>) -> Deadline {
+        Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Time left (`None` = forever).
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    pub(crate) fn expired(&self) -> bool {
+        self.0.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_kind_display_and_parse() {
+        assert_eq!(IoKind::Uring.to_string(), "io_uring");
+        assert_eq!(IoKind::Mmsg.to_string(), "mmsg");
+        assert_eq!("uring".parse::<IoKind>(), Ok(IoKind::Uring));
+        assert_eq!("io_uring".parse::<IoKind>(), Ok(IoKind::Uring));
+        assert_eq!("mmsg".parse::<IoKind>(), Ok(IoKind::Mmsg));
+        assert!("epoll".parse::<IoKind>().is_err());
+        assert_eq!(Config::default().batch, 64);
+    }
+}

@@ -1,0 +1,553 @@
+//! The io_uring backend, driven directly from the worker thread.
+//!
+//! Receive side: one multishot `RECVMSG` on the socket, fed from a provided-buffer ring of
+//! `2 * batch` (power of two) slots; every completion names the slot the kernel filled, the slot
+//! is handed to the callback in place and then given back to the ring. A `READ` on the eventfd is
+//! kept posted for wake-ups. Waiting uses `io_uring_enter` with the extended argument (timeout).
+//!
+//! Send side: a second, small ring whose `SENDMSG` entries (one per datagram, `MSG_DONTWAIT`) are
+//! submitted together with a single `submit_and_wait` and all reaped before `send` returns, so the
+//! batch's buffers are free again. A separate ring keeps send completions from interleaving with
+//! receive completions, so neither path ever has to stash the other's events.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use socket2::Socket;
+
+use crate::batch::SendBatch;
+use crate::sock::{self, describe, is_fatal_recv_errno};
+use crate::waker::WakerInner;
+use crate::{Deadline, SendReport, MAX_DATAGRAM};
+
+const RECV_TAG: u64 = 1;
+const WAKE_TAG: u64 = 2;
+const CANCEL_TAG: u64 = 3;
+/// Buffer group id of the provided-buffer ring.
+const BGID: u16 = 0;
+
+/// `struct io_uring_recvmsg_out`, written by the kernel at the start of every multishot buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RecvMsgOut {
+    namelen: u32,
+    controllen: u32,
+    payloadlen: u32,
+    flags: u32,
+}
+
+/// Room reserved for the peer address (fits `sockaddr_in` and `sockaddr_in6`).
+const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
+/// Offset of the payload inside a slot: header, then the name field.
+const PAYLOAD_OFF: usize = mem::size_of::<RecvMsgOut>() + NAME_LEN;
+/// Length of a slot as given to the kernel: exactly MAX_DATAGRAM bytes of payload.
+const SLOT_LEN: usize = PAYLOAD_OFF + MAX_DATAGRAM;
+/// Distance between slots (cache-line multiple).
+const SLOT_STRIDE: usize = (SLOT_LEN + 63) & !63;
+
+/// A zeroed heap allocation handed to the kernel by address. Freed on drop unless `leak` was
+/// called (when the kernel might still write to it).
+struct RawMem {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    leak: bool,
+}
+
+impl RawMem {
+    fn new(size: usize, align: usize) -> io::Result<RawMem> {
+        let layout = Layout::from_size_align(size.max(1), align)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(RawMem { ptr, layout, leak: false })
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for RawMem {
+    fn drop(&mut self) {
+        if !self.leak {
+            // SAFETY: ptr was returned by alloc_zeroed with exactly this layout and is freed once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+}
+
+/// The provided-buffer ring: `entries` descriptors (page-aligned, shared with the kernel) and the
+/// slot memory they point to.
+struct BufRing {
+    ring: RawMem,
+    slots: RawMem,
+    entries: u16,
+    /// Our producer index; published to the kernel by `publish`.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(entries: u16) -> io::Result<BufRing> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = usize::try_from(page).unwrap_or(4096).max(4096);
+        let ring = RawMem::new(usize::from(entries) * mem::size_of::<BufRingEntry>(), page)?;
+        let slots = RawMem::new(usize::from(entries) * SLOT_STRIDE, 64)?;
+        Ok(BufRing { ring, slots, entries, tail: 0 })
+    }
+
+    fn base(&self) -> *mut BufRingEntry {
+        self.ring.ptr().cast()
+    }
+
+    /// Gives slot `bid` (back) to the kernel; visible after `publish`.
+    fn recycle(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: idx < entries, so the entry lies inside the ring allocation. The kernel only
+        // reads entries between its head and our published tail, and this index is beyond the
+        // published tail, so nothing reads it concurrently. The setters leave the `resv` field
+        // (which doubles as the ring tail in entry 0) untouched.
+        let entry = unsafe { &mut *self.base().add(idx) };
+        // SAFETY: bid < entries, so the slot lies inside the slot allocation.
+        let addr = unsafe { self.slots.ptr().add(usize::from(bid) * SLOT_STRIDE) };
+        entry.set_addr(addr as u64);
+        entry.set_len(SLOT_LEN as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes recycled slots visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the base is the first entry of a live, page-aligned ring; `tail` returns the
+        // address of its `resv` field, which the kernel reads as the ring tail. The field is a
+        // 2-byte aligned u16 that this process writes only through this atomic.
+        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.base()) as *mut u16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The slot `bid` as a mutable byte slice (the kernel has handed it to us).
+    ///
+    /// # Safety
+    /// `bid` must be a slot the kernel returned in a completion and that was not recycled since.
+    unsafe fn slot(&mut self, bid: u16) -> &mut [u8] {
+        // SAFETY: per the contract, the slot is ours; bounds hold because bid < entries.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.slots.ptr().add(usize::from(bid) * SLOT_STRIDE), SLOT_LEN)
+        }
+    }
+}
+
+/// io_uring backend. See the module docs.
+pub(crate) struct Uring {
+    // Field order matters for drop: the rings go first (after `Drop::drop` cancelled their
+    // operations), then the memory they referenced, then the socket.
+    rx: IoUring,
+    tx: IoUring,
+    bufs: BufRing,
+    /// msghdr template for the multishot receive (only `msg_namelen` is used by the kernel).
+    rx_msghdr: Box<libc::msghdr>,
+    /// Destination of the eventfd `READ`.
+    wake_buf: RawMem,
+    recv_armed: bool,
+    wake_armed: bool,
+    recv_limit: usize,
+    tx_iov: Box<[libc::iovec]>,
+    tx_names: Box<[libc::sockaddr_storage]>,
+    tx_hdrs: Box<[libc::msghdr]>,
+    tx_broken: bool,
+    waker: Arc<WakerInner>,
+    v6: bool,
+    socket: Socket,
+}
+
+// SAFETY: the raw pointers inside the msghdr/iovec arrays and the buffer ring only point into heap
+// memory owned by this struct (or, during `send`, into the borrowed batch); IoUring itself is Send.
+// Moving the struct moves exclusive ownership of all of it.
+unsafe impl Send for Uring {}
+
+impl Uring {
+    /// Sets up the rings and buffers for a bound socket. On failure the socket is handed back
+    /// with a one-line reason so that the caller can fall back to mmsg.
+    pub(crate) fn new(socket: Socket, batch: usize) -> Result<Uring, (Socket, String)> {
+        macro_rules! attempt {
+            ($what:expr, $e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(err) => return Err((socket, describe($what, &err))),
+                }
+            };
+        }
+        let v6 = attempt!("getsockname", sock::local_addr(&socket)).is_ipv6();
+        let batch = batch.clamp(1, 4096);
+        let entries = (batch * 2).next_power_of_two().clamp(8, 32768);
+        let rx: IoUring = attempt!(
+            "io_uring_setup",
+            IoUring::builder()
+                .setup_cqsize(entries as u32 * 2 + 16)
+                .build(8)
+        );
+        let tx: IoUring = attempt!("io_uring_setup", IoUring::new(batch.next_power_of_two() as u32));
+        if !rx.params().is_feature_ext_arg() {
+            return Err((socket, "io_uring lacks IORING_FEAT_EXT_ARG (kernel older than 5.11)".into()));
+        }
+        let mut bufs = attempt!("buffer ring allocation", BufRing::new(entries as u16));
+        // SAFETY: the ring memory is page-aligned, holds `entries` descriptors and is owned by
+        // the Uring (dropped after the ring, or leaked if operations cannot be cancelled).
+        attempt!("io_uring_register(PBUF_RING)", unsafe {
+            rx.submitter()
+                .register_buf_ring_with_flags(bufs.base() as u64, bufs.entries, BGID, 0)
+        });
+        for bid in 0..bufs.entries {
+            bufs.recycle(bid);
+        }
+        bufs.publish();
+        let waker = attempt!("eventfd", WakerInner::new(false));
+        let wake_buf = attempt!("allocation", RawMem::new(mem::size_of::<u64>(), 8));
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are valid.
+        let mut rx_msghdr: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
+        rx_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        // Post the multishot receive and the eventfd read before anything can move.
+        let recv = opcode::RecvMsgMulti::new(Fd(socket.as_raw_fd()), &*rx_msghdr, BGID)
+            .build()
+            .user_data(RECV_TAG);
+        let read = opcode::Read::new(Fd(waker.fd()), wake_buf.ptr(), mem::size_of::<u64>() as u32)
+            .build()
+            .user_data(WAKE_TAG);
+        let mut rx = rx;
+        // SAFETY: both entries reference heap memory (msghdr box, buffer ring, wake buffer) that
+        // moves into the Uring below and outlives the operations (cancelled in Drop). The
+        // submission queue has 8 free entries.
+        let pushed = unsafe { rx.submission().push_multiple(&[recv, read]) };
+        if pushed.is_err() {
+            return Err((socket, "io_uring submission queue full at setup".into()));
+        }
+        // If this fails nothing was submitted, so dropping the locals below is safe.
+        attempt!("io_uring_enter", rx.submit());
+        // SAFETY: as above, for iovec and msghdr.
+        let (zero_iov, zero_hdr): (libc::iovec, libc::msghdr) = unsafe { (mem::zeroed(), mem::zeroed()) };
+        Ok(Uring {
+            rx,
+            tx,
+            bufs,
+            rx_msghdr,
+            wake_buf,
+            recv_armed: true,
+            wake_armed: true,
+            recv_limit: batch,
+            tx_iov: vec![zero_iov; batch].into_boxed_slice(),
+            tx_names: vec![sock::zeroed_storage(); batch].into_boxed_slice(),
+            tx_hdrs: vec![zero_hdr; batch].into_boxed_slice(),
+            tx_broken: false,
+            waker,
+            v6,
+            socket,
+        })
+    }
+
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    pub(crate) fn waker(&self) -> &Arc<WakerInner> {
+        &self.waker
+    }
+
+    fn push_rx(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every entry pushed here references memory owned by self (the msghdr
+            // template, the buffer ring, the wake buffer), which stays alive until the operation
+            // completes or is cancelled in Drop.
+            if unsafe { self.rx.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.rx.submit()?;
+        }
+    }
+
+    /// Queues the multishot receive and the eventfd read if they are not in flight.
+    fn arm(&mut self) -> io::Result<()> {
+        if !self.recv_armed {
+            let e = opcode::RecvMsgMulti::new(Fd(self.socket.as_raw_fd()), &*self.rx_msghdr, BGID)
+                .build()
+                .user_data(RECV_TAG);
+            self.push_rx(&e)?;
+            self.recv_armed = true;
+        }
+        if !self.wake_armed {
+            let e = opcode::Read::new(Fd(self.waker.fd()), self.wake_buf.ptr(), mem::size_of::<u64>() as u32)
+                .build()
+                .user_data(WAKE_TAG);
+            self.push_rx(&e)?;
+            self.wake_armed = true;
+        }
+        Ok(())
+    }
+
+    /// Submits queued re-arms without waiting; transient failures leave them queued for the next
+    /// enter.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.rx.submission().is_empty() {
+            return Ok(());
+        }
+        match self.rx.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if transient(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Processes up to `limit` datagram completions already in the completion queue (no system
+    /// call). Returns (datagrams delivered, woken).
+    fn reap(
+        &mut self,
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        limit: usize,
+    ) -> io::Result<(usize, bool)> {
+        let mut delivered = 0;
+        let mut woken = false;
+        let mut fatal = None;
+        let mut recycled = false;
+        {
+            let mut cq = self.rx.completion();
+            while delivered < limit {
+                let Some(cqe) = cq.next() else { break };
+                let res = cqe.result();
+                let flags = cqe.flags();
+                match cqe.user_data() {
+                    RECV_TAG => {
+                        if let Some(bid) = cqueue::buffer_select(flags) {
+                            if bid < self.bufs.entries {
+                                if res >= 0 {
+                                    // SAFETY: the kernel handed slot `bid` to us in this
+                                    // completion; it is recycled only below.
+                                    let slot = unsafe { self.bufs.slot(bid) };
+                                    if let Some((from, start, end)) = parse_slot(slot, res as usize) {
+                                        on_packet(&mut slot[start..end], from);
+                                        delivered += 1;
+                                    }
+                                }
+                                self.bufs.recycle(bid);
+                                recycled = true;
+                            }
+                        }
+                        if !cqueue::more(flags) {
+                            self.recv_armed = false;
+                            if res < 0 && is_fatal_recv_errno(-res) {
+                                fatal = Some(-res);
+                            }
+                        }
+                    }
+                    WAKE_TAG => {
+                        self.wake_armed = false;
+                        woken = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if recycled {
+            self.bufs.publish();
+        }
+        if let Some(errno) = fatal {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.arm()?;
+        Ok((delivered, woken))
+    }
+
+    /// See [`UdpIo::recv`](crate::UdpIo::recv).
+    pub(crate) fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let limit = self.recv_limit;
+        let (n, woken) = self.reap(on_packet, limit)?;
+        if n > 0 || woken {
+            self.flush()?;
+            return Ok(n);
+        }
+        if timeout == Some(Duration::ZERO) {
+            // One enter: submits re-arms and runs pending completion work.
+            match self.rx.submit() {
+                Ok(_) => {}
+                Err(e) if transient(&e) => {}
+                Err(e) => return Err(e),
+            }
+            let (n, _) = self.reap(on_packet, limit)?;
+            self.flush()?;
+            return Ok(n);
+        }
+        let deadline = Deadline::new(timeout);
+        self.waker.announce_sleep();
+        loop {
+            let waited = match deadline.remaining() {
+                None => self.rx.submit_and_wait(1),
+                Some(d) => {
+                    let ts = Timespec::from(d);
+                    let args = SubmitArgs::new().timespec(&ts);
+                    self.rx.submitter().submit_with_args(1, &args)
+                }
+            };
+            match waited {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) || transient(&e) => {}
+                Err(e) => return Err(e),
+            }
+            let (n, woken) = self.reap(on_packet, limit)?;
+            if n > 0 || woken || deadline.expired() {
+                self.flush()?;
+                return Ok(n);
+            }
+        }
+    }
+
+    /// See [`UdpIo::send`](crate::UdpIo::send).
+    pub(crate) fn send(&mut self, batch: &SendBatch) -> io::Result<SendReport> {
+        if self.tx_broken {
+            return Err(io::Error::other("io_uring send ring failed earlier"));
+        }
+        let mut report = SendReport::default();
+        let cap = self.tx_hdrs.len();
+        let total = batch.len();
+        let fd = self.socket.as_raw_fd();
+        let mut next = 0;
+        while next < total {
+            let mut m = 0;
+            while m < cap && next < total {
+                let Some((to, data)) = batch.get(next) else { break };
+                next += 1;
+                let Some(namelen) = sock::write_sockaddr(to, self.v6, &mut self.tx_names[m]) else {
+                    report.failed += 1;
+                    continue;
+                };
+                self.tx_iov[m] = libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                };
+                let h = &mut self.tx_hdrs[m];
+                h.msg_name = (&mut self.tx_names[m] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = namelen;
+                h.msg_iov = &mut self.tx_iov[m];
+                h.msg_iovlen = 1;
+                h.msg_control = ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+                let e = opcode::SendMsg::new(Fd(fd), &self.tx_hdrs[m])
+                    .flags(libc::MSG_DONTWAIT as u32)
+                    .build()
+                    .user_data(m as u64);
+                // SAFETY: the msghdr, its name and iovec live in arrays owned by self and the
+                // payload in `batch`, borrowed for this call; every entry is reaped below before
+                // this function returns, so nothing outlives the borrow.
+                if unsafe { self.tx.submission().push(&e) }.is_err() {
+                    // Cannot happen: the send ring has at least `cap` entries and is empty here.
+                    self.tx_broken = true;
+                    return Err(io::Error::other("io_uring send queue unexpectedly full"));
+                }
+                m += 1;
+            }
+            let mut done = 0;
+            while done < m {
+                match self.tx.submit_and_wait(m - done) {
+                    Ok(_) => {}
+                    Err(e) if transient(&e) => {}
+                    Err(e) => {
+                        // Entries may still reference `batch`: never touch this ring again.
+                        self.tx_broken = true;
+                        return Err(e);
+                    }
+                }
+                for cqe in self.tx.completion() {
+                    done += 1;
+                    if cqe.result() >= 0 {
+                        report.sent += 1;
+                    } else {
+                        report.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Errors of `io_uring_enter` after which simply trying again is right.
+fn transient(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY))
+}
+
+/// Parses a multishot receive slot (`res` bytes written): peer address and payload range, or
+/// `None` for a truncated datagram or an unknown address family.
+fn parse_slot(slot: &[u8], res: usize) -> Option<(SocketAddr, usize, usize)> {
+    if slot.len() < PAYLOAD_OFF || res < PAYLOAD_OFF {
+        return None;
+    }
+    // SAFETY: the slot holds at least size_of::<RecvMsgOut>() bytes; read_unaligned has no
+    // alignment requirement and RecvMsgOut is plain integers.
+    let hdr = unsafe { ptr::read_unaligned(slot.as_ptr().cast::<RecvMsgOut>()) };
+    if hdr.flags & libc::MSG_TRUNC as u32 != 0 {
+        return None;
+    }
+    let namelen = (hdr.namelen as usize).min(NAME_LEN);
+    let mut storage = sock::zeroed_storage();
+    let name_off = mem::size_of::<RecvMsgOut>();
+    // SAFETY: copies namelen <= NAME_LEN bytes from inside the slot (checked above) into a
+    // sockaddr_storage, which is larger than NAME_LEN; the regions do not overlap.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            slot.as_ptr().add(name_off),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            namelen,
+        );
+    }
+    let from = sock::read_sockaddr(&storage, namelen)?;
+    let len = (hdr.payloadlen as usize).min(MAX_DATAGRAM).min(res - PAYLOAD_OFF);
+    Some((from, PAYLOAD_OFF, PAYLOAD_OFF + len))
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Cancel the in-flight receive and eventfd read and wait for their final completions, so
+        // that the kernel no longer writes into memory about to be freed. If that does not work
+        // out (it always should), leak the memory instead.
+        let _ = self.rx.submit();
+        let mut live_recv = self.recv_armed;
+        let mut live_wake = self.wake_armed;
+        for target in [RECV_TAG, WAKE_TAG] {
+            let e = opcode::AsyncCancel::new(target).build().user_data(CANCEL_TAG);
+            // SAFETY: a cancel entry references no memory.
+            let _ = unsafe { self.rx.submission().push(&e) };
+        }
+        let ts = Timespec::from(Duration::from_millis(10));
+        for _ in 0..200 {
+            if !live_recv && !live_wake {
+                break;
+            }
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.rx.submitter().submit_with_args(1, &args);
+            for cqe in self.rx.completion() {
+                match cqe.user_data() {
+                    RECV_TAG if !cqueue::more(cqe.flags()) => live_recv = false,
+                    WAKE_TAG => live_wake = false,
+                    _ => {}
+                }
+            }
+        }
+        if live_recv || live_wake {
+            self.bufs.ring.leak = true;
+            self.bufs.slots.leak = true;
+            self.wake_buf.leak = true;
+        }
+    }
+}

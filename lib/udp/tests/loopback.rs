@@ -1,0 +1,349 @@
+//! Both backends over real loopback sockets.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{bind, check_payload, kinds, loopback, payload};
+use switchyard_udp::{probe_uring, Config, IoKind, SendBatch, UdpIo, MAX_DATAGRAM};
+
+fn size_of_seq(seq: u32) -> usize {
+    // 4..=2048 bytes, including both ends.
+    match seq % 100 {
+        0 => MAX_DATAGRAM,
+        1 => 4,
+        _ => 4 + (seq as usize * 97) % 1400,
+    }
+}
+
+#[test]
+fn thousand_datagrams_in_and_a_batch_out() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local_addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let peer_addr = peer.local_addr().expect("peer addr");
+
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut next_expected = 0u32;
+        let mut bad = 0usize;
+        // 20 rounds of 50 so that even a small SO_RCVBUF cannot drop anything.
+        for round in 0..20u32 {
+            for seq in round * 50..(round + 1) * 50 {
+                let n = payload(seq, size_of_seq(seq), &mut buf);
+                assert_eq!(peer.send_to(&buf[..n], io_addr).expect("send_to"), n);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while next_expected < (round + 1) * 50 {
+                assert!(Instant::now() < deadline, "{kind}: stuck at datagram {next_expected}");
+                io.recv(Some(Duration::from_millis(500)), |data, from| {
+                    if from != peer_addr || check_payload(data) != Some(next_expected)
+                        || data.len() != size_of_seq(next_expected)
+                    {
+                        bad += 1;
+                    }
+                    next_expected += 1;
+                })
+                .expect("recv");
+            }
+        }
+        assert_eq!(next_expected, 1000, "{kind}");
+        assert_eq!(bad, 0, "{kind}: wrong content, length, order or source");
+
+        // And a batch of 64 back, written in place.
+        let mut batch = SendBatch::new(64);
+        for seq in 0..64u32 {
+            assert!(batch.push_with(peer_addr, |b| Some(payload(seq, size_of_seq(seq * 7 + 3), b))));
+        }
+        assert!(batch.is_full());
+        let report = io.send(&mut batch).expect("send");
+        assert_eq!((report.sent, report.failed), (64, 0), "{kind}");
+        assert!(batch.is_empty());
+        for seq in 0..64u32 {
+            let (n, from) = peer.recv_from(&mut buf).expect("peer recv");
+            assert_eq!(from, io_addr, "{kind}");
+            assert_eq!(n, size_of_seq(seq * 7 + 3), "{kind}");
+            assert_eq!(check_payload(&buf[..n]), Some(seq), "{kind}");
+        }
+    }
+}
+
+#[test]
+fn in_place_modification_and_echo() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local_addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut batch = SendBatch::new(8);
+        peer.send_to(b"hello", io_addr).expect("send_to");
+        let mut got = 0;
+        while got == 0 {
+            got = io
+                .recv(Some(Duration::from_secs(5)), |data, from| {
+                    data.make_ascii_uppercase();
+                    assert!(batch.push(from, data));
+                })
+                .expect("recv");
+        }
+        assert_eq!(io.send(&mut batch).expect("send").sent, 1);
+        let mut buf = [0u8; 64];
+        let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
+        assert_eq!(&buf[..n], b"HELLO", "{kind}");
+    }
+}
+
+#[test]
+fn oversized_datagram_is_dropped() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local_addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.send_to(&[7u8; MAX_DATAGRAM + 1], io_addr).expect("send big");
+        peer.send_to(b"small", io_addr).expect("send small");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.is_empty() && Instant::now() < deadline {
+            io.recv(Some(Duration::from_millis(200)), |d, _| seen.push(d.to_vec())).expect("recv");
+        }
+        assert_eq!(seen, vec![b"small".to_vec()], "{kind}");
+    }
+}
+
+#[test]
+fn per_datagram_failures_are_counted() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let peer_addr = peer.local_addr().expect("peer addr");
+        let v6: SocketAddr = "[::1]:9".parse().expect("addr");
+        let port0 = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut batch = SendBatch::new(8);
+        batch.push(peer_addr, b"one");
+        batch.push(v6, b"x"); // IPv6 destination on an IPv4 socket
+        batch.push(port0, b"y"); // EINVAL from the kernel
+        batch.push(peer_addr, b"two");
+        let report = io.send(&mut batch).expect("send");
+        assert_eq!((report.sent, report.failed), (2, 2), "{kind}");
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
+            assert_eq!(&buf[..n], want, "{kind}");
+        }
+    }
+}
+
+#[test]
+fn ipv6_and_dual_stack() {
+    for kind in kinds() {
+        let Ok((mut io, _)) = UdpIo::bind("[::]:0".parse().expect("addr"), Some(kind), &Config::default()) else {
+            eprintln!("SKIP ipv6 test: no IPv6 here");
+            return;
+        };
+        let port = io.local_addr().expect("local").port();
+        let mut batch = SendBatch::new(4);
+        for peer_ip in ["127.0.0.1", "::1"] {
+            let Ok(peer) = UdpSocket::bind((peer_ip, 0)) else {
+                eprintln!("SKIP {peer_ip}: cannot bind");
+                continue;
+            };
+            peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let peer_addr = peer.local_addr().expect("peer addr");
+            peer.send_to(b"ping", (peer_ip, port)).expect("send_to");
+            let mut from_seen = None;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while from_seen.is_none() && Instant::now() < deadline {
+                io.recv(Some(Duration::from_millis(200)), |d, from| {
+                    assert_eq!(d, b"ping");
+                    from_seen = Some(from);
+                })
+                .expect("recv");
+            }
+            // IPv4 peers show up as plain IPv4 addresses, not v4-mapped IPv6.
+            assert_eq!(from_seen, Some(peer_addr), "{kind}");
+            batch.push(peer_addr, b"pong");
+            assert_eq!(io.send(&mut batch).expect("send").sent, 1, "{kind}");
+            let mut buf = [0u8; 8];
+            let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
+            assert_eq!(&buf[..n], b"pong");
+        }
+    }
+}
+
+#[test]
+fn waker_wakes_blocked_recv() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let waker = io.waker();
+        let woke_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let woke_at2 = woke_at.clone();
+        let start = Instant::now();
+        io.prepare_sleep();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            *woke_at2.lock().expect("lock") = Some(Instant::now());
+            waker.wake();
+        });
+        let n = io.recv(None, |_, _| {}).expect("recv");
+        let returned = Instant::now();
+        t.join().expect("join");
+        assert_eq!(n, 0, "{kind}");
+        let woke = woke_at.lock().expect("lock").expect("woken");
+        assert!(returned >= woke, "{kind}: returned before the wake");
+        assert!(returned - start >= Duration::from_millis(150), "{kind}: did not block");
+        assert!(returned - woke < Duration::from_millis(500), "{kind}: slow wake-up {:?}", returned - woke);
+    }
+}
+
+#[test]
+fn wake_between_prepare_sleep_and_recv_is_not_lost() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let waker = io.waker();
+        io.prepare_sleep();
+        waker.wake();
+        let start = Instant::now();
+        assert_eq!(io.recv(Some(Duration::from_secs(10)), |_, _| {}).expect("recv"), 0);
+        assert!(start.elapsed() < Duration::from_secs(1), "{kind}: wake-up lost");
+
+        // Without prepare_sleep a wake is just a flag check (no eventfd write), so the next
+        // recv really waits for its timeout.
+        waker.wake();
+        let start = Instant::now();
+        assert_eq!(io.recv(Some(Duration::from_millis(200)), |_, _| {}).expect("recv"), 0);
+        assert!(start.elapsed() >= Duration::from_millis(180), "{kind}: spurious wake-up");
+    }
+}
+
+/// Many hand-offs, each racing with the worker going to sleep: none may be lost.
+#[test]
+fn handoff_race_stress() {
+    const ROUNDS: u64 = 3000;
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let waker = io.waker();
+        let queue = Arc::new(AtomicU64::new(0));
+        let ack = Arc::new(AtomicU64::new(0));
+        let (q, a) = (queue.clone(), ack.clone());
+        let producer = thread::spawn(move || {
+            for i in 1..=ROUNDS {
+                q.store(i, Ordering::Release);
+                waker.wake();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while a.load(Ordering::Acquire) < i {
+                    if Instant::now() > deadline {
+                        return Err(i);
+                    }
+                    if i % 3 == 0 {
+                        thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            Ok(())
+        });
+        let mut seen = 0;
+        let mut timeouts = 0;
+        while seen < ROUNDS && timeouts == 0 {
+            io.prepare_sleep();
+            let cur = queue.load(Ordering::Acquire);
+            if cur > seen {
+                seen = cur;
+                ack.store(seen, Ordering::Release);
+                continue;
+            }
+            let start = Instant::now();
+            io.recv(Some(Duration::from_secs(5)), |_, _| {}).expect("recv");
+            if start.elapsed() >= Duration::from_secs(5) {
+                timeouts += 1;
+            }
+        }
+        assert_eq!(producer.join().expect("join"), Ok(()), "{kind}: lost wake-up");
+        assert_eq!(timeouts, 0, "{kind}");
+    }
+}
+
+#[test]
+fn recv_timeout_without_traffic() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        for ms in [0u64, 50, 250] {
+            let start = Instant::now();
+            let n = io.recv(Some(Duration::from_millis(ms)), |_, _| {}).expect("recv");
+            let took = start.elapsed();
+            assert_eq!(n, 0, "{kind}");
+            assert!(took >= Duration::from_millis(ms), "{kind}: {ms} ms timeout took {took:?}");
+            assert!(took < Duration::from_millis(ms + 200), "{kind}: {ms} ms timeout took {took:?}");
+        }
+    }
+}
+
+#[test]
+fn bind_picks_uring_when_available() {
+    let config = Config::default();
+    let (io, fallback) = UdpIo::bind(loopback(), None, &config).expect("bind");
+    match probe_uring() {
+        Ok(()) => {
+            assert_eq!(io.kind(), IoKind::Uring);
+            assert_eq!(fallback, None);
+        }
+        Err(reason) => {
+            eprintln!("SKIP bind(None) picks io_uring: {reason}");
+            assert_eq!(io.kind(), IoKind::Mmsg);
+            assert!(fallback.is_some());
+        }
+    }
+    let (io, fallback) = UdpIo::bind(loopback(), Some(IoKind::Mmsg), &config).expect("bind");
+    assert_eq!((io.kind(), fallback), (IoKind::Mmsg, None));
+}
+
+#[test]
+fn reuse_port_and_small_batches() {
+    for kind in kinds() {
+        let config = Config {
+            batch: 3,
+            reuse_port: true,
+            ..Config::default()
+        };
+        let (mut a, _) = UdpIo::bind(loopback(), Some(kind), &config).expect("bind a");
+        let addr = a.local_addr().expect("local");
+        let (mut b, _) = UdpIo::bind(addr, Some(kind), &config).expect("bind b with SO_REUSEPORT");
+        // A batch larger than Config::batch goes out in several system calls / submissions.
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut batch = SendBatch::new(10);
+        for i in 0..10u8 {
+            batch.push(peer.local_addr().expect("peer addr"), &[i]);
+        }
+        assert_eq!(a.send(&mut batch).expect("send").sent, 10, "{kind}");
+        let mut buf = [0u8; 4];
+        for i in 0..10u8 {
+            let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
+            assert_eq!(&buf[..n], &[i]);
+        }
+        // recv delivers at most `batch` datagrams per call.
+        let direct = UdpSocket::bind(loopback()).expect("direct");
+        for i in 0..7u8 {
+            direct.send_to(&[i], addr).expect("send_to");
+        }
+        let mut total = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while total < 7 && Instant::now() < deadline {
+            // Both sockets share the port; with SO_REUSEPORT the kernel picks one per flow, so
+            // look at both.
+            for io in [&mut a, &mut b] {
+                let n = io.recv(Some(Duration::from_millis(20)), |_, _| {}).expect("recv");
+                assert!(n <= 3, "{kind}: {n} > batch");
+                total += n;
+            }
+        }
+        assert_eq!(total, 7, "{kind}");
+    }
+}

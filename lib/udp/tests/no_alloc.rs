@@ -1,0 +1,98 @@
+//! After warm-up, receiving and sending through either backend performs no heap allocation.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{bind, kinds, loopback};
+use switchyard_udp::{SendBatch, MAX_DATAGRAM};
+
+/// Counts allocations made by the current thread (other test threads do not disturb the count).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; counting touches only a
+// const-initialised thread-local Cell, which never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[test]
+fn steady_state_round_trips_do_not_allocate() {
+    const WARMUP: u32 = 200;
+    const ROUNDS: u32 = 10_000;
+    // The counter works: an allocation on this thread is seen.
+    let b = allocs();
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(8)));
+    assert!(allocs() > b, "counting allocator is not counting");
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local_addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut batch = SendBatch::new(64);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut echoed = 0u64;
+        let mut before = 0;
+        for i in 0..WARMUP + ROUNDS {
+            if i == WARMUP {
+                before = allocs();
+            }
+            let len = 20 + (i as usize % 1200);
+            buf[..4].copy_from_slice(&i.to_be_bytes());
+            peer.send_to(&buf[..len], io_addr).expect("send_to");
+            let mut got = 0;
+            while got == 0 {
+                got = io
+                    .recv(Some(Duration::from_secs(5)), |data, from| {
+                        data[0] ^= 0xff; // modify in place
+                        batch.push(from, data);
+                    })
+                    .expect("recv");
+            }
+            let report = io.send(&mut batch).expect("send");
+            echoed += report.sent as u64;
+            let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
+            assert!(n == len && buf[0] == (i >> 24) as u8 ^ 0xff, "{kind}: bad echo");
+        }
+        let during = allocs() - before;
+        assert_eq!(echoed, u64::from(WARMUP + ROUNDS), "{kind}");
+        assert_eq!(during, 0, "{kind}: {during} heap allocations in {ROUNDS} round trips");
+        eprintln!("{kind}: {ROUNDS} round trips, 0 allocations");
+    }
+}
