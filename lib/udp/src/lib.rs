@@ -28,11 +28,13 @@
 //! Two backends sit behind the same narrow interface (in the style of quinn-udp):
 //! [`IoKind::Uring`], io_uring driven directly from the worker thread (multishot `RECVMSG` with
 //! a provided-buffer ring, `SENDMSG` batches), and [`IoKind::Mmsg`], `recvmmsg`/`sendmmsg` with
-//! `ppoll` on the socket and an eventfd. [`UdpIo::bind`] picks io_uring when
+//! `ppoll` on the socket and an eventfd, plus UDP GSO for runs of equal-size datagrams to one
+//! destination. [`UdpIo::bind`] picks io_uring when
 //! [`probe_uring`] says it works and falls back to mmsg otherwise. Every buffer is allocated at
 //! construction: receiving and sending perform no heap allocation in steady state. Linux only.
 
 #![cfg(target_os = "linux")]
+#![warn(missing_docs)]
 
 mod batch;
 mod mmsg;
@@ -208,6 +210,17 @@ impl UdpIo {
     /// The address the socket is bound to (with the actual port when bound to port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         sock::local_addr(self.socket())
+    }
+
+    /// How many datagrams [`send`](Self::send) may coalesce into one UDP GSO (`UDP_SEGMENT`)
+    /// message: consecutive datagrams to the same destination with equal size (the last of a run
+    /// may be shorter). Probed at bind on the mmsg backend; 0 when GSO is not used (io_uring, an
+    /// old kernel, or a device that refused it with `EIO`, after which it is switched off).
+    pub fn gso_segments(&self) -> usize {
+        match &self.backend {
+            Backend::Uring(_) => 0,
+            Backend::Mmsg(m) => m.gso_segments(),
+        }
     }
 
     fn socket(&self) -> &socket2::Socket {

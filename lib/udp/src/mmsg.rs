@@ -27,10 +27,29 @@ pub(crate) struct Mmsg {
     rx_iov: Box<[libc::iovec]>,
     rx_names: Box<[libc::sockaddr_storage]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
+    /// One iovec per queued datagram.
     tx_iov: Box<[libc::iovec]>,
+    /// Per message (a message carries one datagram, or a GSO train of several): destination,
+    /// header, `UDP_SEGMENT` control buffer and datagram count.
     tx_names: Box<[libc::sockaddr_storage]>,
     tx_hdrs: Box<[libc::mmsghdr]>,
+    tx_cmsg: Box<[CmsgBuf]>,
+    tx_segs: Box<[usize]>,
+    /// Most datagrams per GSO message; 0 when UDP GSO is unavailable or was turned off.
+    gso_segments: usize,
 }
+
+/// `UDP_SEGMENT` socket option / control message type (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+/// Datagrams per GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Payload bytes per GSO send, safely below the 64 KiB IP datagram limit for IPv4 and IPv6.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Room for one control message carrying a u16 (`CMSG_SPACE(2)` is 24 on 64-bit Linux).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 32]);
 
 // SAFETY: the raw pointers inside the iovec/mmsghdr arrays only ever point into heap memory owned
 // by this same struct (or, during `send`, into the borrowed batch), so moving the whole struct to
@@ -60,7 +79,13 @@ impl Mmsg {
             tx_iov: vec![zero_iov; n].into_boxed_slice(),
             tx_names: vec![sock::zeroed_storage(); n].into_boxed_slice(),
             tx_hdrs: vec![zero_hdr; n].into_boxed_slice(),
+            tx_cmsg: vec![CmsgBuf([0; 32]); n].into_boxed_slice(),
+            tx_segs: vec![0usize; n].into_boxed_slice(),
+            gso_segments: 0,
         };
+        if n > 1 && gso_supported(&me.socket) {
+            me.gso_segments = GSO_MAX_SEGMENTS.min(n);
+        }
         let bufs = me.rx_bufs.as_mut_ptr();
         for i in 0..n {
             me.rx_iov[i] = libc::iovec {
@@ -82,6 +107,11 @@ impl Mmsg {
 
     pub(crate) fn waker(&self) -> &Arc<WakerInner> {
         &self.waker
+    }
+
+    /// Most datagrams sent per UDP GSO message (0 = GSO not used).
+    pub(crate) fn gso_segments(&self) -> usize {
+        self.gso_segments
     }
 
     /// Nonblocking `recvmmsg` until at least one datagram was delivered or the socket queue is
@@ -207,43 +237,21 @@ impl Mmsg {
         }
     }
 
-    /// See [`UdpIo::send`](crate::UdpIo::send).
+    /// See [`UdpIo::send`](crate::UdpIo::send). Consecutive datagrams to the same destination
+    /// with the same size (the last of a run may be shorter) go out as one UDP GSO message when
+    /// the kernel supports it; the receiver still sees separate datagrams.
     pub(crate) fn send(&mut self, batch: &SendBatch) -> io::Result<SendReport> {
         let mut report = SendReport::default();
-        let cap = self.tx_hdrs.len();
         let total = batch.len();
         let mut next = 0;
         while next < total {
-            // Fill up to `cap` headers from the batch.
-            let mut m = 0;
-            while m < cap && next < total {
-                let Some((to, data)) = batch.get(next) else { break };
-                next += 1;
-                let Some(namelen) = sock::write_sockaddr(to, self.v6, &mut self.tx_names[m]) else {
-                    report.failed += 1;
-                    continue;
-                };
-                self.tx_iov[m] = libc::iovec {
-                    iov_base: data.as_ptr() as *mut libc::c_void,
-                    iov_len: data.len(),
-                };
-                let h = &mut self.tx_hdrs[m];
-                h.msg_hdr.msg_name = (&mut self.tx_names[m] as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = namelen;
-                h.msg_hdr.msg_iov = &mut self.tx_iov[m];
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_hdr.msg_control = ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-                h.msg_hdr.msg_flags = 0;
-                h.msg_len = 0;
-                m += 1;
-            }
-            // Send them, looping on partial sends and skipping a datagram that fails.
+            let m = self.build_messages(batch, &mut next, &mut report);
+            // Send them, looping on partial sends and skipping a message that fails.
             let mut k = 0;
             while k < m {
-                // SAFETY: tx_hdrs[k..m] are initialised mmsghdrs whose name pointers reference
-                // tx_names entries owned by self and whose iovecs reference datagrams inside
-                // `batch`, which is borrowed for the duration of this call.
+                // SAFETY: tx_hdrs[k..m] are initialised mmsghdrs whose name, iovec and control
+                // pointers reference arrays owned by self, and whose iovecs reference datagrams
+                // inside `batch`, which is borrowed for the duration of this call.
                 let r = unsafe {
                     libc::sendmmsg(
                         self.socket.as_raw_fd(),
@@ -253,18 +261,29 @@ impl Mmsg {
                     )
                 };
                 if r > 0 {
-                    report.sent += r as usize;
-                    k += r as usize;
+                    let r = r as usize;
+                    report.sent += self.tx_segs[k..k + r].iter().sum::<usize>();
+                    k += r;
                     continue;
                 }
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) if r < 0 => {}
-                    Some(e) if r < 0 && is_fatal_send_errno(e) => return Err(err),
+                let errno = if r < 0 { io::Error::last_os_error().raw_os_error() } else { None };
+                match errno {
+                    Some(libc::EINTR) => {}
+                    Some(e) if is_fatal_send_errno(e) => return Err(io::Error::from_raw_os_error(e)),
+                    Some(e @ (libc::EIO | libc::EINVAL)) if self.tx_segs[k] > 1 => {
+                        // EIO: the device cannot segment (checksum offload missing): stop using
+                        // GSO on this socket. EINVAL: e.g. segment size above the path MTU. Either
+                        // way, send this train's datagrams one by one.
+                        if e == libc::EIO {
+                            self.gso_segments = 0;
+                        }
+                        self.send_train_individually(k, &mut report)?;
+                        k += 1;
+                    }
                     _ => {
-                        // The datagram at k failed (EAGAIN with a full send buffer,
-                        // ECONNREFUSED, EMSGSIZE, ENETUNREACH, ...): count it and go on.
-                        report.failed += 1;
+                        // The message at k failed (EAGAIN with a full send buffer, ECONNREFUSED,
+                        // EMSGSIZE, ENETUNREACH, ...): count its datagrams and go on.
+                        report.failed += self.tx_segs[k];
                         k += 1;
                     }
                 }
@@ -272,4 +291,125 @@ impl Mmsg {
         }
         Ok(report)
     }
+
+    /// Fills up to `cap` message headers (and as many iovecs) from `batch`, starting at `*next`.
+    /// Returns the number of messages.
+    fn build_messages(&mut self, batch: &SendBatch, next: &mut usize, report: &mut SendReport) -> usize {
+        let cap = self.tx_hdrs.len();
+        let total = batch.len();
+        let mut m = 0; // messages
+        let mut d = 0; // iovecs (datagrams)
+        while m < cap && d < cap && *next < total {
+            let Some((to, data)) = batch.get(*next) else { break };
+            *next += 1;
+            let Some(namelen) = sock::write_sockaddr(to, self.v6, &mut self.tx_names[m]) else {
+                report.failed += 1;
+                continue;
+            };
+            let first = d;
+            self.tx_iov[d] = iovec_for(data);
+            d += 1;
+            // Extend into a GSO train: same destination, same size (a shorter one ends it).
+            let seg = data.len();
+            let mut bytes = seg;
+            if self.gso_segments > 1 && seg > 0 {
+                while d < cap && d - first < self.gso_segments && *next < total {
+                    let Some((to2, data2)) = batch.get(*next) else { break };
+                    if to2 != to || data2.is_empty() || data2.len() > seg || bytes + data2.len() > GSO_MAX_BYTES {
+                        break;
+                    }
+                    *next += 1;
+                    self.tx_iov[d] = iovec_for(data2);
+                    d += 1;
+                    bytes += data2.len();
+                    if data2.len() < seg {
+                        break;
+                    }
+                }
+            }
+            let segs = d - first;
+            self.tx_segs[m] = segs;
+            let h = &mut self.tx_hdrs[m];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = (&mut self.tx_names[m] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = namelen;
+            h.msg_hdr.msg_iov = &mut self.tx_iov[first];
+            h.msg_hdr.msg_iovlen = segs;
+            h.msg_hdr.msg_flags = 0;
+            if segs > 1 {
+                h.msg_hdr.msg_control = self.tx_cmsg[m].0.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE is a pure computation.
+                h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                // SAFETY: the control buffer is 32 bytes, 8-aligned, larger than CMSG_SPACE(2),
+                // so CMSG_FIRSTHDR is non-null and the header plus 2 data bytes fit inside it.
+                unsafe {
+                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+                }
+            } else {
+                h.msg_hdr.msg_control = ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+            m += 1;
+        }
+        m
+    }
+
+    /// Sends the datagrams of GSO message `k` one `sendmsg` each (after the kernel refused the
+    /// train).
+    fn send_train_individually(&mut self, k: usize, report: &mut SendReport) -> io::Result<()> {
+        let h = self.tx_hdrs[k].msg_hdr;
+        for j in 0..self.tx_segs[k] {
+            let mut single = h;
+            // SAFETY: msg_iov points at tx_segs[k] consecutive iovecs inside tx_iov.
+            single.msg_iov = unsafe { h.msg_iov.add(j) };
+            single.msg_iovlen = 1;
+            single.msg_control = ptr::null_mut();
+            single.msg_controllen = 0;
+            loop {
+                // SAFETY: `single` references a live name and iovec as in `send`.
+                let r = unsafe { libc::sendmsg(self.socket.as_raw_fd(), &single, 0) };
+                if r >= 0 {
+                    report.sent += 1;
+                    break;
+                }
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(e) if is_fatal_send_errno(e) => return Err(io::Error::from_raw_os_error(e)),
+                    _ => {
+                        report.failed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn iovec_for(data: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    }
+}
+
+/// Whether the kernel knows the `UDP_SEGMENT` option (Linux 4.18+) for this socket.
+fn gso_supported(socket: &Socket) -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: passes a live c_int and its exact size.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
 }

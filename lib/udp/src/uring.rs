@@ -350,6 +350,9 @@ impl Uring {
                     WAKE_TAG => {
                         self.wake_armed = false;
                         woken = true;
+                        if res < 0 && is_fatal_recv_errno(-res) {
+                            fatal = Some(-res);
+                        }
                     }
                     _ => {}
                 }
