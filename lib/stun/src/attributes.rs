@@ -178,12 +178,18 @@ pub fn decode_address(value: &[u8]) -> Option<SocketAddr> {
     match value {
         [_, FAMILY_IPV4, p0, p1, a @ ..] if a.len() == 4 => {
             let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([*p0, *p1])))
+            Some(SocketAddr::new(
+                IpAddr::V4(ip),
+                u16::from_be_bytes([*p0, *p1]),
+            ))
         }
         [_, FAMILY_IPV6, p0, p1, a @ ..] => {
             let octets: [u8; 16] = a.try_into().ok()?;
             let ip = Ipv6Addr::from(octets);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be_bytes([*p0, *p1])))
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be_bytes([*p0, *p1]),
+            ))
         }
         _ => None,
     }
@@ -208,7 +214,12 @@ pub fn decode_xor_address(value: &[u8], transaction_id: &[u8; 12]) -> Option<Soc
     let port_mask = u16::from_be_bytes([mask[0], mask[1]]);
     match value {
         [_, FAMILY_IPV4, p0, p1, a @ ..] if a.len() == 4 => {
-            let ip = Ipv4Addr::new(a[0] ^ mask[0], a[1] ^ mask[1], a[2] ^ mask[2], a[3] ^ mask[3]);
+            let ip = Ipv4Addr::new(
+                a[0] ^ mask[0],
+                a[1] ^ mask[1],
+                a[2] ^ mask[2],
+                a[3] ^ mask[3],
+            );
             let port = u16::from_be_bytes([*p0, *p1]) ^ port_mask;
             Some(SocketAddr::new(IpAddr::V4(ip), port))
         }
@@ -292,7 +303,10 @@ impl<'a> ErrorCode<'a> {
                 if !(3..=6).contains(&class) || number > 99 {
                     return None;
                 }
-                Some(Self { code: class * 100 + number, reason })
+                Some(Self {
+                    code: class * 100 + number,
+                    reason,
+                })
             }
             _ => None,
         }

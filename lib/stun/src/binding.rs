@@ -149,7 +149,10 @@ impl fmt::Debug for BindingRequest<'_> {
 /// No FINGERPRINT or SOFTWARE: the bare header is what every server
 /// generation since RFC 3489 answers, and there is nothing to demultiplex on
 /// a socket dedicated to discovery.
-pub fn write_plain_binding_request(out: &mut [u8], transaction_id: &[u8; 12]) -> Result<usize, Error> {
+pub fn write_plain_binding_request(
+    out: &mut [u8],
+    transaction_id: &[u8; 12],
+) -> Result<usize, Error> {
     let w = MessageWriter::new(out, MessageType::BINDING_REQUEST, transaction_id)?;
     debug_assert_eq!(w.len(), HEADER_LEN);
     Ok(w.finish())
@@ -162,7 +165,10 @@ pub fn write_plain_binding_request(out: &mut [u8], transaction_id: &[u8; 12]) ->
 /// [`Error::ErrorResponse`], and prefers XOR-MAPPED-ADDRESS, falling back to
 /// MAPPED-ADDRESS for pre-RFC 5389 servers. Integrity, if the exchange used
 /// credentials, is for the caller to verify first.
-pub fn binding_response_address(response: &Message<'_>, transaction_id: &[u8; 12]) -> Result<SocketAddr, Error> {
+pub fn binding_response_address(
+    response: &Message<'_>,
+    transaction_id: &[u8; 12],
+) -> Result<SocketAddr, Error> {
     if response.method() != Method::BINDING {
         return Err(Error::NotBindingResponse);
     }
@@ -205,8 +211,14 @@ mod tests {
 
     #[test]
     fn split_username_accepts_only_two_ufrags() {
-        assert_eq!(split_username(b"srvA:cliB"), Some((&b"srvA"[..], &b"cliB"[..])));
-        assert_eq!(split_username(b"evtj:h6vY"), Some((&b"evtj"[..], &b"h6vY"[..])));
+        assert_eq!(
+            split_username(b"srvA:cliB"),
+            Some((&b"srvA"[..], &b"cliB"[..]))
+        );
+        assert_eq!(
+            split_username(b"evtj:h6vY"),
+            Some((&b"evtj"[..], &b"h6vY"[..]))
+        );
         assert_eq!(split_username(b"nocolon"), None);
         assert_eq!(split_username(b":cli"), None);
         assert_eq!(split_username(b"srv:"), None);
@@ -216,13 +228,20 @@ mod tests {
 
     #[test]
     fn binding_request_rejects_both_roles() {
-        let req = BindingRequest { controlling: Some(1), controlled: Some(2), ..Default::default() };
+        let req = BindingRequest {
+            controlling: Some(1),
+            controlled: Some(2),
+            ..Default::default()
+        };
         assert_eq!(req.write(&mut [0u8; 128]), Err(Error::ConflictingRoles));
     }
 
     #[test]
     fn debug_hides_password() {
-        let req = BindingRequest { password: b"hunter2", ..Default::default() };
+        let req = BindingRequest {
+            password: b"hunter2",
+            ..Default::default()
+        };
         let s = std::format!("{req:?}");
         assert!(!s.contains("hunter2") && !s.contains("104, 117"));
     }

@@ -32,8 +32,8 @@ mod integrity;
 mod message;
 
 pub use attributes::{
-    decode_address, decode_xor_address, encode_xor_address, padded_len, AttrType, Attributes, ErrorCode,
-    MAX_ADDRESS_LEN,
+    decode_address, decode_xor_address, encode_xor_address, padded_len, AttrType, Attributes,
+    ErrorCode, MAX_ADDRESS_LEN,
 };
 pub use binding::{
     binding_response_address, split_username, write_binding_error, write_binding_success,
@@ -42,4 +42,6 @@ pub use binding::{
 pub use error::Error;
 pub use fingerprint::FINGERPRINT_XOR;
 pub use integrity::{long_term_key, INTEGRITY_LEN};
-pub use message::{is_stun, Class, Message, MessageType, MessageWriter, Method, HEADER_LEN, MAGIC_COOKIE};
+pub use message::{
+    is_stun, Class, Message, MessageType, MessageWriter, Method, HEADER_LEN, MAGIC_COOKIE,
+};

@@ -28,7 +28,7 @@ pub fn is_stun(buf: &[u8]) -> bool {
             let len = usize::from(u16::from_be_bytes([*l0, *l1]));
             *b0 <= 3
                 && u32::from_be_bytes([*c0, *c1, *c2, *c3]) == MAGIC_COOKIE
-                && len % 4 == 0
+                && len.is_multiple_of(4)
                 && len == buf.len() - HEADER_LEN
         }
         _ => false,
@@ -104,14 +104,21 @@ impl MessageType {
             _ => Class::ErrorResponse,
         };
         let method = (t & 0x000F) | ((t >> 1) & 0x0070) | ((t >> 2) & 0x0F80);
-        Self { class, method: Method(method) }
+        Self {
+            class,
+            method: Method(method),
+        }
     }
 
     /// Encodes into the 16-bit type field: M0-3, C0, M4-6, C1, M7-11.
     pub const fn bits(self) -> u16 {
         let m = self.method.0;
         let c = self.class as u16;
-        (m & 0x000F) | ((c & 0b01) << 4) | ((m & 0x0070) << 1) | ((c & 0b10) << 7) | ((m & 0x0F80) << 2)
+        (m & 0x000F)
+            | ((c & 0b01) << 4)
+            | ((m & 0x0070) << 1)
+            | ((c & 0b10) << 7)
+            | ((m & 0x0F80) << 2)
     }
 }
 
@@ -146,10 +153,11 @@ impl<'a> Message<'a> {
     /// Padding bytes are not required to be zero (RFC 5769's own vectors use
     /// spaces). Costs one linear pass over the attribute headers.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
-        let header: &[u8; HEADER_LEN] = match buf.get(..HEADER_LEN).map(<&[u8; HEADER_LEN]>::try_from) {
-            Some(Ok(h)) => h,
-            _ => return Err(Error::TooShort { len: buf.len() }),
-        };
+        let header: &[u8; HEADER_LEN] =
+            match buf.get(..HEADER_LEN).map(<&[u8; HEADER_LEN]>::try_from) {
+                Some(Ok(h)) => h,
+                _ => return Err(Error::TooShort { len: buf.len() }),
+            };
         let raw_type = u16::from_be_bytes([header[0], header[1]]);
         if raw_type & 0xC000 != 0 {
             return Err(Error::NotStun(raw_type));
@@ -159,12 +167,15 @@ impl<'a> Message<'a> {
             return Err(Error::BadMagicCookie(cookie));
         }
         let length = u16::from_be_bytes([header[2], header[3]]);
-        if length % 4 != 0 {
+        if !length.is_multiple_of(4) {
             return Err(Error::UnalignedLength(length));
         }
         let actual = buf.len() - HEADER_LEN;
         if usize::from(length) != actual {
-            return Err(Error::LengthMismatch { header: usize::from(length), actual });
+            return Err(Error::LengthMismatch {
+                header: usize::from(length),
+                actual,
+            });
         }
 
         let mut integrity = None;
@@ -245,7 +256,9 @@ impl<'a> Message<'a> {
             _ => self.protected_end,
         };
         let body = self.buf.get(HEADER_LEN..end).unwrap_or(&[]);
-        Attributes::new(body).find(|(t, _)| *t == ty).map(|(_, v)| v)
+        Attributes::new(body)
+            .find(|(t, _)| *t == ty)
+            .map(|(_, v)| v)
     }
 
     /// First attribute of type `ty` decoded as a big-endian integer of
@@ -274,18 +287,23 @@ impl<'a> Message<'a> {
 
     /// The tie-breaker of ICE-CONTROLLING, if the sender claims that role.
     pub fn ice_controlling(&self) -> Option<u64> {
-        self.attr_array(AttrType::ICE_CONTROLLING).map(u64::from_be_bytes)
+        self.attr_array(AttrType::ICE_CONTROLLING)
+            .map(u64::from_be_bytes)
     }
 
     /// The tie-breaker of ICE-CONTROLLED, if the sender claims that role.
     pub fn ice_controlled(&self) -> Option<u64> {
-        self.attr_array(AttrType::ICE_CONTROLLED).map(u64::from_be_bytes)
+        self.attr_array(AttrType::ICE_CONTROLLED)
+            .map(u64::from_be_bytes)
     }
 
     /// XOR-MAPPED-ADDRESS decoded with this message's transaction id: the
     /// address the server saw the request come from.
     pub fn xor_mapped_address(&self) -> Option<SocketAddr> {
-        attributes::decode_xor_address(self.attr(AttrType::XOR_MAPPED_ADDRESS)?, self.transaction_id())
+        attributes::decode_xor_address(
+            self.attr(AttrType::XOR_MAPPED_ADDRESS)?,
+            self.transaction_id(),
+        )
     }
 
     /// Plain MAPPED-ADDRESS, still sent by some pre-RFC 5389 servers.
@@ -330,11 +348,16 @@ impl<'a> Message<'a> {
     /// Because it must be last, the header length already ends after it, so
     /// the CRC runs directly over the received bytes.
     pub fn verify_fingerprint(&self) -> bool {
-        let Some(offset) = self.fingerprint else { return false };
+        let Some(offset) = self.fingerprint else {
+            return false;
+        };
         if offset + FINGERPRINT_ATTR_LEN != self.buf.len() {
             return false;
         }
-        match (self.buf.get(offset + 2..offset + 4), self.buf.get(offset + 4..)) {
+        match (
+            self.buf.get(offset + 2..offset + 4),
+            self.buf.get(offset + 4..),
+        ) {
             (Some(&[0, 4]), Some(&[a, b, c, d])) => {
                 let prefix = self.buf.get(..offset).unwrap_or(&[]);
                 fingerprint::compute(prefix) == u32::from_be_bytes([a, b, c, d])
@@ -352,7 +375,9 @@ impl<'a> Message<'a> {
     /// [`long_term_key`](crate::long_term_key). An empty key always fails, so
     /// a missing password in configuration cannot turn into "accept all".
     pub fn verify_integrity(&self, key: &[u8]) -> bool {
-        let Some(offset) = self.integrity else { return false };
+        let Some(offset) = self.integrity else {
+            return false;
+        };
         if key.is_empty() {
             return false;
         }
@@ -372,7 +397,9 @@ impl fmt::Debug for Message<'_> {
         struct Attrs<'a>(Attributes<'a>);
         impl fmt::Debug for Attrs<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_list().entries(self.0.clone().map(|(t, v)| (t, v.len()))).finish()
+                f.debug_list()
+                    .entries(self.0.clone().map(|(t, v)| (t, v.len())))
+                    .finish()
             }
         }
         f.debug_struct("Message")
@@ -400,16 +427,24 @@ pub struct MessageWriter<'b> {
 
 impl<'b> MessageWriter<'b> {
     /// Starts a message of type `msg_type` with `transaction_id` in `buf`.
-    pub fn new(buf: &'b mut [u8], msg_type: MessageType, transaction_id: &[u8; 12]) -> Result<Self, Error> {
+    pub fn new(
+        buf: &'b mut [u8],
+        msg_type: MessageType,
+        transaction_id: &[u8; 12],
+    ) -> Result<Self, Error> {
         let available = buf.len();
-        let header = buf
-            .get_mut(..HEADER_LEN)
-            .ok_or(Error::BufferTooSmall { needed: HEADER_LEN, available })?;
+        let header = buf.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall {
+            needed: HEADER_LEN,
+            available,
+        })?;
         header[0..2].copy_from_slice(&msg_type.bits().to_be_bytes());
         header[2..4].copy_from_slice(&0u16.to_be_bytes());
         header[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         header[8..20].copy_from_slice(transaction_id);
-        Ok(Self { buf, len: HEADER_LEN })
+        Ok(Self {
+            buf,
+            len: HEADER_LEN,
+        })
     }
 
     /// Bytes written so far (header included).
@@ -435,7 +470,10 @@ impl<'b> MessageWriter<'b> {
         let attr = self
             .buf
             .get_mut(self.len..end)
-            .ok_or(Error::BufferTooSmall { needed: end, available })?;
+            .ok_or(Error::BufferTooSmall {
+                needed: end,
+                available,
+            })?;
         attr[0..2].copy_from_slice(&ty.0.to_be_bytes());
         attr[2..4].copy_from_slice(&wire_len.to_be_bytes());
         // Zero the padding: receivers must ignore it, but leaking stale
@@ -535,11 +573,20 @@ mod tests {
         assert_eq!(MessageType::BINDING_REQUEST.bits(), 0x0001);
         assert_eq!(MessageType::BINDING_SUCCESS.bits(), 0x0101);
         assert_eq!(MessageType::BINDING_ERROR.bits(), 0x0111);
-        assert_eq!(MessageType::new(Class::Indication, Method::BINDING).bits(), 0x0011);
+        assert_eq!(
+            MessageType::new(Class::Indication, Method::BINDING).bits(),
+            0x0011
+        );
         // TURN Allocate (0x003) request and CreatePermission (0x008) success,
         // whose method bits straddle the class bit positions.
-        assert_eq!(MessageType::new(Class::Request, Method::new(0x003)).bits(), 0x0003);
-        assert_eq!(MessageType::new(Class::SuccessResponse, Method::new(0x008)).bits(), 0x0108);
+        assert_eq!(
+            MessageType::new(Class::Request, Method::new(0x003)).bits(),
+            0x0003
+        );
+        assert_eq!(
+            MessageType::new(Class::SuccessResponse, Method::new(0x008)).bits(),
+            0x0108
+        );
         for t in 0..0x3FFFu16 {
             assert_eq!(MessageType::from_bits(t).bits(), t);
         }
@@ -549,7 +596,8 @@ mod tests {
     fn is_stun_checks_header_fields() {
         let mut buf = [0u8; 28];
         let n = {
-            let mut w = MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[7; 12]).unwrap();
+            let mut w =
+                MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[7; 12]).unwrap();
             w.add_u32(AttrType::PRIORITY, 1).unwrap();
             w.finish()
         };
@@ -568,7 +616,8 @@ mod tests {
     fn attributes_after_integrity_are_ignored_by_lookups() {
         let mut buf = [0u8; 128];
         let n = {
-            let mut w = MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[1; 12]).unwrap();
+            let mut w =
+                MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[1; 12]).unwrap();
             w.add_attr(AttrType::USERNAME, b"a:b").unwrap();
             w.add_message_integrity(b"pw").unwrap();
             w.add_attr(AttrType::USE_CANDIDATE, &[]).unwrap();
@@ -578,7 +627,10 @@ mod tests {
         let msg = Message::parse(&buf[..n]).unwrap();
         assert!(msg.verify_integrity(b"pw"));
         assert!(msg.verify_fingerprint());
-        assert!(!msg.use_candidate(), "unauthenticated USE-CANDIDATE must be ignored");
+        assert!(
+            !msg.use_candidate(),
+            "unauthenticated USE-CANDIDATE must be ignored"
+        );
         assert!(msg.attributes().any(|(t, _)| t == AttrType::USE_CANDIDATE));
         assert_eq!(msg.username(), Some(&b"a:b"[..]));
     }
@@ -588,13 +640,19 @@ mod tests {
         let mut buf = [0u8; 10];
         assert_eq!(
             MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[0; 12]).unwrap_err(),
-            Error::BufferTooSmall { needed: 20, available: 10 }
+            Error::BufferTooSmall {
+                needed: 20,
+                available: 10
+            }
         );
         let mut buf = [0u8; 27];
         let mut w = MessageWriter::new(&mut buf, MessageType::BINDING_REQUEST, &[0; 12]).unwrap();
         assert_eq!(
             w.add_u32(AttrType::PRIORITY, 5).unwrap_err(),
-            Error::BufferTooSmall { needed: 28, available: 27 }
+            Error::BufferTooSmall {
+                needed: 28,
+                available: 27
+            }
         );
     }
 }

@@ -7,8 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use switchyard_stun::{
-    binding_response_address, long_term_key, split_username, write_binding_error, write_binding_success,
-    BindingRequest, Message,
+    binding_response_address, long_term_key, split_username, write_binding_error,
+    write_binding_success, BindingRequest, Message,
 };
 
 struct CountingAlloc;
@@ -63,7 +63,10 @@ fn ice_check_round_trip_does_not_allocate() {
     assert!(resp.verify_integrity(password));
     assert_eq!(binding_response_address(&resp, &[9; 12]), Ok(mapped));
     let len = write_binding_error(&mut resp_buf, &msg, 487, "Role Conflict", password).unwrap();
-    assert!(Message::parse(&resp_buf[..len]).unwrap().error_code().is_some());
+    assert!(Message::parse(&resp_buf[..len])
+        .unwrap()
+        .error_code()
+        .is_some());
     let _ = long_term_key(b"user", b"realm", b"pass");
     let after = allocations();
 

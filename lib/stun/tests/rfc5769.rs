@@ -34,7 +34,10 @@ fn sample_request_short_term() {
     assert_eq!(msg.ice_controlling(), None);
     assert!(!msg.use_candidate());
     assert_eq!(msg.username(), Some(&b"evtj:h6vY"[..]));
-    assert_eq!(split_username(msg.username().unwrap()), Some((&b"evtj"[..], &b"h6vY"[..])));
+    assert_eq!(
+        split_username(msg.username().unwrap()),
+        Some((&b"evtj"[..], &b"h6vY"[..]))
+    );
 
     assert!(msg.verify_fingerprint());
     assert!(msg.verify_integrity(SHORT_TERM_PASSWORD));
@@ -61,7 +64,10 @@ fn sample_request_short_term() {
         let mut copy = SAMPLE_REQUEST;
         copy[i] ^= 0x80;
         if let Ok(m) = Message::parse(&copy) {
-            assert!(!m.verify_integrity(SHORT_TERM_PASSWORD), "flip at {i} passed integrity");
+            assert!(
+                !m.verify_integrity(SHORT_TERM_PASSWORD),
+                "flip at {i} passed integrity"
+            );
         }
     }
 }
@@ -75,7 +81,10 @@ fn sample_ipv4_response() {
     assert_eq!(msg.software(), Some(&b"test vector"[..]));
     assert_eq!(
         msg.xor_mapped_address(),
-        Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 32853))
+        Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            32853
+        ))
     );
     assert!(msg.verify_fingerprint());
     assert!(msg.verify_integrity(SHORT_TERM_PASSWORD));
@@ -85,7 +94,10 @@ fn sample_ipv4_response() {
         let mut copy = SAMPLE_IPV4_RESPONSE;
         copy[i] ^= 0x04;
         if let Ok(m) = Message::parse(&copy) {
-            assert!(!m.verify_integrity(SHORT_TERM_PASSWORD), "flip at {i} passed integrity");
+            assert!(
+                !m.verify_integrity(SHORT_TERM_PASSWORD),
+                "flip at {i} passed integrity"
+            );
         }
     }
 }
@@ -96,7 +108,10 @@ fn sample_ipv6_response() {
     assert_eq!(msg.class(), Class::SuccessResponse);
     assert_eq!(msg.transaction_id(), &TID);
     let ip: Ipv6Addr = "2001:db8:1234:5678:11:2233:4455:6677".parse().unwrap();
-    assert_eq!(msg.xor_mapped_address(), Some(SocketAddr::new(IpAddr::V6(ip), 32853)));
+    assert_eq!(
+        msg.xor_mapped_address(),
+        Some(SocketAddr::new(IpAddr::V6(ip), 32853))
+    );
     assert!(msg.verify_fingerprint());
     assert!(msg.verify_integrity(SHORT_TERM_PASSWORD));
     assert!(!msg.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxB"));
@@ -113,15 +128,25 @@ fn sample_request_long_term() {
     assert_eq!(msg.nonce(), Some(&b"f//499k954d6OL34oL9FSTvy64sA"[..]));
     assert_eq!(msg.realm(), Some(&b"example.org"[..]));
     assert!(!msg.has_fingerprint());
-    assert!(!msg.verify_fingerprint(), "no FINGERPRINT attribute to verify");
+    assert!(
+        !msg.verify_fingerprint(),
+        "no FINGERPRINT attribute to verify"
+    );
 
     // The vector's password is "The\u{AD}M\u{AA}tr\u{2168}", which
     // SASLprep maps to "TheMatrIX" before hashing.
     let key = long_term_key(username.as_bytes(), b"example.org", b"TheMatrIX");
     assert!(msg.verify_integrity(&key));
-    let unprepared = long_term_key(username.as_bytes(), b"example.org", "The\u{AD}M\u{AA}tr\u{2168}".as_bytes());
+    let unprepared = long_term_key(
+        username.as_bytes(),
+        b"example.org",
+        "The\u{AD}M\u{AA}tr\u{2168}".as_bytes(),
+    );
     assert!(!msg.verify_integrity(&unprepared));
-    assert!(!msg.verify_integrity(b"TheMatrIX"), "raw password is not the long-term key");
+    assert!(
+        !msg.verify_integrity(b"TheMatrIX"),
+        "raw password is not the long-term key"
+    );
 }
 
 #[test]
@@ -130,6 +155,9 @@ fn long_term_key_is_md5_of_user_realm_password() {
     let key = long_term_key(b"user", b"realm", b"pass");
     assert_eq!(
         key,
-        [0x84, 0x93, 0xfb, 0xc5, 0x3b, 0xa5, 0x82, 0xfb, 0x4c, 0x04, 0x4c, 0x45, 0x6b, 0xdc, 0x40, 0xeb]
+        [
+            0x84, 0x93, 0xfb, 0xc5, 0x3b, 0xa5, 0x82, 0xfb, 0x4c, 0x04, 0x4c, 0x45, 0x6b, 0xdc,
+            0x40, 0xeb
+        ]
     );
 }

@@ -4,8 +4,8 @@
 //! if anything panics, or if a corrupted message still authenticates.
 
 use switchyard_stun::{
-    binding_response_address, is_stun, split_username, write_binding_error, write_binding_success, AttrType,
-    Attributes, BindingRequest, ErrorCode, Message, HEADER_LEN, MAGIC_COOKIE,
+    binding_response_address, is_stun, split_username, write_binding_error, write_binding_success,
+    AttrType, Attributes, BindingRequest, ErrorCode, Message, HEADER_LEN, MAGIC_COOKIE,
 };
 
 mod common;
@@ -49,10 +49,30 @@ fn exercise(buf: &[u8], rng: &mut Rng) -> bool {
     assert_eq!(is_stun(buf), buf[0] <= 3, "is_stun disagrees with parse");
     assert_eq!(msg.as_bytes().len(), buf.len());
 
-    let _ = (msg.class(), msg.method(), msg.msg_type(), msg.transaction_id());
-    let _ = (msg.priority(), msg.use_candidate(), msg.ice_controlling(), msg.ice_controlled());
-    let _ = (msg.xor_mapped_address(), msg.mapped_address(), msg.error_code().map(|e| e.reason_str()));
-    let _ = (msg.software(), msg.realm(), msg.nonce(), msg.has_integrity(), msg.has_fingerprint());
+    let _ = (
+        msg.class(),
+        msg.method(),
+        msg.msg_type(),
+        msg.transaction_id(),
+    );
+    let _ = (
+        msg.priority(),
+        msg.use_candidate(),
+        msg.ice_controlling(),
+        msg.ice_controlled(),
+    );
+    let _ = (
+        msg.xor_mapped_address(),
+        msg.mapped_address(),
+        msg.error_code().map(|e| e.reason_str()),
+    );
+    let _ = (
+        msg.software(),
+        msg.realm(),
+        msg.nonce(),
+        msg.has_integrity(),
+        msg.has_fingerprint(),
+    );
     let _ = format!("{msg:?}");
     if let Some(u) = msg.username() {
         let _ = split_username(u);
@@ -61,9 +81,16 @@ fn exercise(buf: &[u8], rng: &mut Rng) -> bool {
     for (t, v) in msg.attributes() {
         let _ = (t.name(), t.is_comprehension_required(), format!("{t:?}"));
         total += 4 + v.len().div_ceil(4) * 4;
-        assert!(msg.attr(t).is_some() || msg.has_integrity(), "attr() misses a present attribute");
+        assert!(
+            msg.attr(t).is_some() || msg.has_integrity(),
+            "attr() misses a present attribute"
+        );
     }
-    assert_eq!(total, buf.len() - HEADER_LEN, "iterator must cover the whole validated body");
+    assert_eq!(
+        total,
+        buf.len() - HEADER_LEN,
+        "iterator must cover the whole validated body"
+    );
 
     let _ = msg.verify_fingerprint();
     for key in KEYS {
@@ -74,13 +101,23 @@ fn exercise(buf: &[u8], rng: &mut Rng) -> bool {
     // Answer it into buffers of random (often too small) size.
     let mut out = [0u8; 128];
     let cap = rng.below(out.len() + 1);
-    let mapped = if rng.next() & 1 == 0 { "192.0.2.1:9".parse().unwrap() } else { "[2001:db8::1]:9".parse().unwrap() };
+    let mapped = if rng.next() & 1 == 0 {
+        "192.0.2.1:9".parse().unwrap()
+    } else {
+        "[2001:db8::1]:9".parse().unwrap()
+    };
     if let Ok(n) = write_binding_success(&mut out[..cap], &msg, mapped, KEYS[rng.below(3)]) {
         let resp = Message::parse(&out[..n]).expect("our own success response parses");
         assert!(resp.verify_fingerprint());
         assert_eq!(resp.xor_mapped_address(), Some(mapped));
     }
-    if let Ok(n) = write_binding_error(&mut out[..cap], &msg, ErrorCode::ROLE_CONFLICT, "Role Conflict", b"k") {
+    if let Ok(n) = write_binding_error(
+        &mut out[..cap],
+        &msg,
+        ErrorCode::ROLE_CONFLICT,
+        "Role Conflict",
+        b"k",
+    ) {
         let resp = Message::parse(&out[..n]).expect("our own error response parses");
         assert!(resp.verify_integrity(b"k") && resp.verify_fingerprint());
     }
@@ -177,7 +214,10 @@ fn random_attributes_behind_valid_header_never_panic() {
         }
         parsed += exercise(&buf, &mut rng) as usize;
     }
-    assert!(parsed > 10_000, "generator should mostly produce parseable messages, got {parsed}");
+    assert!(
+        parsed > 10_000,
+        "generator should mostly produce parseable messages, got {parsed}"
+    );
 }
 
 #[test]
@@ -198,7 +238,11 @@ fn bit_flips_never_panic_and_never_authenticate() {
     let mut rng = Rng(7);
     for msg in valid_messages() {
         let original = Message::parse(&msg).unwrap();
-        let key: &[u8] = if original.verify_integrity(SHORT_TERM_PASSWORD) { SHORT_TERM_PASSWORD } else { KEYS[2] };
+        let key: &[u8] = if original.verify_integrity(SHORT_TERM_PASSWORD) {
+            SHORT_TERM_PASSWORD
+        } else {
+            KEYS[2]
+        };
         let protected = original.verify_integrity(key);
         for _ in 0..20_000 {
             let mut m = msg.clone();
@@ -221,7 +265,10 @@ fn bit_flips_never_panic_and_never_authenticate() {
                     // change only in the trailing FINGERPRINT is allowed through.
                     let mi_end = msg.len() - if original.has_fingerprint() { 8 } else { 0 };
                     if protected && m[..mi_end] != msg[..mi_end] {
-                        assert!(!p.verify_integrity(key), "corruption passed MESSAGE-INTEGRITY");
+                        assert!(
+                            !p.verify_integrity(key),
+                            "corruption passed MESSAGE-INTEGRITY"
+                        );
                     }
                 }
             }

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use switchyard_stun::{
     binding_response_address, is_stun, split_username, write_binding_error, write_binding_success,
-    write_plain_binding_request, AttrType, BindingRequest, Class, Error, ErrorCode, Message, MessageType,
-    MessageWriter, Method,
+    write_plain_binding_request, AttrType, BindingRequest, Class, Error, ErrorCode, Message,
+    MessageType, MessageWriter, Method,
 };
 
 const SERVER_PWD: &[u8] = b"serverPasswordOf22chars";
@@ -35,7 +35,10 @@ fn client_check_round_trips() {
     assert_eq!(msg.msg_type(), MessageType::BINDING_REQUEST);
     assert_eq!(msg.transaction_id(), &TID);
     assert_eq!(msg.username(), Some(&b"srvU:cliU"[..]));
-    assert_eq!(split_username(msg.username().unwrap()), Some((&b"srvU"[..], &b"cliU"[..])));
+    assert_eq!(
+        split_username(msg.username().unwrap()),
+        Some((&b"srvU"[..], &b"cliU"[..]))
+    );
     assert_eq!(msg.priority(), Some(0x6e7f_1eff));
     assert_eq!(msg.ice_controlling(), Some(0x0102_0304_0506_0708));
     assert_eq!(msg.ice_controlled(), None);
@@ -47,7 +50,10 @@ fn client_check_round_trips() {
     assert!(!msg.verify_integrity(b"x"));
     // MESSAGE-INTEGRITY then FINGERPRINT close the message.
     let order: Vec<_> = msg.attributes().map(|(t, _)| t).collect();
-    assert_eq!(&order[order.len() - 2..], [AttrType::MESSAGE_INTEGRITY, AttrType::FINGERPRINT]);
+    assert_eq!(
+        &order[order.len() - 2..],
+        [AttrType::MESSAGE_INTEGRITY, AttrType::FINGERPRINT]
+    );
     // Username 9 bytes -> 12 padded: 20 + 16 + 8 + 12 + 4 + 24 + 8.
     assert_eq!(n, 92);
 }
@@ -103,9 +109,15 @@ fn success_response_ipv4_and_ipv6() {
         assert!(!resp.verify_integrity(b"other"));
         assert!(resp.verify_fingerprint());
         assert_eq!(binding_response_address(&resp, &TID), Ok(mapped));
-        assert_eq!(binding_response_address(&resp, &[0; 12]), Err(Error::TransactionMismatch));
+        assert_eq!(
+            binding_response_address(&resp, &[0; 12]),
+            Err(Error::TransactionMismatch)
+        );
         // The exact-size buffer works, one byte less fails cleanly.
-        assert_eq!(write_binding_success(&mut out[..len], &request, mapped, SERVER_PWD), Ok(len));
+        assert_eq!(
+            write_binding_success(&mut out[..len], &request, mapped, SERVER_PWD),
+            Ok(len)
+        );
         assert!(matches!(
             write_binding_success(&mut out[..len - 1], &request, mapped, SERVER_PWD),
             Err(Error::BufferTooSmall { .. })
@@ -118,15 +130,23 @@ fn responses_only_answer_binding_requests() {
     let mut req_buf = [0u8; 256];
     let n = check(true).write(&mut req_buf).unwrap();
     let mut out = [0u8; 128];
-    let len = write_binding_success(&mut out, &Message::parse(&req_buf[..n]).unwrap(), "1.2.3.4:5".parse().unwrap(), b"k")
-        .unwrap();
+    let len = write_binding_success(
+        &mut out,
+        &Message::parse(&req_buf[..n]).unwrap(),
+        "1.2.3.4:5".parse().unwrap(),
+        b"k",
+    )
+    .unwrap();
     let response = Message::parse(&out[..len]).unwrap();
     let mut out2 = [0u8; 128];
     assert_eq!(
         write_binding_success(&mut out2, &response, "1.2.3.4:5".parse().unwrap(), b"k"),
         Err(Error::NotBindingRequest)
     );
-    assert_eq!(write_binding_error(&mut out2, &response, 400, "Bad Request", &[]), Err(Error::NotBindingRequest));
+    assert_eq!(
+        write_binding_error(&mut out2, &response, 400, "Bad Request", &[]),
+        Err(Error::NotBindingRequest)
+    );
 }
 
 #[test]
@@ -137,7 +157,14 @@ fn error_responses() {
     let mut out = [0u8; 128];
 
     // 401: request not authenticated, so no MESSAGE-INTEGRITY.
-    let len = write_binding_error(&mut out, &request, ErrorCode::UNAUTHENTICATED, "Unauthenticated", &[]).unwrap();
+    let len = write_binding_error(
+        &mut out,
+        &request,
+        ErrorCode::UNAUTHENTICATED,
+        "Unauthenticated",
+        &[],
+    )
+    .unwrap();
     let resp = Message::parse(&out[..len]).unwrap();
     assert_eq!(resp.msg_type(), MessageType::BINDING_ERROR);
     let ec = resp.error_code().unwrap();
@@ -145,23 +172,48 @@ fn error_responses() {
     assert_eq!(ec.reason_str(), Some("Unauthenticated"));
     assert!(!resp.has_integrity());
     assert!(resp.verify_fingerprint());
-    assert_eq!(binding_response_address(&resp, &TID), Err(Error::ErrorResponse { code: 401 }));
+    assert_eq!(
+        binding_response_address(&resp, &TID),
+        Err(Error::ErrorResponse { code: 401 })
+    );
 
     // 487: sent after authenticating the request, so it carries MI.
-    let len = write_binding_error(&mut out, &request, ErrorCode::ROLE_CONFLICT, "Role Conflict", SERVER_PWD).unwrap();
+    let len = write_binding_error(
+        &mut out,
+        &request,
+        ErrorCode::ROLE_CONFLICT,
+        "Role Conflict",
+        SERVER_PWD,
+    )
+    .unwrap();
     let resp = Message::parse(&out[..len]).unwrap();
     assert_eq!(resp.error_code().map(|e| e.code), Some(487));
     assert!(resp.verify_integrity(SERVER_PWD));
     assert!(resp.verify_fingerprint());
 
     let len = write_binding_error(&mut out, &request, 400, "", &[]).unwrap();
-    assert_eq!(Message::parse(&out[..len]).unwrap().error_code().map(|e| e.code), Some(400));
+    assert_eq!(
+        Message::parse(&out[..len])
+            .unwrap()
+            .error_code()
+            .map(|e| e.code),
+        Some(400)
+    );
 
-    assert_eq!(write_binding_error(&mut out, &request, 200, "x", &[]), Err(Error::InvalidErrorCode(200)));
-    assert_eq!(write_binding_error(&mut out, &request, 700, "x", &[]), Err(Error::InvalidErrorCode(700)));
+    assert_eq!(
+        write_binding_error(&mut out, &request, 200, "x", &[]),
+        Err(Error::InvalidErrorCode(200))
+    );
+    assert_eq!(
+        write_binding_error(&mut out, &request, 700, "x", &[]),
+        Err(Error::InvalidErrorCode(700))
+    );
     let long = "x".repeat(764);
     let mut big = [0u8; 1024];
-    assert_eq!(write_binding_error(&mut big, &request, 400, &long, &[]), Err(Error::ReasonTooLong(764)));
+    assert_eq!(
+        write_binding_error(&mut big, &request, 400, &long, &[]),
+        Err(Error::ReasonTooLong(764))
+    );
 }
 
 #[test]
@@ -189,11 +241,15 @@ fn legacy_mapped_address_fallback() {
     // A pre-RFC 5389-style answer carrying only MAPPED-ADDRESS.
     let mut out = [0u8; 64];
     let mut w = MessageWriter::new(&mut out, MessageType::BINDING_SUCCESS, &TID).unwrap();
-    w.add_attr(AttrType::MAPPED_ADDRESS, &[0, 1, 0x1f, 0x90, 10, 0, 0, 1]).unwrap();
+    w.add_attr(AttrType::MAPPED_ADDRESS, &[0, 1, 0x1f, 0x90, 10, 0, 0, 1])
+        .unwrap();
     let len = w.finish();
     let resp = Message::parse(&out[..len]).unwrap();
     assert_eq!(resp.xor_mapped_address(), None);
-    assert_eq!(binding_response_address(&resp, &TID), Ok("10.0.0.1:8080".parse().unwrap()));
+    assert_eq!(
+        binding_response_address(&resp, &TID),
+        Ok("10.0.0.1:8080".parse().unwrap())
+    );
 }
 
 #[test]
@@ -202,7 +258,12 @@ fn writer_supports_unknown_attributes_for_extensions() {
     // generic writer and iterator without any TURN-specific code.
     let lifetime = AttrType(0x000D);
     let mut out = [0u8; 64];
-    let mut w = MessageWriter::new(&mut out, MessageType::new(Class::Request, Method::new(0x003)), &TID).unwrap();
+    let mut w = MessageWriter::new(
+        &mut out,
+        MessageType::new(Class::Request, Method::new(0x003)),
+        &TID,
+    )
+    .unwrap();
     w.add_u32(lifetime, 600).unwrap();
     w.add_attr(AttrType(0x8055), b"odd").unwrap();
     w.add_fingerprint().unwrap();

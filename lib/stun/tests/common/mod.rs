@@ -1,7 +1,9 @@
 //! RFC 5769 test vectors shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
-pub const TID: [u8; 12] = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
+pub const TID: [u8; 12] = [
+    0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+];
 pub const SHORT_TERM_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 
 /// §2.1 Sample Request (short-term credentials; note the padding after
@@ -119,4 +121,3 @@ pub const SAMPLE_LONG_TERM_REQUEST: [u8; 116] = [
     0x2e, 0x85, 0xc9, 0xa2, // }
     0x8c, 0xa8, 0x96, 0x66, // }
 ];
-
