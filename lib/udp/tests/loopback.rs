@@ -406,3 +406,42 @@ fn drop_is_prompt_and_releases_the_port() {
         assert!(start.elapsed() < Duration::from_secs(2), "{kind}: drop took {:?}", start.elapsed());
     }
 }
+
+/// A burst larger than the receive buffers (io_uring: larger than the provided-buffer ring, so
+/// the multishot receive runs out of buffers and is re-armed) is received completely and in order.
+#[test]
+fn burst_larger_than_the_buffer_ring() {
+    use std::os::fd::AsRawFd;
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local");
+        let mut rcvbuf: i32 = 0;
+        let mut len = std::mem::size_of::<i32>() as u32;
+        // SAFETY: getsockopt writes at most `len` bytes into the live i32.
+        let rc = unsafe {
+            libc::getsockopt(io.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&mut rcvbuf as *mut i32).cast(), &mut len)
+        };
+        assert_eq!(rc, 0);
+        // Small datagrams cost well under 2 KiB of receive buffer each on loopback.
+        let burst = (rcvbuf as usize / 2048).clamp(100, 1000) as u32;
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        let mut buf = [0u8; 64];
+        for seq in 0..burst {
+            let n = payload(seq, 40, &mut buf);
+            peer.send_to(&buf[..n], io_addr).expect("send_to");
+        }
+        let mut next = 0u32;
+        let mut bad = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while next < burst && Instant::now() < deadline {
+            io.recv(Some(Duration::from_millis(200)), |d, _| {
+                if check_payload(d) != Some(next) {
+                    bad += 1;
+                }
+                next += 1;
+            })
+            .expect("recv");
+        }
+        assert_eq!((next, bad), (burst, 0), "{kind}: burst of {burst}");
+    }
+}
