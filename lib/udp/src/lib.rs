@@ -329,4 +329,14 @@ mod tests {
         assert!("epoll".parse::<IoKind>().is_err());
         assert_eq!(Config::default().batch, 64);
     }
+
+    #[test]
+    fn thread_safety_of_public_types() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<UdpIo>();
+        send_sync::<SendBatch>();
+        send_sync::<Waker>();
+        send_sync::<Config>();
+    }
 }

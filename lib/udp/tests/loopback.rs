@@ -280,7 +280,7 @@ fn recv_timeout_without_traffic() {
             let took = start.elapsed();
             assert_eq!(n, 0, "{kind}");
             assert!(took >= Duration::from_millis(ms), "{kind}: {ms} ms timeout took {took:?}");
-            assert!(took < Duration::from_millis(ms + 200), "{kind}: {ms} ms timeout took {took:?}");
+            assert!(took < Duration::from_millis(ms + 500), "{kind}: {ms} ms timeout took {took:?}");
         }
     }
 }
@@ -403,7 +403,7 @@ fn drop_is_prompt_and_releases_the_port() {
             drop(io);
             UdpSocket::bind(addr).expect("port released");
         }
-        assert!(start.elapsed() < Duration::from_secs(2), "{kind}: drop took {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(5), "{kind}: drop took {:?}", start.elapsed());
     }
 }
 
