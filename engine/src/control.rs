@@ -294,6 +294,7 @@ fn connection(stream: UnixStream, state: Arc<ControlState>) {
     let send = |reply: Reply, id: u32| -> bool { lock(&writer).write_all(&reply.frame(id).encode()).is_ok() };
     loop {
         let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

@@ -104,6 +104,7 @@ impl EngineClient {
                 self.reader.feed(&buf[..n]);
                 Ok(())
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Err(ClientError::Timeout(self.timeout))
             }
