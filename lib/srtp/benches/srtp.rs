@@ -22,8 +22,16 @@ fn packet(len: usize) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     for (profile, ref_profile, name) in [
-        (Profile::Aes128CmHmacSha1_80, ProtectionProfile::Aes128CmHmacSha1_80, "aes_cm_hmac_sha1_80"),
-        (Profile::AeadAes128Gcm, ProtectionProfile::AeadAes128Gcm, "aead_aes_128_gcm"),
+        (
+            Profile::Aes128CmHmacSha1_80,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+            "aes_cm_hmac_sha1_80",
+        ),
+        (
+            Profile::AeadAes128Gcm,
+            ProtectionProfile::AeadAes128Gcm,
+            "aead_aes_128_gcm",
+        ),
     ] {
         let salt = &SALT[..profile.salt_len()];
         for size in [1200usize, 112] {

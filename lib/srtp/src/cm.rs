@@ -30,11 +30,12 @@ pub(crate) struct CmTransform {
 
 impl CmTransform {
     pub fn new(keys: &SessionKeys) -> Result<Self, Error> {
-        let mac = <HmacSha1 as Mac>::new_from_slice(&keys.auth).map_err(|_| Error::BadKeyLength {
-            what: "HMAC-SHA1 session key",
-            expected: keys.auth.len(),
-            got: keys.auth.len(),
-        })?;
+        let mac =
+            <HmacSha1 as Mac>::new_from_slice(&keys.auth).map_err(|_| Error::BadKeyLength {
+                what: "HMAC-SHA1 session key",
+                expected: keys.auth.len(),
+                got: keys.auth.len(),
+            })?;
         Ok(CmTransform {
             aes: Aes128Enc::new(&keys.enc.into()),
             salt: keys.salt,
@@ -75,7 +76,14 @@ impl CmTransform {
 
     /// Protects `pkt[..len]` in place and appends the tag.
     /// Requires `header_len <= len` and `len + CM_TAG_LEN <= pkt.len()`.
-    pub fn protect_rtp(&self, pkt: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> usize {
+    pub fn protect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> usize {
         let (body, rest) = pkt.split_at_mut(len);
         self.apply_keystream(ssrc, index, &mut body[header_len..]);
         // RFC 3711 §4.2: the authenticated portion is followed by the ROC.
@@ -86,12 +94,20 @@ impl CmTransform {
 
     /// Verifies and decrypts a whole SRTP packet; `None` if the tag is wrong,
     /// in which case `pkt` is untouched. Requires `header_len + CM_TAG_LEN <= pkt.len()`.
-    pub fn unprotect_rtp(&self, pkt: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Option<usize> {
+    pub fn unprotect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Option<usize> {
         let len = pkt.len() - CM_TAG_LEN;
         let (body, tag) = pkt.split_at_mut(len);
         let roc = ((index >> 16) as u32).to_be_bytes();
         // Verify before decrypting: constant-time compare, nothing modified on failure.
-        self.mac_over([body, &roc]).verify_truncated_left(tag).ok()?;
+        self.mac_over([body, &roc])
+            .verify_truncated_left(tag)
+            .ok()?;
         self.apply_keystream(ssrc, index, &mut body[header_len..]);
         Some(len)
     }
@@ -118,7 +134,9 @@ impl CmTransform {
     /// `pkt.len() >= rtcp::HEADER_LEN + 14`.
     pub fn unprotect_rtcp(&self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
         let (authed, tag) = pkt.split_at_mut(pkt.len() - CM_TAG_LEN);
-        self.mac_over([authed, &[]]).verify_truncated_left(tag).ok()?;
+        self.mac_over([authed, &[]])
+            .verify_truncated_left(tag)
+            .ok()?;
         let len = authed.len() - SRTCP_INDEX_LEN;
         if word & rtcp::E_FLAG != 0 {
             let index = u64::from(word & rtcp::MAX_INDEX);
@@ -139,9 +157,13 @@ mod tests {
     #[test]
     fn rfc3711_b2_keystream() {
         let keys = SessionKeys {
-            enc: unhex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().expect("16"),
+            enc: unhex("2B7E151628AED2A6ABF7158809CF4F3C")
+                .try_into()
+                .expect("16"),
             auth: [0; 20],
-            salt: unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().expect("14"),
+            salt: unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD")
+                .try_into()
+                .expect("14"),
         };
         let t = CmTransform::new(&keys).expect("keys");
         let mut ks = vec![0u8; 16 * 0xff02];

@@ -81,7 +81,11 @@ impl Context {
 
     /// Builds a context straight from session keys, skipping the KDF; the
     /// RFC 7714 vectors are stated this way.
-    pub(crate) fn from_session_keys(profile: Profile, rtp: &SessionKeys, rtcp: &SessionKeys) -> Result<Context, Error> {
+    pub(crate) fn from_session_keys(
+        profile: Profile,
+        rtp: &SessionKeys,
+        rtcp: &SessionKeys,
+    ) -> Result<Context, Error> {
         Ok(Context {
             profile,
             rtp: Transform::new(profile, rtp)?,
@@ -184,18 +188,23 @@ impl Context {
                     index,
                     window: replay::WINDOW,
                 };
-                let index = index::estimate(window.top(), hdr.seq).ok_or(replayed(u64::from(hdr.seq)))?;
+                let index =
+                    index::estimate(window.top(), hdr.seq).ok_or(replayed(u64::from(hdr.seq)))?;
                 if !window.check(index) {
                     return Err(replayed(index));
                 }
-                let out = rtp.unprotect_rtp(buf, hdr.len, hdr.ssrc, index).ok_or(auth_failed)?;
+                let out = rtp
+                    .unprotect_rtp(buf, hdr.len, hdr.ssrc, index)
+                    .ok_or(auth_failed)?;
                 window.accept(index);
                 Ok(out)
             }
             None => {
                 // RFC 3711 §3.3.1: a receiver starts with ROC 0 and s_l = SEQ.
                 let index = u64::from(hdr.seq);
-                let out = rtp.unprotect_rtp(buf, hdr.len, hdr.ssrc, index).ok_or(auth_failed)?;
+                let out = rtp
+                    .unprotect_rtp(buf, hdr.len, hdr.ssrc, index)
+                    .ok_or(auth_failed)?;
                 rtp_rx.insert(hdr.ssrc, ReplayWindow::new(index));
                 Ok(out)
             }

@@ -48,7 +48,10 @@ impl GcmTransform {
         for (d, s) in iv[2..6].iter_mut().zip(ssrc.to_be_bytes()) {
             *d ^= s;
         }
-        for (d, s) in iv[8..12].iter_mut().zip((index & rtcp::MAX_INDEX).to_be_bytes()) {
+        for (d, s) in iv[8..12]
+            .iter_mut()
+            .zip((index & rtcp::MAX_INDEX).to_be_bytes())
+        {
             *d ^= s;
         }
         iv
@@ -74,7 +77,14 @@ impl GcmTransform {
     /// Protects `pkt[..len]` in place and appends the tag; `None` only if GCM
     /// refuses the length (over 64 GiB, so never for a datagram).
     /// Requires `header_len <= len` and `len + GCM_TAG_LEN <= pkt.len()`.
-    pub fn protect_rtp(&self, pkt: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> Option<usize> {
+    pub fn protect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Option<usize> {
         let iv = self.rtp_iv(ssrc, index);
         let (header, rest) = pkt.split_at_mut(header_len);
         let (payload, trailer) = rest.split_at_mut(len - header_len);
@@ -85,7 +95,13 @@ impl GcmTransform {
 
     /// Verifies and decrypts a whole SRTP packet; `None` on a bad tag, with
     /// `pkt` untouched. Requires `header_len + GCM_TAG_LEN <= pkt.len()`.
-    pub fn unprotect_rtp(&self, pkt: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Option<usize> {
+    pub fn unprotect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Option<usize> {
         let iv = self.rtp_iv(ssrc, index);
         let len = pkt.len() - GCM_TAG_LEN;
         let (header, rest) = pkt.split_at_mut(header_len);
@@ -122,7 +138,9 @@ impl GcmTransform {
         if word & rtcp::E_FLAG != 0 {
             let aad = rtcp_aad(&pkt[..rtcp::HEADER_LEN], word.to_be_bytes());
             let (payload, tag) = pkt[rtcp::HEADER_LEN..].split_at_mut(len - rtcp::HEADER_LEN);
-            return self.open(&iv, &aad, payload, &tag[..GCM_TAG_LEN]).then_some(len);
+            return self
+                .open(&iv, &aad, payload, &tag[..GCM_TAG_LEN])
+                .then_some(len);
         }
         // E = 0 (RFC 7714 §9.2, §17.3): the whole packet plus the index word
         // is AAD. GCM takes one contiguous AAD, so move the word next to the
@@ -158,7 +176,9 @@ mod tests {
         let mut salt = [0u8; 14];
         salt[..12].copy_from_slice(&unhex("517569642070726f2071756f"));
         GcmTransform::new(&SessionKeys {
-            enc: unhex("000102030405060708090a0b0c0d0e0f").try_into().expect("16"),
+            enc: unhex("000102030405060708090a0b0c0d0e0f")
+                .try_into()
+                .expect("16"),
             auth: [0; 20],
             salt,
         })
@@ -167,14 +187,23 @@ mod tests {
     #[test]
     fn rfc7714_rtp_iv() {
         // §16.1.1: SSRC 0x5501a0b2, ROC 0, SEQ 0xf17b.
-        assert_eq!(rfc7714().rtp_iv(0x5501a0b2, 0xf17b).to_vec(), unhex("51753c6580c2726f20718414"));
+        assert_eq!(
+            rfc7714().rtp_iv(0x5501a0b2, 0xf17b).to_vec(),
+            unhex("51753c6580c2726f20718414")
+        );
     }
 
     #[test]
     fn rfc7714_rtcp_iv() {
         // §17.1: (00 00 || SSRC "Mars" || 00 00 || index 0x5d4) XOR salt.
-        assert_eq!(rfc7714().rtcp_iv(0x4d617273, 0x5d4).to_vec(), unhex("517524055203726f207170bb"));
+        assert_eq!(
+            rfc7714().rtcp_iv(0x4d617273, 0x5d4).to_vec(),
+            unhex("517524055203726f207170bb")
+        );
         // The E flag must not leak into the IV.
-        assert_eq!(rfc7714().rtcp_iv(0x4d617273, 0x8000_05d4), rfc7714().rtcp_iv(0x4d617273, 0x5d4));
+        assert_eq!(
+            rfc7714().rtcp_iv(0x4d617273, 0x8000_05d4),
+            rfc7714().rtcp_iv(0x4d617273, 0x5d4)
+        );
     }
 }

@@ -54,9 +54,17 @@ impl SessionKeys {
     /// The caller has already checked the master key and salt lengths.
     pub fn derive(profile: Profile, master_key: &[u8; 16], master_salt: &[u8], rtcp: bool) -> Self {
         let (enc_label, auth_label, salt_label) = if rtcp {
-            (Label::RtcpEncryption, Label::RtcpAuthentication, Label::RtcpSalt)
+            (
+                Label::RtcpEncryption,
+                Label::RtcpAuthentication,
+                Label::RtcpSalt,
+            )
         } else {
-            (Label::RtpEncryption, Label::RtpAuthentication, Label::RtpSalt)
+            (
+                Label::RtpEncryption,
+                Label::RtpAuthentication,
+                Label::RtpSalt,
+            )
         };
         let mut keys = SessionKeys {
             enc: [0; 16],
@@ -65,7 +73,12 @@ impl SessionKeys {
         };
         derive(master_key, master_salt, enc_label, &mut keys.enc);
         let salt_len = profile.salt_len().min(MAX_SALT_LEN);
-        derive(master_key, master_salt, salt_label, &mut keys.salt[..salt_len]);
+        derive(
+            master_key,
+            master_salt,
+            salt_label,
+            &mut keys.salt[..salt_len],
+        );
         if profile == Profile::Aes128CmHmacSha1_80 {
             derive(master_key, master_salt, auth_label, &mut keys.auth);
         }
@@ -127,7 +140,10 @@ mod tests {
         let rtp = SessionKeys::derive(p, &key, &salt, false);
         assert_eq!(rtp.enc.to_vec(), unhex("C61E7A93744F39EE10734AFE3FF7A087"));
         assert_eq!(rtp.salt.to_vec(), unhex("30CBBC08863D8C85D49DB34A9AE1"));
-        assert_eq!(rtp.auth.to_vec(), unhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"));
+        assert_eq!(
+            rtp.auth.to_vec(),
+            unhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
+        );
 
         // SRTCP keys come from labels 3..5, so they must differ from SRTP's
         // and equal a direct derivation with those labels.

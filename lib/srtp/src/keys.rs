@@ -115,7 +115,10 @@ mod tests {
             salt: vec![0xCD; 14],
         };
         let s = format!("{k:?}");
-        assert!(!s.contains("171") && !s.contains("AB") && !s.contains("ab"), "{s}");
+        assert!(
+            !s.contains("171") && !s.contains("AB") && !s.contains("ab"),
+            "{s}"
+        );
         assert!(s.contains("16 bytes"));
     }
 }

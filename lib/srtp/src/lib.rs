@@ -60,9 +60,9 @@ mod rtp;
 mod transform;
 
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
 pub use context::{Context, MAX_PACKET_LEN};
 pub use error::{Error, PacketKind};

@@ -17,7 +17,10 @@ pub(crate) struct ReplayWindow {
 impl ReplayWindow {
     /// A window whose first authenticated packet had index `first`.
     pub fn new(first: u64) -> Self {
-        ReplayWindow { top: first, seen: 1 }
+        ReplayWindow {
+            top: first,
+            seen: 1,
+        }
     }
 
     /// Highest accepted index; for SRTP this carries the ROC and s_l that the
@@ -41,7 +44,11 @@ impl ReplayWindow {
     pub fn accept(&mut self, index: u64) {
         if index > self.top {
             let shift = index - self.top;
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.top = index;
         } else {

@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn rejects_truncation_and_wrong_version() {
         for n in 0..12 {
-            assert!(matches!(parse(&header(0x80)[..n]), Err(Error::Truncated { .. })));
+            assert!(matches!(
+                parse(&header(0x80)[..n]),
+                Err(Error::Truncated { .. })
+            ));
         }
         // CSRC count says 3 CSRCs but only one is there.
         let mut p = header(0x83);
@@ -114,12 +117,20 @@ mod tests {
         );
         // Extension header missing, then extension body too short.
         let p = header(0x90);
-        assert!(matches!(parse(&p), Err(Error::Truncated { needed: 16, .. })));
+        assert!(matches!(
+            parse(&p),
+            Err(Error::Truncated { needed: 16, .. })
+        ));
         let mut p = header(0x90);
         p.extend_from_slice(&[0xbe, 0xde, 0xff, 0xff]);
-        assert!(matches!(parse(&p), Err(Error::Truncated { needed, .. }) if needed == 16 + 4 * 0xffff));
+        assert!(
+            matches!(parse(&p), Err(Error::Truncated { needed, .. }) if needed == 16 + 4 * 0xffff)
+        );
         for v in [0x00, 0x40, 0xc0] {
-            assert!(matches!(parse(&header(v)), Err(Error::MalformedHeader { .. })));
+            assert!(matches!(
+                parse(&header(v)),
+                Err(Error::MalformedHeader { .. })
+            ));
         }
     }
 }

@@ -12,7 +12,9 @@ fn rfc7714_context() -> Context {
     let mut salt = [0u8; 14];
     salt[..12].copy_from_slice(&unhex("517569642070726f2071756f"));
     let keys = SessionKeys {
-        enc: unhex("000102030405060708090a0b0c0d0e0f").try_into().expect("16"),
+        enc: unhex("000102030405060708090a0b0c0d0e0f")
+            .try_into()
+            .expect("16"),
         auth: [0; 20],
         salt,
     };
@@ -39,14 +41,18 @@ fn rfc7714_16_1_rtp_protect() {
     let plain = unhex(RFC7714_RTP);
     let mut buf = vec![0u8; plain.len() + 16];
     buf[..plain.len()].copy_from_slice(&plain);
-    let n = rfc7714_context().protect_rtp(&mut buf, plain.len()).expect("protect");
+    let n = rfc7714_context()
+        .protect_rtp(&mut buf, plain.len())
+        .expect("protect");
     assert_eq!(buf[..n], unhex(RFC7714_SRTP)[..]);
 }
 
 #[test]
 fn rfc7714_16_1_rtp_unprotect() {
     let mut buf = unhex(RFC7714_SRTP);
-    let n = rfc7714_context().unprotect_rtp(&mut buf).expect("unprotect");
+    let n = rfc7714_context()
+        .unprotect_rtp(&mut buf)
+        .expect("unprotect");
     assert_eq!(buf[..n], unhex(RFC7714_RTP)[..]);
 }
 
@@ -69,7 +75,9 @@ fn rfc7714_17_1_rtcp_protect() {
 #[test]
 fn rfc7714_17_1_rtcp_unprotect() {
     let mut buf = unhex(RFC7714_SRTCP);
-    let n = rfc7714_context().unprotect_rtcp(&mut buf).expect("unprotect");
+    let n = rfc7714_context()
+        .unprotect_rtcp(&mut buf)
+        .expect("unprotect");
     assert_eq!(buf[..n], unhex(RFC7714_RTCP)[..]);
 }
 
@@ -93,6 +101,36 @@ fn rfc7714_17_3_rtcp_unencrypted_unprotect() {
         })
     );
     assert_eq!(forged, before);
+}
+
+#[test]
+fn cm_rtcp_unencrypted_e0_accepted_and_authenticated() {
+    use hmac::{Hmac, Mac};
+    // Build an E=0 SRTCP packet by hand from the RFC 3711 SRTCP session
+    // auth key (label 4), since our sender always encrypts.
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let key: [u8; 16] = (1..=16).collect::<Vec<u8>>().try_into().expect("16");
+    let salt: Vec<u8> = (100..114).collect();
+    let keys = SessionKeys::derive(profile, &key, &salt, true);
+    let rr = rtcp_rr(0x5555);
+    let mut pkt = rr.clone();
+    pkt.extend_from_slice(&7u32.to_be_bytes()); // E=0, index 7
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(&keys.auth).expect("any key length");
+    mac.update(&pkt);
+    pkt.extend_from_slice(&mac.finalize().into_bytes()[..10]);
+
+    let mut rx = Context::new(profile, &key, &salt).expect("rx");
+    let mut forged = pkt.clone();
+    forged[10] ^= 4;
+    assert!(matches!(
+        unprotect_rtcp(&mut rx, &forged),
+        Err(Error::AuthenticationFailed { .. })
+    ));
+    assert_eq!(unprotect_rtcp(&mut rx, &pkt), Ok(rr));
+    assert!(matches!(
+        unprotect_rtcp(&mut rx, &pkt),
+        Err(Error::Replayed { index: 7, .. })
+    ));
 }
 
 fn contexts(profile: Profile) -> (Context, Context) {
@@ -158,13 +196,21 @@ fn roundtrip_both_profiles_and_payload_is_encrypted() {
         let srtp = protect(&mut tx, &plain);
         assert_eq!(srtp.len(), plain.len() + profile.rtp_overhead());
         assert_eq!(srtp[..12], plain[..12], "{profile:?}: header stays clear");
-        assert_ne!(srtp[12..112], plain[12..], "{profile:?}: payload is encrypted");
+        assert_ne!(
+            srtp[12..112],
+            plain[12..],
+            "{profile:?}: payload is encrypted"
+        );
         assert_eq!(unprotect(&mut rx, &srtp), Ok(plain));
 
         let rr = rtcp_rr(0x1234);
         let srtcp = protect_rtcp(&mut tx, &rr);
         assert_eq!(srtcp.len(), rr.len() + profile.rtcp_overhead());
-        assert_ne!(srtcp[8..rr.len()], rr[8..], "{profile:?}: RTCP is encrypted");
+        assert_ne!(
+            srtcp[8..rr.len()],
+            rr[8..],
+            "{profile:?}: RTCP is encrypted"
+        );
         assert_eq!(unprotect_rtcp(&mut rx, &srtcp), Ok(rr));
     }
 }
@@ -181,7 +227,10 @@ fn srtcp_index_word_counts_from_zero_with_e_flag() {
             u32::from_be_bytes(p[off..off + 4].try_into().expect("4"))
         };
         for i in 0..3 {
-            assert_eq!(word_at(&protect_rtcp(&mut tx, &rtcp_rr(9))), 0x8000_0000 | i);
+            assert_eq!(
+                word_at(&protect_rtcp(&mut tx, &rtcp_rr(9))),
+                0x8000_0000 | i
+            );
         }
         // Each sender SSRC has its own counter.
         assert_eq!(word_at(&protect_rtcp(&mut tx, &rtcp_rr(10))), 0x8000_0000);
@@ -220,23 +269,42 @@ fn replayed_packet_rejected() {
 fn out_of_order_within_window_accepted_once_and_too_old_rejected() {
     for profile in Profile::ALL {
         let (mut tx, mut rx) = contexts(profile);
-        let pkts: Vec<Vec<u8>> = (0..300u16).map(|s| protect(&mut tx, &rtp_packet(5, 60_000 + s, 10))).collect();
+        let pkts: Vec<Vec<u8>> = (0..300u16)
+            .map(|s| protect(&mut tx, &rtp_packet(5, 60_000 + s, 10)))
+            .collect();
         // Deliver the newest first, then older ones.
         unprotect(&mut rx, &pkts[299]).expect("newest");
         for i in [298, 250, 299 - (REPLAY_WINDOW as usize - 1)] {
-            assert_eq!(unprotect(&mut rx, &pkts[i]), Ok(rtp_packet(5, 60_000 + i as u16, 10)));
-            assert!(matches!(unprotect(&mut rx, &pkts[i]), Err(Error::Replayed { .. })), "{profile:?} {i}");
+            assert_eq!(
+                unprotect(&mut rx, &pkts[i]),
+                Ok(rtp_packet(5, 60_000 + i as u16, 10))
+            );
+            assert!(
+                matches!(unprotect(&mut rx, &pkts[i]), Err(Error::Replayed { .. })),
+                "{profile:?} {i}"
+            );
         }
         for i in [0, 299 - REPLAY_WINDOW as usize] {
-            assert!(matches!(unprotect(&mut rx, &pkts[i]), Err(Error::Replayed { .. })), "{profile:?} {i} too old");
+            assert!(
+                matches!(unprotect(&mut rx, &pkts[i]), Err(Error::Replayed { .. })),
+                "{profile:?} {i} too old"
+            );
         }
 
         // Same for SRTCP indices.
-        let rtcp: Vec<Vec<u8>> = (0..200).map(|_| protect_rtcp(&mut tx, &rtcp_rr(5))).collect();
+        let rtcp: Vec<Vec<u8>> = (0..200)
+            .map(|_| protect_rtcp(&mut tx, &rtcp_rr(5)))
+            .collect();
         unprotect_rtcp(&mut rx, &rtcp[199]).expect("newest");
         unprotect_rtcp(&mut rx, &rtcp[150]).expect("reordered");
-        assert!(matches!(unprotect_rtcp(&mut rx, &rtcp[150]), Err(Error::Replayed { .. })));
-        assert!(matches!(unprotect_rtcp(&mut rx, &rtcp[10]), Err(Error::Replayed { .. })));
+        assert!(matches!(
+            unprotect_rtcp(&mut rx, &rtcp[150]),
+            Err(Error::Replayed { .. })
+        ));
+        assert!(matches!(
+            unprotect_rtcp(&mut rx, &rtcp[10]),
+            Err(Error::Replayed { .. })
+        ));
     }
 }
 
@@ -248,7 +316,11 @@ fn sequence_wrap_increments_roc_on_both_sides() {
         for _ in 0..12 {
             let plain = rtp_packet(77, seq, 30);
             let srtp = protect(&mut tx, &plain);
-            assert_eq!(unprotect(&mut rx, &srtp), Ok(plain), "{profile:?} seq {seq}");
+            assert_eq!(
+                unprotect(&mut rx, &srtp),
+                Ok(plain),
+                "{profile:?} seq {seq}"
+            );
             seq = seq.wrapping_add(1);
         }
         assert_eq!(tx.rtp_index(77), Some((1 << 16) | 5));
@@ -258,7 +330,11 @@ fn sequence_wrap_increments_roc_on_both_sides() {
         let (mut tx2, mut rx2) = contexts(profile);
         let late = protect(&mut tx2, &rtp_packet(1, 65_535, 4));
         let after = protect(&mut tx2, &rtp_packet(1, 2, 4));
-        unprotect(&mut rx2, &protect(&mut tx2.clone(), &rtp_packet(1, 65_534, 4))).ok();
+        unprotect(
+            &mut rx2,
+            &protect(&mut tx2.clone(), &rtp_packet(1, 65_534, 4)),
+        )
+        .ok();
         assert_eq!(unprotect(&mut rx2, &after), Ok(rtp_packet(1, 2, 4)));
         assert_eq!(unprotect(&mut rx2, &late), Ok(rtp_packet(1, 65_535, 4)));
         assert_eq!(rx2.rtp_index(1), Some((1 << 16) | 2));
@@ -296,10 +372,17 @@ fn tampered_packets_fail_and_leave_state_unchanged() {
             let before = bad.clone();
             let r = unprotect(&mut rx, &bad);
             assert!(r.is_err(), "{profile:?}: flip at {i} accepted");
-            assert_eq!(rx.rtp_index(9), Some(65_000), "{profile:?}: state moved by byte {i}");
+            assert_eq!(
+                rx.rtp_index(9),
+                Some(65_000),
+                "{profile:?}: state moved by byte {i}"
+            );
             let mut buf = bad.clone();
             let _ = rx.unprotect_rtp(&mut buf);
-            assert_eq!(buf, before, "{profile:?}: failed unprotect modified the buffer");
+            assert_eq!(
+                buf, before,
+                "{profile:?}: failed unprotect modified the buffer"
+            );
         }
         // The genuine packet still decrypts and is not a "replay" of the forgery.
         assert_eq!(unprotect(&mut rx, &wrapping), Ok(rtp_packet(9, 10, 40)));
@@ -311,7 +394,9 @@ fn tampered_packets_fail_and_leave_state_unchanged() {
         bad[last] ^= 1;
         assert_eq!(
             unprotect(&mut rx, &bad),
-            Err(Error::AuthenticationFailed { kind: PacketKind::Rtp })
+            Err(Error::AuthenticationFailed {
+                kind: PacketKind::Rtp
+            })
         );
         assert_eq!(rx.rtp_index(10), None);
 
@@ -321,7 +406,9 @@ fn tampered_packets_fail_and_leave_state_unchanged() {
         bad[12] ^= 0x01;
         assert_eq!(
             unprotect_rtcp(&mut rx, &bad),
-            Err(Error::AuthenticationFailed { kind: PacketKind::Rtcp })
+            Err(Error::AuthenticationFailed {
+                kind: PacketKind::Rtcp
+            })
         );
         assert_eq!(unprotect_rtcp(&mut rx, &srtcp), Ok(rtcp_rr(9)));
     }
@@ -334,9 +421,16 @@ fn wrong_keys_or_profile_fail_authentication() {
     let mut other = Context::new(Profile::AeadAes128Gcm, &[9; 16], &[9; 12]).expect("ctx");
     assert_eq!(
         unprotect(&mut other, &srtp),
-        Err(Error::AuthenticationFailed { kind: PacketKind::Rtp })
+        Err(Error::AuthenticationFailed {
+            kind: PacketKind::Rtp
+        })
     );
-    let mut cm = Context::new(Profile::Aes128CmHmacSha1_80, &(1..=16).collect::<Vec<u8>>(), &[0; 14]).expect("ctx");
+    let mut cm = Context::new(
+        Profile::Aes128CmHmacSha1_80,
+        &(1..=16).collect::<Vec<u8>>(),
+        &[0; 14],
+    )
+    .expect("ctx");
     assert!(unprotect(&mut cm, &srtp).is_err());
 }
 
@@ -354,11 +448,18 @@ fn csrcs_extension_and_padding_stay_clear_and_authenticated() {
         p.extend_from_slice(&[0, 0, 3]);
         let srtp = protect(&mut tx, &p);
         assert_eq!(srtp[..header_len], p[..header_len], "{profile:?}");
-        assert_ne!(srtp[header_len..p.len()], p[header_len..], "{profile:?}: padding encrypted too");
+        assert_ne!(
+            srtp[header_len..p.len()],
+            p[header_len..],
+            "{profile:?}: padding encrypted too"
+        );
         // The extension is authenticated even though it is not encrypted.
         let mut bad = srtp.clone();
         bad[header_len - 3] ^= 1;
-        assert!(matches!(unprotect(&mut rx, &bad), Err(Error::AuthenticationFailed { .. })));
+        assert!(matches!(
+            unprotect(&mut rx, &bad),
+            Err(Error::AuthenticationFailed { .. })
+        ));
         assert_eq!(unprotect(&mut rx, &srtp), Ok(p));
     }
 }
@@ -409,11 +510,26 @@ fn protect_errors() {
         );
         assert_eq!(buf, p, "failed protect must not touch the buffer");
         let mut big = vec![0u8; 100];
-        assert!(matches!(tx.protect_rtp(&mut big, 101), Err(Error::BufferTooSmall { .. })));
-        assert!(matches!(tx.protect_rtp(&mut big, 5), Err(Error::Truncated { .. })));
-        assert!(matches!(tx.protect_rtp(&mut big, 50), Err(Error::MalformedHeader { .. })));
-        assert!(matches!(tx.protect_rtcp(&mut big, 7), Err(Error::Truncated { .. })));
-        assert!(matches!(tx.protect_rtcp(&mut big, 90), Err(Error::BufferTooSmall { .. })));
+        assert!(matches!(
+            tx.protect_rtp(&mut big, 101),
+            Err(Error::BufferTooSmall { .. })
+        ));
+        assert!(matches!(
+            tx.protect_rtp(&mut big, 5),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            tx.protect_rtp(&mut big, 50),
+            Err(Error::MalformedHeader { .. })
+        ));
+        assert!(matches!(
+            tx.protect_rtcp(&mut big, 7),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            tx.protect_rtcp(&mut big, 90),
+            Err(Error::BufferTooSmall { .. })
+        ));
         let mut huge = vec![0u8; crate::MAX_PACKET_LEN + 100];
         assert!(matches!(
             tx.protect_rtp(&mut huge, crate::MAX_PACKET_LEN + 1),
@@ -426,7 +542,10 @@ fn protect_errors() {
         buf[..q.len()].copy_from_slice(&q);
         assert_eq!(
             tx.protect_rtp(&mut buf, q.len()),
-            Err(Error::SequenceBeforeStart { ssrc: 2, seq: 60_000 })
+            Err(Error::SequenceBeforeStart {
+                ssrc: 2,
+                seq: 60_000
+            })
         );
     }
 }
@@ -438,7 +557,10 @@ fn truncated_inputs_are_reported() {
         let srtp = protect(&mut tx, &rtp_packet(1, 1, 10));
         for n in 0..12 + profile.rtp_overhead() {
             let r = rx.unprotect_rtp(&mut srtp[..n].to_vec());
-            assert!(matches!(r, Err(Error::Truncated { .. })), "{profile:?} len {n}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Truncated { .. })),
+                "{profile:?} len {n}: {r:?}"
+            );
         }
         // CSRC count pointing into the tag must not be read as header.
         let mut p = rtp_packet(1, 2, 0);
@@ -446,11 +568,17 @@ fn truncated_inputs_are_reported() {
         p.extend_from_slice(&[0; 12]);
         let mut s = protect(&mut tx, &p);
         s.truncate(s.len() - 4);
-        assert!(matches!(rx.unprotect_rtp(&mut s), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            rx.unprotect_rtp(&mut s),
+            Err(Error::Truncated { .. })
+        ));
         let srtcp = protect_rtcp(&mut tx, &rtcp_rr(1));
         for n in 0..8 + profile.rtcp_overhead() {
             let r = rx.unprotect_rtcp(&mut srtcp[..n].to_vec());
-            assert!(matches!(r, Err(Error::Truncated { .. })), "{profile:?} len {n}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::Truncated { .. })),
+                "{profile:?} len {n}: {r:?}"
+            );
         }
     }
 }
@@ -479,7 +607,9 @@ fn random_garbage_never_panics_and_never_authenticates() {
         for round in 0..20_000 {
             let mut buf: Vec<u8> = match round % 4 {
                 // Pure noise of random length (biased towards short).
-                0 => (0..rng.below(if round % 8 == 0 { 1500 } else { 64 })).map(|_| rng.next() as u8).collect(),
+                0 => (0..rng.below(if round % 8 == 0 { 1500 } else { 64 }))
+                    .map(|_| rng.next() as u8)
+                    .collect(),
                 // Noise that at least looks like RTP/RTCP v2 with random CC/X bits.
                 1 => {
                     let mut b: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
@@ -490,7 +620,11 @@ fn random_garbage_never_panics_and_never_authenticates() {
                 }
                 // Mutated or truncated genuine packets.
                 _ => {
-                    let src = if round % 4 == 2 { &valid_rtp } else { &valid_rtcp };
+                    let src = if round % 4 == 2 {
+                        &valid_rtp
+                    } else {
+                        &valid_rtcp
+                    };
                     let mut b = src.clone();
                     for _ in 0..1 + rng.below(3) {
                         let i = rng.below(b.len());
@@ -518,7 +652,11 @@ fn random_garbage_never_panics_and_never_authenticates() {
             let mut buf = copy;
             let _ = tx.protect_rtcp(&mut buf, len);
         }
-        assert_eq!(rx.rtp_index(0xabc), None, "{profile:?}: garbage created state");
+        assert_eq!(
+            rx.rtp_index(0xabc),
+            None,
+            "{profile:?}: garbage created state"
+        );
     }
 }
 
@@ -528,5 +666,8 @@ fn context_is_send_and_debug_hides_keys() {
     is_send::<Context>();
     let (tx, _) = contexts(Profile::Aes128CmHmacSha1_80);
     let s = format!("{tx:?}");
-    assert!(s.contains("Aes128CmHmacSha1_80") && !s.contains("aes"), "{s}");
+    assert!(
+        s.contains("Aes128CmHmacSha1_80") && !s.contains("aes"),
+        "{s}"
+    );
 }

@@ -22,14 +22,27 @@ impl Transform {
         })
     }
 
-    pub fn protect_rtp(&self, pkt: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> Option<usize> {
+    pub fn protect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Option<usize> {
         match self {
             Transform::Cm(t) => Some(t.protect_rtp(pkt, header_len, len, ssrc, index)),
             Transform::Gcm(t) => t.protect_rtp(pkt, header_len, len, ssrc, index),
         }
     }
 
-    pub fn unprotect_rtp(&self, pkt: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Option<usize> {
+    pub fn unprotect_rtp(
+        &self,
+        pkt: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Option<usize> {
         match self {
             Transform::Cm(t) => t.unprotect_rtp(pkt, header_len, ssrc, index),
             Transform::Gcm(t) => t.unprotect_rtp(pkt, header_len, ssrc, index),

@@ -17,10 +17,13 @@ fn ref_profile(p: Profile) -> ProtectionProfile {
 /// Ours and the reference, keyed from the same exporter output as a DTLS
 /// server's send direction would be.
 fn pair(profile: Profile) -> (Context, RefContext) {
-    let material: Vec<u8> = (0..profile.keying_material_len()).map(|i| (i * 37 + 11) as u8).collect();
+    let material: Vec<u8> = (0..profile.keying_material_len())
+        .map(|i| (i * 37 + 11) as u8)
+        .collect();
     let (_client, server) = split_keying_material(profile, &material).expect("material");
     let ours = Context::new(profile, &server.key, &server.salt).expect("ours");
-    let theirs = RefContext::new(&server.key, &server.salt, ref_profile(profile), None, None).expect("reference");
+    let theirs = RefContext::new(&server.key, &server.salt, ref_profile(profile), None, None)
+        .expect("reference");
     (ours, theirs)
 }
 
@@ -31,7 +34,11 @@ fn rtp_packet(ssrc: u32, seq: u16, shape: usize) -> Vec<u8> {
     let (cc, ext, padding): (u8, &[u8], bool) = match shape % 5 {
         0 => (0, &[], false),
         1 => (2, &[], false),
-        2 => (0, &[0xbe, 0xde, 0, 2, 0x10, 0x55, 0x21, 0xaa, 0xbb, 0, 0, 0], false),
+        2 => (
+            0,
+            &[0xbe, 0xde, 0, 2, 0x10, 0x55, 0x21, 0xaa, 0xbb, 0, 0, 0],
+            false,
+        ),
         3 => (1, &[0x10, 0x00, 0, 1, 0x05, 0x02, 0x12, 0x34], true),
         _ => (15, &[0xbe, 0xde, 0, 1, 0x30, 1, 0, 0], false),
     };
@@ -63,7 +70,9 @@ fn protect(ctx: &mut Context, plain: &[u8]) -> Vec<u8> {
 fn protect_rtcp(ctx: &mut Context, plain: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; plain.len() + ctx.profile().rtcp_overhead()];
     buf[..plain.len()].copy_from_slice(plain);
-    let n = ctx.protect_rtcp(&mut buf, plain.len()).expect("protect_rtcp");
+    let n = ctx
+        .protect_rtcp(&mut buf, plain.len())
+        .expect("protect_rtcp");
     buf.truncate(n);
     buf
 }
@@ -95,16 +104,36 @@ fn rtp_matches_reference_byte_for_byte_across_wrap() {
 
                 let ours = protect(&mut our_tx, &plain);
                 let theirs = ref_tx.encrypt_rtp(&plain).expect("reference encrypt");
-                assert_eq!(ours, theirs.as_ref(), "{profile:?} ssrc {ssrc:#x} seq {seq}: ciphertext differs");
+                assert_eq!(
+                    ours,
+                    theirs.as_ref(),
+                    "{profile:?} ssrc {ssrc:#x} seq {seq}: ciphertext differs"
+                );
 
                 // Each side decrypts the other's packet.
                 let by_ref = ref_rx.decrypt_rtp(&ours).expect("reference decrypt");
-                assert_eq!(by_ref.as_ref(), &plain[..], "{profile:?} seq {seq}: reference decrypt of ours");
-                assert_eq!(unprotect(&mut our_rx, &theirs), plain, "{profile:?} seq {seq}: our decrypt of reference");
+                assert_eq!(
+                    by_ref.as_ref(),
+                    &plain[..],
+                    "{profile:?} seq {seq}: reference decrypt of ours"
+                );
+                assert_eq!(
+                    unprotect(&mut our_rx, &theirs),
+                    plain,
+                    "{profile:?} seq {seq}: our decrypt of reference"
+                );
             }
         }
-        assert_eq!(our_tx.rtp_index(0x1111_2222), Some((1 << 16) | 0x77), "{profile:?}: ROC advanced");
-        assert_eq!(our_rx.rtp_index(0x1111_2222), Some((1 << 16) | 0x77), "{profile:?}: ROC advanced");
+        assert_eq!(
+            our_tx.rtp_index(0x1111_2222),
+            Some((1 << 16) | 0x77),
+            "{profile:?}: ROC advanced"
+        );
+        assert_eq!(
+            our_rx.rtp_index(0x1111_2222),
+            Some((1 << 16) | 0x77),
+            "{profile:?}: ROC advanced"
+        );
     }
 }
 
@@ -129,7 +158,11 @@ fn reference_decrypts_our_reordered_stream_after_wrap() {
         order.extend(1..20);
         order.extend(21..40);
         for i in order {
-            assert_eq!(unprotect(&mut our_rx, &pkts[i].1), pkts[i].0, "{profile:?} #{i}");
+            assert_eq!(
+                unprotect(&mut our_rx, &pkts[i].1),
+                pkts[i].0,
+                "{profile:?} #{i}"
+            );
         }
     }
 }
@@ -157,15 +190,33 @@ fn rtcp_interoperates_and_matches_reference_at_equal_index() {
             // RFC 3711 §3.4 starts the SRTCP index at 0; webrtc-rs (like
             // libsrtp) starts at 1. Spend index 0 so both then use equal indices.
             let first = protect_rtcp(&mut our_tx, &rtcp_compound(ssrc, 0));
-            assert_eq!(ref_rx.decrypt_rtcp(&first).expect("reference decrypt").as_ref(), &rtcp_compound(ssrc, 0)[..]);
+            assert_eq!(
+                ref_rx
+                    .decrypt_rtcp(&first)
+                    .expect("reference decrypt")
+                    .as_ref(),
+                &rtcp_compound(ssrc, 0)[..]
+            );
             for n in 1..50u8 {
                 let plain = rtcp_compound(ssrc, n);
                 let ours = protect_rtcp(&mut our_tx, &plain);
                 let theirs = ref_tx.encrypt_rtcp(&plain).expect("reference encrypt");
-                assert_eq!(ours, theirs.as_ref(), "{profile:?} ssrc {ssrc:#x} #{n}: SRTCP differs");
+                assert_eq!(
+                    ours,
+                    theirs.as_ref(),
+                    "{profile:?} ssrc {ssrc:#x} #{n}: SRTCP differs"
+                );
                 let by_ref = ref_rx.decrypt_rtcp(&ours).expect("reference decrypt");
-                assert_eq!(by_ref.as_ref(), &plain[..], "{profile:?} #{n}: reference decrypt of ours");
-                assert_eq!(unprotect_rtcp(&mut our_rx, &theirs), plain, "{profile:?} #{n}: our decrypt of reference");
+                assert_eq!(
+                    by_ref.as_ref(),
+                    &plain[..],
+                    "{profile:?} #{n}: reference decrypt of ours"
+                );
+                assert_eq!(
+                    unprotect_rtcp(&mut our_rx, &theirs),
+                    plain,
+                    "{profile:?} #{n}: our decrypt of reference"
+                );
             }
         }
     }

@@ -38,7 +38,10 @@ fn allocations() -> usize {
 fn counter_sees_allocations() {
     let before = allocations();
     let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(64));
-    assert!(allocations() > before, "the counting allocator is not in use");
+    assert!(
+        allocations() > before,
+        "the counting allocator is not in use"
+    );
     drop(v);
 }
 
@@ -54,7 +57,20 @@ fn steady_state_protect_and_unprotect_do_not_allocate() {
 
         let mut round = |seq: u16, buf: &mut [u8; 1500]| {
             for ssrc in ssrcs {
-                buf[..12].copy_from_slice(&[0x80, 96, (seq >> 8) as u8, seq as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+                buf[..12].copy_from_slice(&[
+                    0x80,
+                    96,
+                    (seq >> 8) as u8,
+                    seq as u8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ]);
                 buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
                 let n = tx.protect_rtp(buf, 1200).expect("protect");
                 assert_eq!(rx.unprotect_rtp(&mut buf[..n]).expect("unprotect"), 1200);
@@ -62,7 +78,10 @@ fn steady_state_protect_and_unprotect_do_not_allocate() {
                 buf[..8].copy_from_slice(&[0x81, 201, 0, 7, 0, 0, 0, 0]);
                 buf[4..8].copy_from_slice(&ssrc.to_be_bytes());
                 let n = tx.protect_rtcp(buf, 32).expect("protect_rtcp");
-                assert_eq!(rx.unprotect_rtcp(&mut buf[..n]).expect("unprotect_rtcp"), 32);
+                assert_eq!(
+                    rx.unprotect_rtcp(&mut buf[..n]).expect("unprotect_rtcp"),
+                    32
+                );
             }
         };
         // First sight of each SSRC creates its state (the one allowed allocation).
