@@ -103,8 +103,8 @@ impl Context {
     }
 
     /// Highest 48-bit SRTP packet index (`ROC * 2^16 + SEQ`) protected, or
-    /// else authenticated, for `ssrc`; `None` before its first packet. Useful
-    /// for diagnostics and for handing the ROC to a peer that joins mid-stream.
+    /// else authenticated, for `ssrc`; `None` before its first packet. Its top
+    /// 32 bits are the rollover counter; meant for diagnostics and tests.
     pub fn rtp_index(&self, ssrc: u32) -> Option<u64> {
         self.rtp_tx
             .get(&ssrc)
@@ -117,8 +117,9 @@ impl Context {
     /// after the CSRCs and header extension, padding included) in place,
     /// appends the tag and returns the new length. The sender's rollover
     /// counter advances when the sequence number wraps. Re-protecting an
-    /// already-sent sequence number (a retransmission) is allowed: the index
-    /// is the same, so identical plaintext gives an identical packet.
+    /// already-sent sequence number is allowed for retransmitting the *same*
+    /// packet (same index, so an identical SRTP packet); sending different
+    /// content under a reused sequence number would reuse keystream.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         check_max(PacketKind::Rtp, len)?;
         let needed = len + self.profile.rtp_overhead();
