@@ -81,6 +81,8 @@ pub struct Forwarder {
     /// (subscriber slot, media ssrc) -> the publisher, for feedback (PLI, FIR, NACK) flowing upstream.
     feedback: FxHashMap<(usize, u32), Dest>,
     pool: PacketPool,
+    /// Largest subscriber list in `routes`, kept current on every route change.
+    max_fanout: usize,
 }
 
 impl Forwarder {
@@ -97,6 +99,7 @@ impl Forwarder {
             routes: FxHashMap::default(),
             feedback: FxHashMap::default(),
             pool: PacketPool::new(pool_size),
+            max_fanout: 0,
         }
     }
 
@@ -113,7 +116,11 @@ impl Forwarder {
     /// Largest number of subscribers any one stream here has: the worker keeps that much room in its
     /// send batch before taking the next datagram.
     pub fn max_fanout(&self) -> usize {
-        self.routes.values().map(Vec::len).max().unwrap_or(0)
+        self.max_fanout
+    }
+
+    fn refresh_fanout(&mut self) {
+        self.max_fanout = self.routes.values().map(Vec::len).max().unwrap_or(0);
     }
 
     fn slot(&self, id: TransportId) -> Result<usize, CommandError> {
@@ -174,6 +181,7 @@ impl Forwarder {
         self.routes.retain(|_, d| !d.is_empty());
         self.feedback.retain(|(s, _), d| *s != slot && d.transport() != id);
         self.free_slots.push(slot);
+        self.refresh_fanout();
         Ok(())
     }
 
@@ -204,6 +212,7 @@ impl Forwarder {
             return Err((ErrorCode::LimitReached, format!("stream {ssrc} already has {limit} subscribers")));
         }
         dests.push(dest);
+        self.max_fanout = self.max_fanout.max(dests.len());
         Ok(())
     }
 
@@ -216,6 +225,7 @@ impl Forwarder {
                 self.routes.remove(&(slot, ssrc));
             }
         }
+        self.refresh_fanout();
         Ok(())
     }
 

@@ -142,6 +142,7 @@ impl Worker {
         let mut to_wake = vec![false; mesh.workers()];
         let mut latency = Latency::new();
         let mut handoff_start = 0usize;
+        let mut last_fanout = 0usize;
         tracing::info!(worker = index, io = %io.kind(), addr = ?io.local_addr().ok(), "worker started");
 
         while !stop.load(Ordering::Relaxed) {
@@ -177,11 +178,18 @@ impl Worker {
             io.prepare_sleep();
             let timeout = if mesh.pending(me) || !commands.is_empty() { Duration::ZERO } else { IDLE_WAIT };
             let mut now: Option<Instant> = None;
-            let reserve = fwd.max_fanout().max(1);
+            // Receive no more datagrams than the send batch can take copies of: with fan-out F, a
+            // batch of SEND_BATCH / F. The rest wait in the socket for the next turn of the loop.
+            let fanout = fwd.max_fanout().max(1);
+            if fanout != last_fanout {
+                io.set_recv_limit((SEND_BATCH / fanout).max(1));
+                last_fanout = fanout;
+            }
+            let reserve = fanout;
             let res = io.recv(Some(timeout), |buf, from| {
                 let t = *now.get_or_insert_with(Instant::now);
                 if SEND_BATCH - sink.batch.len() < reserve {
-                    // No room for this packet's copies: the worker flushes after the batch.
+                    // Only when the batch already held hand-offs or answers: counted, never silent.
                     counters.drop_one(DropReason::SendBatchFull);
                     return;
                 }

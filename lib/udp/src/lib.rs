@@ -274,6 +274,17 @@ impl UdpIo {
         res
     }
 
+    /// Limits how many datagrams the next `recv` calls deliver (1 ..= `Config::batch`). A worker
+    /// whose every received packet may fan out to many subscribers lowers it so one receive batch
+    /// never produces more datagrams than its send batch holds; datagrams not delivered stay queued
+    /// (in the socket or the completion ring) for the next call.
+    pub fn set_recv_limit(&mut self, n: usize) {
+        match &mut self.backend {
+            Backend::Uring(u) => u.set_recv_limit(n),
+            Backend::Mmsg(m) => m.set_recv_limit(n),
+        }
+    }
+
     /// Sends every datagram queued in `batch` (one `sendmmsg` / one io_uring submission per
     /// [`Config::batch`] datagrams, looping on partial sends), then clears it. Per-datagram errors
     /// (e.g. `ECONNREFUSED`, `EAGAIN` when the send buffer is full: sending never blocks) are

@@ -37,6 +37,8 @@ pub(crate) struct Mmsg {
     tx_segs: Box<[usize]>,
     /// Most datagrams per GSO message; 0 when UDP GSO is unavailable or was turned off.
     gso_segments: usize,
+    /// Most datagrams one `recv` delivers (at most the number of receive buffers).
+    recv_limit: usize,
 }
 
 /// `UDP_SEGMENT` socket option / control message type (linux/udp.h).
@@ -82,6 +84,7 @@ impl Mmsg {
             tx_cmsg: vec![CmsgBuf([0; 32]); n].into_boxed_slice(),
             tx_segs: vec![0usize; n].into_boxed_slice(),
             gso_segments: 0,
+            recv_limit: n,
         };
         if n > 1 && gso_supported(&me.socket) {
             me.gso_segments = GSO_MAX_SEGMENTS.min(n);
@@ -109,6 +112,11 @@ impl Mmsg {
         &self.waker
     }
 
+    /// See [`UdpIo::set_recv_limit`](crate::UdpIo::set_recv_limit).
+    pub(crate) fn set_recv_limit(&mut self, n: usize) {
+        self.recv_limit = n.clamp(1, self.rx_hdrs.len());
+    }
+
     /// Most datagrams sent per UDP GSO message (0 = GSO not used).
     pub(crate) fn gso_segments(&self) -> usize {
         self.gso_segments
@@ -129,8 +137,8 @@ impl Mmsg {
 
     /// One nonblocking `recvmmsg`; returns (datagrams received, datagrams delivered).
     fn recv_once(&mut self, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<(usize, usize)> {
-        let n = self.rx_hdrs.len();
-        for h in self.rx_hdrs.iter_mut() {
+        let n = self.recv_limit.clamp(1, self.rx_hdrs.len());
+        for h in self.rx_hdrs[..n].iter_mut() {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;

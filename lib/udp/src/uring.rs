@@ -368,6 +368,11 @@ impl Uring {
         Ok((delivered, woken))
     }
 
+    /// See [`UdpIo::set_recv_limit`](crate::UdpIo::set_recv_limit).
+    pub(crate) fn set_recv_limit(&mut self, n: usize) {
+        self.recv_limit = n.clamp(1, self.tx_hdrs.len());
+    }
+
     /// See [`UdpIo::recv`](crate::UdpIo::recv).
     pub(crate) fn recv(
         &mut self,
