@@ -167,6 +167,11 @@ impl ControlState {
                 self.run(w, Op::DtlsOut { id: transport, datagram })?;
                 Ok(Reply::Ok)
             }
+            Request::RequestKeyframe { publisher, ssrc } => {
+                let w = self.worker_of(publisher)?;
+                self.run(w, Op::RequestKeyframe { publisher, ssrc })?;
+                Ok(Reply::Ok)
+            }
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::Snapshot => {
                 let mut all = Vec::new();

@@ -29,6 +29,9 @@ use crate::pool::{PacketBuf, PacketPool};
 use crate::stats::{Counter, DropReason, WorkerCounters};
 use crate::transport::Transport;
 
+/// SSRC the engine uses as the sender of RTCP it originates (keyframe requests).
+pub const ENGINE_RTCP_SSRC: u32 = 0x5359_4400;
+
 /// Where a routed packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
@@ -259,6 +262,28 @@ impl Forwarder {
             Ok(())
         } else {
             Err((ErrorCode::Internal, "send batch full or datagram too large".into()))
+        }
+    }
+
+    /// Sends a PLI for `ssrc` to the publisher `id` (a new subscriber needs a keyframe to start).
+    pub fn request_keyframe(&mut self, id: TransportId, ssrc: u32, now: Instant, out: &mut impl Output) -> Result<(), CommandError> {
+        let slot = self.slot(id)?;
+        let Some(t) = self.transports[slot].as_mut() else {
+            return Err((ErrorCode::UnknownTransport, format!("no transport {id}")));
+        };
+        if t.remote.is_none() || t.srtp_out.is_none() {
+            return Err((ErrorCode::Invalid, format!("transport {id} has no media connection yet")));
+        }
+        // PLI: V=2, FMT=1, PT=206, length 2 words; sender SSRC is the engine's own, media SSRC the stream.
+        let mut pli = [0x81, 206, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+        pli[4..8].copy_from_slice(&ENGINE_RTCP_SSRC.to_be_bytes());
+        pli[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        let before = self.counters.get(Counter::RtcpForwarded);
+        protect_and_send(t, &self.counters, &pli, PacketKind::Rtcp, now, out);
+        if self.counters.get(Counter::RtcpForwarded) > before {
+            Ok(())
+        } else {
+            Err((ErrorCode::Internal, "could not send the keyframe request".into()))
         }
     }
 

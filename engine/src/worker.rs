@@ -43,6 +43,8 @@ pub enum Op {
     RemoveFeedback { subscriber: TransportId, ssrc: u32 },
     /// See `Request::DtlsOut`.
     DtlsOut { id: TransportId, datagram: Vec<u8> },
+    /// Send a keyframe request to a local publisher.
+    RequestKeyframe { publisher: TransportId, ssrc: u32 },
     /// Report the latency histogram.
     Latency,
     /// Report transports.
@@ -262,6 +264,12 @@ fn apply(fwd: &mut Forwarder, op: Op, out: &mut Sink<'_>) -> Result<(), CommandE
                 return Err((switchyard_protocol::ErrorCode::Internal, "send batch full".into()));
             }
             fwd.dtls_out(id, &datagram, now, out)
+        }
+        Op::RequestKeyframe { publisher, ssrc } => {
+            if out.batch.is_full() {
+                return Err((switchyard_protocol::ErrorCode::Internal, "send batch full".into()));
+            }
+            fwd.request_keyframe(publisher, ssrc, now, out)
         }
         Op::Latency | Op::Snapshot => Ok(()),
     }

@@ -308,3 +308,20 @@ fn removing_a_transport_removes_its_routes_and_addresses() {
     assert_eq!(f.counters().dropped(DropReason::UnboundSource), 1);
     assert!(f.add_transport(1, "u1".into(), PWD.into(), Instant::now()).is_ok(), "id and ufrag free again");
 }
+
+#[test]
+fn a_keyframe_request_is_sent_to_the_publisher_as_a_pli() {
+    let profile = Profile::AeadAes128Gcm;
+    let mut f = forwarder();
+    let (_, mut pub_rx) = connected(&mut f, 1, 9301, profile);
+    let mut out = Captured::default();
+    f.request_keyframe(1, 0xfeed, Instant::now(), &mut out).unwrap();
+    let (to, mut pkt) = out.sent.remove(0);
+    assert_eq!(to, addr(9301));
+    let n = pub_rx.unprotect_rtcp(&mut pkt).unwrap();
+    assert_eq!(&pkt[..2], &[0x81, 206]);
+    assert_eq!(&pkt[8..12], &0xfeedu32.to_be_bytes());
+    assert_eq!(n, 12);
+    f.add_transport(2, "u2".into(), PWD.into(), Instant::now()).unwrap();
+    assert!(f.request_keyframe(2, 1, Instant::now(), &mut out).is_err(), "no ICE/keys yet");
+}

@@ -79,6 +79,14 @@ pub enum Request {
         /// One datagram of DTLS records.
         datagram: Vec<u8>,
     },
+    /// Sends a keyframe request (RTCP PLI, RFC 4585) for `ssrc` to the transport that publishes it, so
+    /// a new subscriber's video starts at once instead of at the publisher's next periodic keyframe.
+    RequestKeyframe {
+        /// The publishing transport.
+        publisher: TransportId,
+        /// The video stream's SSRC.
+        ssrc: u32,
+    },
     /// Asks for per-worker counters and latency.
     Stats,
     /// Asks for every transport the engine holds (for resynchronisation after a restart).
@@ -266,6 +274,11 @@ impl Request {
                 w.u64(*transport);
                 w.bytes(datagram);
             }
+            Request::RequestKeyframe { publisher, ssrc } => {
+                w.u8(10);
+                w.u64(*publisher);
+                w.u32(*ssrc);
+            }
             Request::Stats => w.u8(8),
             Request::Snapshot => w.u8(9),
         }
@@ -305,6 +318,7 @@ impl Request {
                 subscriber: r.u64("subscriber")?,
             },
             7 => Request::DtlsOut { transport: r.u64("transport")?, datagram: r.bytes("datagram")? },
+            10 => Request::RequestKeyframe { publisher: r.u64("publisher")?, ssrc: r.u32("ssrc")? },
             8 => Request::Stats,
             9 => Request::Snapshot,
             tag => return Err(DecodeError::UnknownTag { kind: "request", tag }),
@@ -554,6 +568,7 @@ mod tests {
             Request::Subscribe { publisher: 1, ssrc: 0xdead_beef, subscriber: 2 },
             Request::Unsubscribe { publisher: 1, ssrc: 5, subscriber: 2 },
             Request::DtlsOut { transport: 4, datagram: vec![22, 254, 253] },
+            Request::RequestKeyframe { publisher: 3, ssrc: 0x1234 },
             Request::Stats,
             Request::Snapshot,
         ]
