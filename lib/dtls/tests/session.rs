@@ -101,6 +101,19 @@ fn assert_same_keys(server: &SrtpExport, client: &SrtpExport, profile: SrtpProfi
     assert_ne!(server.client_key(), server.server_key());
 }
 
+/// Takes a session out of its Arc (to `close` it), once no send callback holds it upgraded.
+async fn sole(mut session: Arc<Session>) -> Session {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match Arc::try_unwrap(session) {
+            Ok(s) => return s,
+            Err(shared) => session = shared,
+        }
+        assert!(Instant::now() < deadline, "session still shared");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !condition() {
@@ -145,7 +158,7 @@ async fn handshake_in_memory_exports_the_same_keys() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!pair.client.is_closed());
     let Pair { server, client } = pair;
-    let server = Arc::into_inner(server).expect("sole owner of the server session");
+    let server = sole(server).await;
     server.close().await;
     wait_until("the client to see close_notify", || client.is_closed()).await;
     // The handshake result is kept after the close.
@@ -383,8 +396,8 @@ fn silent_client_times_out_and_leaves_no_tasks() {
 
             let Pair { server, client } = pair;
             if close_explicitly {
-                let server = Arc::into_inner(server).expect("sole owner");
-                let client = Arc::into_inner(client).expect("sole owner");
+                let server = sole(server).await;
+                let client = sole(client).await;
                 server.close().await;
                 client.close().await;
             } else {
@@ -700,7 +713,7 @@ async fn handshake_over_udp_loopback() {
     assert_eq!(c.peer_fingerprint, server_id.fingerprint());
 
     // close_notify travels over the socket too.
-    let server = Arc::into_inner(server).expect("sole owner");
+    let server = sole(server).await;
     server.close().await;
     wait_until("the client to see close_notify over UDP", || {
         client.is_closed()
