@@ -1,0 +1,1365 @@
+// Switchyard web client.
+//
+// Speaks the signaling protocol in docs/signaling.md over one WebSocket at /ws on the page's
+// origin, and uses the SFU media model: a "publish" RTCPeerConnection that we offer on
+// (camera, microphone, screen; all sendonly) and a "subscribe" RTCPeerConnection that only the
+// server offers on (everyone else's tracks). No framework and no build step: this file is served
+// as-is next to index.html and style.css. (Modules are strict mode already.)
+
+// ---------------------------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------------------------
+
+const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const NAME_MAX = 64;
+const CHAT_MAX = 2000;
+// The server answers a publish offer quickly; if it never does we must not block the queue forever.
+const PUBLISH_ANSWER_TIMEOUT_MS = 15000;
+const TOAST_TIMEOUT_MS = 8000;
+const CAMERA_CONSTRAINTS = { width: 640, height: 360 };
+
+// Inline icons (24x24, stroked) so nothing is fetched from anywhere else.
+const SVG_OPEN =
+  '<svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" ' +
+  'stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">';
+const SLASH = '<path d="M3 3l18 18"/>';
+const ICON_PARTS = {
+  mic: '<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0"/><path d="M12 18v3"/>',
+  cam: '<rect x="3" y="6" width="13" height="12" rx="2"/><path d="M16 10l5-3v10l-5-3z"/>',
+  screen: '<rect x="3" y="4" width="18" height="12" rx="2"/><path d="M8 20h8"/><path d="M12 16v4"/>',
+  chat: '<path d="M4 5h16v11H9l-5 4z"/>',
+  leave: '<path d="M15 4h3a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-3"/><path d="M10 17l-5-5 5-5"/><path d="M5 12h11"/>',
+};
+const ICONS = {
+  mic: SVG_OPEN + ICON_PARTS.mic + '</svg>',
+  micOff: SVG_OPEN + ICON_PARTS.mic + SLASH + '</svg>',
+  cam: SVG_OPEN + ICON_PARTS.cam + '</svg>',
+  camOff: SVG_OPEN + ICON_PARTS.cam + SLASH + '</svg>',
+  screen: SVG_OPEN + ICON_PARTS.screen + '</svg>',
+  screenOff: SVG_OPEN + ICON_PARTS.screen + SLASH + '</svg>',
+  chat: SVG_OPEN + ICON_PARTS.chat + '</svg>',
+  leave: SVG_OPEN + ICON_PARTS.leave + '</svg>',
+};
+
+// ---------------------------------------------------------------------------------------------
+// Session state (one call at a time; reset on every join)
+// ---------------------------------------------------------------------------------------------
+
+const session = {
+  state: 'idle', // 'idle' | 'joining' | 'joined' | 'left'
+  connection: 'closed', // 'connecting' | 'open' | 'closed'
+  ws: null,
+  leaving: false, // we closed the socket on purpose: do not report "disconnected"
+  room: '',
+  name: '',
+  token: null,
+  participantId: null,
+  mode: null, // as the server sends it: 'sfu' | 'p2p' | 'c2c'
+  serverCount: null, // participant count from the latest `mode` message
+  iceServers: [],
+  participants: new Map(), // id -> { id, name, audio, video, screen } (others only)
+
+  localStream: null,
+  mediaReady: null, // Promise<MediaStream|null> started at join time
+  screen: null, // { stream, track, transceiver } while sharing
+
+  publishPc: null,
+  pub: { running: false, wanted: false, pendingAnswer: null },
+
+  subscribePc: null,
+  sub: { running: false, pending: null, lastVersion: -Infinity },
+  // Mappings used to label incoming media and attribute stats.
+  streamToParticipant: new Map(), // msid stream id -> participant id (from subscribe-offer.streams)
+  midToStream: new Map(), // mid -> msid stream id (parsed from the latest subscribe offer)
+  midToParticipant: new Map(), // mid -> participant id
+  trackToParticipant: new Map(), // receiver track id -> participant id (from ontrack)
+
+  chatLog: [], // received chat messages, in arrival order; the same array object forever
+  chatOpen: window.matchMedia('(min-width: 900px)').matches,
+  unread: 0,
+};
+
+// Tiles: the local one plus one per remote participant.
+let localTile = null;
+const remoteTiles = new Map(); // participant id -> tile
+
+// ---------------------------------------------------------------------------------------------
+// DOM references
+// ---------------------------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  joinScreen: $('join-screen'),
+  joinForm: $('join-form'),
+  joinStatus: $('join-status'),
+  joinError: $('join-error'),
+  roomInput: $('room-input'),
+  nameInput: $('name-input'),
+  callScreen: $('call-screen'),
+  roomName: $('room-name'),
+  modeBadge: $('mode-badge'),
+  count: $('participant-count'),
+  conn: $('conn-status'),
+  stage: $('stage'),
+  grid: $('grid'),
+  banner: $('disconnected-banner'),
+  rejoin: $('rejoin-button'),
+  chatPanel: $('chat-panel'),
+  chatClose: $('chat-close'),
+  chatLog: $('chat-log'),
+  chatForm: $('chat-form'),
+  chatInput: $('chat-input'),
+  micBtn: $('mic-button'),
+  camBtn: $('cam-button'),
+  screenBtn: $('screen-button'),
+  chatBtn: $('chat-button'),
+  leaveBtn: $('leave-button'),
+  toasts: $('toasts'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function initials(name) {
+  const words = String(name || '?').trim().split(/\s+/).filter(Boolean);
+  const letters = words.slice(0, 2).map((w) => [...w][0]);
+  return (letters.join('') || '?').toUpperCase();
+}
+
+// A stable hue per participant so avatars are distinguishable.
+function hueFor(id) {
+  let h = 0;
+  for (const ch of String(id)) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return h;
+}
+
+function formatTime(ts) {
+  const d = new Date(Number.isFinite(ts) ? ts : Date.now());
+  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+function describeError(err) {
+  if (!err) return 'unknown error';
+  return err.message ? `${err.name || 'Error'}: ${err.message}` : String(err);
+}
+
+function reportError(context, err) {
+  console.error(`[switchyard] ${context}`, err);
+  showToast(`${context}: ${describeError(err)}`);
+}
+
+function participantName(id) {
+  return session.participants.get(id)?.name || 'Participant';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Toasts
+// ---------------------------------------------------------------------------------------------
+
+/** Shows a small dismissable message. `action` adds a button: { label, run }. */
+function showToast(message, { kind = 'error', timeout = TOAST_TIMEOUT_MS, action = null } = {}) {
+  const toast = document.createElement('div');
+  toast.className = `toast ${kind}`;
+  toast.setAttribute('role', kind === 'error' ? 'alert' : 'status');
+
+  const text = document.createElement('span');
+  text.className = 'toast-text';
+  text.textContent = message;
+  toast.append(text);
+
+  const dismiss = () => toast.remove();
+  if (action) {
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'toast-action';
+    btn.textContent = action.label;
+    btn.addEventListener('click', () => {
+      dismiss();
+      action.run();
+    });
+    toast.append(btn);
+  }
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'toast-close';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.title = 'Dismiss';
+  close.textContent = '✕';
+  close.addEventListener('click', dismiss);
+  toast.append(close);
+
+  ui.toasts.append(toast);
+  // Keep the stack short: errors can come in bursts.
+  while (ui.toasts.children.length > 4) ui.toasts.firstElementChild.remove();
+  if (timeout > 0) setTimeout(dismiss, timeout);
+  return toast;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+// ---------------------------------------------------------------------------------------------
+
+function wsUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}
+
+function send(msg) {
+  const ws = session.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    console.warn('[switchyard] not connected; dropped', msg.type);
+    return false;
+  }
+  ws.send(JSON.stringify(msg));
+  return true;
+}
+
+function connect() {
+  const ws = new WebSocket(wsUrl());
+  session.ws = ws;
+  setConnection('connecting');
+
+  // Every handler checks it still belongs to the current socket: a rejoin replaces it.
+  ws.addEventListener('open', () => {
+    if (ws !== session.ws) return;
+    setConnection('open');
+    const join = { type: 'join', room: session.room, name: session.name };
+    if (session.token) join.token = session.token;
+    send(join);
+  });
+  ws.addEventListener('message', (ev) => {
+    if (ws === session.ws) handleRaw(ev.data);
+  });
+  ws.addEventListener('error', () => console.warn('[switchyard] websocket error'));
+  ws.addEventListener('close', (ev) => {
+    if (ws === session.ws) onSocketClosed(ev);
+  });
+}
+
+function onSocketClosed(ev) {
+  session.ws = null;
+  setConnection('closed');
+  if (session.leaving) return;
+  console.warn(`[switchyard] websocket closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`);
+  if (session.state === 'joining' || session.state === 'joined') {
+    teardownCall();
+    setState('left');
+    ui.banner.hidden = false;
+    updateHeader();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incoming messages
+// ---------------------------------------------------------------------------------------------
+
+const handlers = {
+  joined: onJoined,
+  'participant-joined': onParticipantJoined,
+  'participant-left': onParticipantLeft,
+  'publish-answer': onPublishAnswer,
+  'subscribe-offer': onSubscribeOffer,
+  'media-state': onMediaState,
+  chat: onChat,
+  mode: onMode,
+  error: onServerError,
+};
+
+/** Parses and dispatches one frame. Nothing the server sends may throw out of here. */
+function handleRaw(data) {
+  let msg;
+  try {
+    msg = JSON.parse(data);
+  } catch (err) {
+    console.warn('[switchyard] ignoring non-JSON message', err);
+    return;
+  }
+  if (!isObject(msg) || typeof msg.type !== 'string') {
+    console.warn('[switchyard] ignoring message without a type', msg);
+    return;
+  }
+  const handler = Object.hasOwn(handlers, msg.type) ? handlers[msg.type] : null;
+  if (!handler) {
+    console.warn('[switchyard] ignoring unknown message type', msg.type);
+    return;
+  }
+  try {
+    const result = handler(msg);
+    if (result && typeof result.then === 'function') {
+      result.catch((err) => reportError(`Handling "${msg.type}" failed`, err));
+    }
+  } catch (err) {
+    reportError(`Handling "${msg.type}" failed`, err);
+  }
+}
+
+function normalizeParticipant(p) {
+  if (!isObject(p) || typeof p.id !== 'string') return null;
+  return {
+    id: p.id,
+    name: typeof p.name === 'string' && p.name ? p.name : 'Participant',
+    audio: p.audio !== false,
+    video: p.video !== false,
+    screen: p.screen === true,
+  };
+}
+
+async function onJoined(msg) {
+  if (session.state !== 'joining') {
+    console.warn('[switchyard] unexpected joined in state', session.state);
+    return;
+  }
+  session.participantId = typeof msg.participant === 'string' ? msg.participant : null;
+  if (typeof msg.mode === 'string') session.mode = msg.mode;
+  if (typeof msg.room === 'string') session.room = msg.room;
+  session.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+  for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
+    const p = normalizeParticipant(raw);
+    if (p && p.id !== session.participantId) addParticipant(p);
+  }
+  if (localTile && session.participantId) localTile.el.dataset.participant = session.participantId;
+  setState('joined');
+  updateHeader();
+
+  // Media may still be waiting for a permission prompt; subscribing does not depend on it.
+  const stream = await session.mediaReady;
+  if (session.state !== 'joined') return;
+  startPublishing(stream);
+}
+
+function onParticipantJoined(msg) {
+  const p = normalizeParticipant(msg.participant);
+  if (!p) return console.warn('[switchyard] participant-joined without a participant', msg);
+  if (p.id === session.participantId) return;
+  const known = session.participants.has(p.id);
+  addParticipant(p);
+  if (!known) addSystemLine(`${p.name} joined`);
+  updateHeader();
+}
+
+function onParticipantLeft(msg) {
+  if (typeof msg.id !== 'string') return console.warn('[switchyard] participant-left without id', msg);
+  const p = session.participants.get(msg.id);
+  session.participants.delete(msg.id);
+  removeRemoteTile(msg.id);
+  if (p) addSystemLine(`${p.name} left`);
+  updateHeader();
+}
+
+function onMediaState(msg) {
+  const p = session.participants.get(msg.participant);
+  if (!p) return; // our own echo, or someone we no longer know about
+  if (typeof msg.audio === 'boolean') p.audio = msg.audio;
+  if (typeof msg.video === 'boolean') p.video = msg.video;
+  if (typeof msg.screen === 'boolean') p.screen = msg.screen;
+  const tile = remoteTiles.get(p.id);
+  if (tile) renderTile(tile);
+}
+
+function onChat(msg) {
+  if (typeof msg.text !== 'string') return console.warn('[switchyard] chat without text', msg);
+  const entry = {
+    from: typeof msg.from === 'string' ? msg.from : null,
+    name: typeof msg.name === 'string' ? msg.name : participantName(msg.from),
+    text: msg.text,
+    ts: Number.isFinite(msg.ts) ? msg.ts : Date.now(),
+  };
+  session.chatLog.push(entry);
+  renderChatMessage(entry);
+  if (!session.chatOpen) {
+    session.unread += 1;
+    updateToolbar();
+  }
+}
+
+function onMode(msg) {
+  if (typeof msg.mode === 'string') session.mode = msg.mode;
+  if (Number.isInteger(msg.participants)) session.serverCount = msg.participants;
+  updateHeader();
+}
+
+function onServerError(msg) {
+  const code = typeof msg.code === 'string' ? msg.code : 'error';
+  const text = typeof msg.message === 'string' ? msg.message : 'unknown error';
+  console.warn('[switchyard] server error', msg);
+
+  // A rejected publish offer must not leave the renegotiation queue waiting for an answer.
+  if (msg.ref === 'publish') rejectPublishAnswer(new Error(`${code}: ${text}`));
+
+  // An error while joining means the join itself failed: back to the join screen.
+  if (session.state === 'joining' && (msg.ref === 'join' || msg.ref === undefined)) {
+    abandonCall();
+    setState('idle');
+    showJoinScreen();
+    ui.joinError.textContent = `Could not join: ${text} (${code})`;
+    return;
+  }
+  showToast(`${text} (${code})`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local media
+// ---------------------------------------------------------------------------------------------
+
+/** Gets the camera and microphone, falling back to whichever one works. Never rejects. */
+async function acquireLocalMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    showToast('Camera and microphone need a secure page (https or localhost); joining to watch only.');
+    return null;
+  }
+  const attempts = [
+    { audio: true, video: CAMERA_CONSTRAINTS },
+    { audio: true, video: false },
+    { audio: false, video: CAMERA_CONSTRAINTS },
+  ];
+  let lastError = null;
+  for (const constraints of attempts) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      lastError = err;
+      // A refused permission will not change for a smaller request.
+      if (err.name === 'NotAllowedError' || err.name === 'SecurityError') break;
+    }
+  }
+  showToast(`No camera or microphone (${describeError(lastError)}); joining to watch only.`);
+  return null;
+}
+
+function audioTrack() {
+  return session.localStream?.getAudioTracks()[0] || null;
+}
+
+function cameraTrack() {
+  return session.localStream?.getVideoTracks()[0] || null;
+}
+
+function micOn() {
+  const t = audioTrack();
+  return !!t && t.enabled;
+}
+
+function camOn() {
+  const t = cameraTrack();
+  return !!t && t.enabled;
+}
+
+function sendMediaState() {
+  if (session.state !== 'joined') return;
+  send({ type: 'media-state', audio: micOn(), video: camOn(), screen: !!session.screen });
+}
+
+function setLocalStream(stream) {
+  session.localStream = stream;
+  if (!localTile) return;
+  const cam = cameraTrack();
+  if (cam) localTile.tracks.set(cam.id, cam);
+  renderTile(localTile);
+  updateToolbar();
+}
+
+// Muting keeps the m-line and the sender: the track just sends silence / black frames.
+function toggleMic() {
+  const t = audioTrack();
+  if (!t) return;
+  t.enabled = !t.enabled;
+  sendMediaState();
+  renderTile(localTile);
+  updateToolbar();
+}
+
+function toggleCamera() {
+  const t = cameraTrack();
+  if (!t) return;
+  t.enabled = !t.enabled;
+  sendMediaState();
+  renderTile(localTile);
+  updateToolbar();
+}
+
+async function startScreenShare() {
+  if (session.screen || session.state !== 'joined') return;
+  if (!navigator.mediaDevices?.getDisplayMedia) {
+    showToast('Screen sharing is not available in this browser.');
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch (err) {
+    // Cancelling the picker is not an error worth shouting about.
+    if (err.name !== 'NotAllowedError' && err.name !== 'AbortError') reportError('Screen share failed', err);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (session.state !== 'joined' || session.screen || !track) {
+    stream.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  track.contentHint = 'detail';
+  const pc = ensurePublishPc();
+  // A separate stream so the server (and the other clients) can tell it from the camera.
+  const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  session.screen = { stream, track, transceiver };
+  // The browser's own "Stop sharing" button ends the track.
+  track.addEventListener('ended', () => {
+    if (session.screen?.track === track) stopScreenShare();
+  });
+
+  localTile.tracks.set(track.id, track);
+  renderTile(localTile);
+  updateToolbar();
+  sendMediaState();
+  requestPublishNegotiation();
+}
+
+async function stopScreenShare() {
+  const share = session.screen;
+  if (!share) return;
+  session.screen = null;
+  share.stream.getTracks().forEach((t) => t.stop());
+  localTile?.tracks.delete(share.track.id);
+  if (localTile) renderTile(localTile);
+  updateToolbar();
+  sendMediaState();
+
+  const pc = session.publishPc;
+  if (!pc || pc.signalingState === 'closed') return;
+  try {
+    await share.transceiver.sender.replaceTrack(null);
+    share.transceiver.direction = 'inactive';
+  } catch (err) {
+    console.warn('[switchyard] could not deactivate the screen transceiver', err);
+  }
+  requestPublishNegotiation();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publish connection: we offer, the server answers. One offer in flight at a time.
+// ---------------------------------------------------------------------------------------------
+
+function newPeerConnection() {
+  return new RTCPeerConnection({ iceServers: session.iceServers });
+}
+
+function ensurePublishPc() {
+  if (session.publishPc) return session.publishPc;
+  const pc = newPeerConnection();
+  pc.addEventListener('connectionstatechange', () => {
+    console.info('[switchyard] publish connection', pc.connectionState);
+    if (pc.connectionState === 'failed' && pc === session.publishPc) {
+      showToast('Sending media failed (publish connection).');
+    }
+  });
+  session.publishPc = pc;
+  return pc;
+}
+
+function startPublishing(stream) {
+  const tracks = stream ? stream.getTracks() : [];
+  if (tracks.length > 0) {
+    const pc = ensurePublishPc();
+    for (const track of tracks) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    requestPublishNegotiation();
+  }
+  sendMediaState();
+}
+
+/**
+ * Asks for a (re)negotiation. Requests made while an offer is in flight collapse into one
+ * follow-up offer, which describes whatever the transceivers look like by then.
+ */
+function requestPublishNegotiation() {
+  session.pub.wanted = true;
+  if (!session.pub.running) runPublishQueue();
+}
+
+async function runPublishQueue() {
+  session.pub.running = true;
+  try {
+    while (session.pub.wanted && session.publishPc && session.state === 'joined') {
+      session.pub.wanted = false;
+      await negotiatePublishOnce(session.publishPc);
+    }
+  } finally {
+    session.pub.running = false;
+  }
+}
+
+async function negotiatePublishOnce(pc) {
+  try {
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    // Register for the answer before sending so a fast reply cannot be missed.
+    const answer = waitForPublishAnswer();
+    // The server is ICE-lite: no need to wait for our candidates before offering.
+    if (!send({ type: 'publish', sdp: pc.localDescription.sdp })) rejectPublishAnswer(new Error('not connected'));
+    const sdp = await answer;
+    if (pc !== session.publishPc || pc.signalingState !== 'have-local-offer') return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  } catch (err) {
+    if (pc !== session.publishPc) return; // the call ended meanwhile
+    reportError('Publishing failed', err);
+    // Go back to stable so the next offer starts from a clean state.
+    if (pc.signalingState === 'have-local-offer') {
+      await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+    }
+  }
+}
+
+function waitForPublishAnswer() {
+  rejectPublishAnswer(new Error('superseded'));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => rejectPublishAnswer(new Error('no publish-answer from the server')),
+      PUBLISH_ANSWER_TIMEOUT_MS);
+    session.pub.pendingAnswer = { resolve, reject, timer };
+  });
+}
+
+function rejectPublishAnswer(err) {
+  const pending = session.pub.pendingAnswer;
+  if (!pending) return;
+  session.pub.pendingAnswer = null;
+  clearTimeout(pending.timer);
+  pending.reject(err);
+}
+
+function onPublishAnswer(msg) {
+  const pending = session.pub.pendingAnswer;
+  if (!pending) return console.warn('[switchyard] publish-answer without an offer in flight');
+  if (typeof msg.sdp !== 'string') {
+    rejectPublishAnswer(new Error('publish-answer without sdp'));
+    return;
+  }
+  session.pub.pendingAnswer = null;
+  clearTimeout(pending.timer);
+  pending.resolve(msg.sdp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribe connection: the server offers, we answer (latest offer wins).
+// ---------------------------------------------------------------------------------------------
+
+function ensureSubscribePc() {
+  if (session.subscribePc) return session.subscribePc;
+  const pc = newPeerConnection();
+  pc.addEventListener('track', onRemoteTrack);
+  pc.addEventListener('connectionstatechange', () => {
+    console.info('[switchyard] subscribe connection', pc.connectionState);
+    if (pc.connectionState === 'failed' && pc === session.subscribePc) {
+      showToast('Receiving media failed (subscribe connection).');
+    }
+  });
+  session.subscribePc = pc;
+  return pc;
+}
+
+function onSubscribeOffer(msg) {
+  if (session.state !== 'joined') return console.warn('[switchyard] subscribe-offer before joined');
+  if (typeof msg.sdp !== 'string' || !Number.isInteger(msg.version)) {
+    return console.warn('[switchyard] malformed subscribe-offer', msg);
+  }
+  // Only the newest offer matters: an older one still queued is replaced, never answered.
+  session.sub.pending = msg;
+  if (!session.sub.running) runSubscribeQueue();
+}
+
+async function runSubscribeQueue() {
+  session.sub.running = true;
+  try {
+    while (session.sub.pending && session.state === 'joined') {
+      const msg = session.sub.pending;
+      session.sub.pending = null;
+      if (msg.version <= session.sub.lastVersion) {
+        console.warn('[switchyard] ignoring stale subscribe-offer', msg.version);
+        continue;
+      }
+      try {
+        await applySubscribeOffer(msg);
+      } catch (err) {
+        if (session.state === 'joined') reportError('Receiving media failed', err);
+      }
+    }
+  } finally {
+    session.sub.running = false;
+  }
+}
+
+async function applySubscribeOffer(msg) {
+  const pc = ensureSubscribePc();
+  // The mapping must be in place before setRemoteDescription, which fires `track` events.
+  rememberStreams(msg.streams, msg.sdp);
+  await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  if (pc !== session.subscribePc) return;
+  session.sub.lastVersion = msg.version;
+  send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp, version: msg.version });
+  pruneInactiveReceivers(pc);
+}
+
+function rememberStreams(streams, sdp) {
+  if (isObject(streams)) {
+    for (const [streamId, participantId] of Object.entries(streams)) {
+      if (typeof participantId === 'string') session.streamToParticipant.set(streamId, participantId);
+    }
+  }
+  session.midToStream = parseMidStreams(sdp);
+  session.midToParticipant = new Map();
+  for (const [mid, streamId] of session.midToStream) {
+    const pid = session.streamToParticipant.get(streamId);
+    if (pid) session.midToParticipant.set(mid, pid);
+  }
+}
+
+/** mid -> msid stream id for every m-section that carries an msid. */
+function parseMidStreams(sdp) {
+  const map = new Map();
+  let mid = null;
+  let stream = null;
+  const flush = () => {
+    if (mid !== null && stream) map.set(mid, stream);
+    mid = null;
+    stream = null;
+  };
+  for (const line of sdp.split(/\r?\n/)) {
+    if (line.startsWith('m=')) {
+      flush();
+    } else if (line.startsWith('a=mid:')) {
+      mid = line.slice(6).trim();
+    } else if (line.startsWith('a=msid:')) {
+      const id = line.slice(7).trim().split(/\s+/)[0];
+      if (id && id !== '-') stream = id;
+    } else if (!stream && /^a=ssrc:\d+ msid:/.test(line)) {
+      stream = line.split('msid:')[1].trim().split(/\s+/)[0];
+    }
+  }
+  flush();
+  return map;
+}
+
+// Listeners are attached once per track / stream even if `track` fires again for them.
+const watchedTracks = new WeakSet();
+const watchedStreams = new WeakSet();
+
+function onRemoteTrack(event) {
+  const { track, transceiver } = event;
+  const stream = event.streams[0] || null;
+  const mid = transceiver?.mid ?? null;
+  const streamId = stream?.id ?? (mid !== null ? session.midToStream.get(mid) : undefined);
+  // Fall back to the stream id itself: the server names streams after participants anyway.
+  const pid = session.streamToParticipant.get(streamId)
+    ?? (mid !== null ? session.midToParticipant.get(mid) : undefined)
+    ?? streamId;
+  if (!pid) {
+    console.warn('[switchyard] remote track with no stream to label it', track.id);
+    return;
+  }
+  // A transceiver can be reused for someone else: move the track rather than duplicate it.
+  detachTrack(track.id);
+  session.trackToParticipant.set(track.id, pid);
+  if (mid !== null) session.midToParticipant.set(mid, pid);
+
+  if (!watchedTracks.has(track)) {
+    watchedTracks.add(track);
+    track.addEventListener('ended', () => detachTrack(track.id));
+  }
+  if (stream && !watchedStreams.has(stream)) {
+    watchedStreams.add(stream);
+    stream.addEventListener('removetrack', (e) => detachTrack(e.track.id));
+  }
+
+  const tile = ensureRemoteTile(pid);
+  tile.tracks.set(track.id, track);
+  renderTile(tile);
+}
+
+/** Tracks whose m-line the server made inactive (or rejected) come off their tiles. */
+function pruneInactiveReceivers(pc) {
+  for (const t of pc.getTransceivers()) {
+    const dir = t.currentDirection;
+    if (t.stopped || dir === 'inactive' || dir === 'stopped') detachTrack(t.receiver.track.id);
+  }
+}
+
+function detachTrack(trackId) {
+  for (const tile of remoteTiles.values()) {
+    if (tile.tracks.delete(trackId)) renderTile(tile);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Participants and tiles
+// ---------------------------------------------------------------------------------------------
+
+function addParticipant(p) {
+  session.participants.set(p.id, p);
+  const tile = ensureRemoteTile(p.id);
+  renderTile(tile);
+}
+
+function ensureRemoteTile(id) {
+  let tile = remoteTiles.get(id);
+  if (!tile) {
+    tile = createTile(id, false);
+    remoteTiles.set(id, tile);
+    ui.grid.append(tile.el);
+    layoutGrid();
+  }
+  return tile;
+}
+
+function removeRemoteTile(id) {
+  const tile = remoteTiles.get(id);
+  if (!tile) return;
+  remoteTiles.delete(id);
+  destroyTile(tile);
+  layoutGrid();
+}
+
+function createVideo(className) {
+  const v = document.createElement('video');
+  v.className = className;
+  v.autoplay = true;
+  v.playsInline = true;
+  // Video elements never play sound: remote audio goes through the tile's <audio>.
+  v.muted = true;
+  return v;
+}
+
+function createTile(id, isLocal) {
+  const el = document.createElement('div');
+  el.className = isLocal ? 'tile local' : 'tile';
+  el.dataset.participant = id;
+  el.setAttribute('role', 'group');
+
+  const main = createVideo('main');
+  const pip = createVideo('pip');
+  pip.hidden = true;
+
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  avatar.setAttribute('aria-hidden', 'true');
+
+  const label = document.createElement('div');
+  label.className = 'label';
+  const nameEl = document.createElement('span');
+  nameEl.className = 'name';
+  const icons = document.createElement('span');
+  icons.className = 'icons';
+  label.append(icons, nameEl);
+
+  const audio = document.createElement('audio');
+  audio.autoplay = true;
+  audio.hidden = true;
+  audio.muted = isLocal; // never play our own microphone back
+
+  el.append(main, pip, avatar, label, audio);
+  return { id, isLocal, el, main, pip, avatar, nameEl, icons, audio, tracks: new Map(), audioKey: '' };
+}
+
+function destroyTile(tile) {
+  for (const media of [tile.main, tile.pip, tile.audio]) {
+    media.pause();
+    media.srcObject = null;
+  }
+  tile.el.remove();
+}
+
+/** What a tile should show: the participant's (or our own) media flags and display name. */
+function tileInfo(tile) {
+  if (tile.isLocal) {
+    return { name: `${session.name} (you)`, audio: micOn(), video: camOn(), screen: !!session.screen };
+  }
+  const p = session.participants.get(tile.id);
+  return p ? { name: p.name, audio: p.audio, video: p.video, screen: p.screen }
+    : { name: 'Participant', audio: true, video: true, screen: false };
+}
+
+function renderTile(tile) {
+  if (!tile) return;
+  const info = tileInfo(tile);
+  const live = [...tile.tracks.values()].filter((t) => t.readyState !== 'ended');
+  const videos = live.filter((t) => t.kind === 'video');
+  const audios = live.filter((t) => t.kind === 'audio');
+
+  // With two video tracks (camera + screen) the later one, the screen, fills the tile and the
+  // camera goes picture-in-picture; a camera that is switched off is not shown at all.
+  const main = videos.length ? videos[videos.length - 1] : null;
+  const pip = videos.length > 1 && info.video ? videos[0] : null;
+  const showAvatar = !main || (!info.video && !info.screen);
+
+  setVideoTrack(tile.main, showAvatar ? null : main);
+  setVideoTrack(tile.pip, showAvatar ? null : pip);
+  tile.pip.hidden = showAvatar || !pip;
+  // Mirror only our own camera, like a mirror; screens and other people are shown as they are.
+  const cam = tile.isLocal ? cameraTrack() : null;
+  tile.main.classList.toggle('mirror', !!cam && main === cam);
+  tile.pip.classList.toggle('mirror', !!cam && pip === cam);
+  if (!tile.isLocal) setAudioTracks(tile, audios);
+
+  tile.el.classList.toggle('video-off', showAvatar);
+  tile.el.setAttribute('aria-label', info.name);
+  tile.avatar.textContent = initials(info.name);
+  tile.avatar.style.setProperty('--hue', hueFor(tile.id));
+  tile.nameEl.textContent = info.name;
+  tile.icons.innerHTML = ''; // static SVG strings only; names go through textContent
+  if (!info.audio) tile.icons.append(tileIcon(ICONS.micOff, 'Microphone muted'));
+  if (!info.video) tile.icons.append(tileIcon(ICONS.camOff, 'Camera off'));
+  if (info.screen) tile.icons.append(tileIcon(ICONS.screen, 'Sharing screen'));
+}
+
+function tileIcon(svg, label) {
+  const span = document.createElement('span');
+  span.className = 'tile-icon';
+  span.setAttribute('role', 'img');
+  span.setAttribute('aria-label', label);
+  span.title = label;
+  span.innerHTML = svg;
+  return span;
+}
+
+function setVideoTrack(video, track) {
+  const id = track ? track.id : '';
+  if (video.dataset.trackId === id) return; // avoid restarting playback (flicker)
+  video.dataset.trackId = id;
+  video.srcObject = track ? new MediaStream([track]) : null;
+  if (track) video.play().catch(() => {}); // muted video may always autoplay; ignore races
+}
+
+function setAudioTracks(tile, tracks) {
+  const key = tracks.map((t) => t.id).sort().join(',');
+  if (tile.audioKey === key) return;
+  tile.audioKey = key;
+  tile.audio.srcObject = tracks.length ? new MediaStream(tracks) : null;
+  tile.audio.muted = false;
+  if (tracks.length) tile.audio.play().catch(onAutoplayBlocked);
+}
+
+// Browsers may refuse to play sound before a user gesture (e.g. with ?autojoin=1).
+let audioUnlockToast = null;
+function onAutoplayBlocked(err) {
+  if (err?.name !== 'NotAllowedError' || audioUnlockToast?.isConnected) return;
+  audioUnlockToast = showToast('The browser blocked call audio.', {
+    kind: 'info',
+    timeout: 0,
+    action: {
+      label: 'Enable audio',
+      run: () => {
+        for (const tile of remoteTiles.values()) {
+          if (tile.audio.srcObject) tile.audio.play().catch(() => {});
+        }
+      },
+    },
+  });
+}
+
+/**
+ * Picks the column count that makes 16:9 tiles as large as possible in the stage, so the grid
+ * grows and shrinks with the number of participants and the window size.
+ */
+function layoutGrid() {
+  const n = ui.grid.children.length;
+  if (n === 0) return;
+  const style = getComputedStyle(ui.grid);
+  const gap = parseFloat(style.columnGap) || 0;
+  const width = ui.stage.clientWidth - parseFloat(getComputedStyle(ui.stage).paddingLeft) * 2;
+  const height = ui.stage.clientHeight - parseFloat(getComputedStyle(ui.stage).paddingTop) * 2;
+  if (width <= 0 || height <= 0) return;
+  let best = { cols: 1, tileWidth: 0 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const byWidth = (width - gap * (cols - 1)) / cols;
+    const byHeight = ((height - gap * (rows - 1)) / rows) * (16 / 9);
+    const tileWidth = Math.min(byWidth, byHeight);
+    if (tileWidth > best.tileWidth) best = { cols, tileWidth };
+  }
+  ui.grid.style.setProperty('--cols', String(best.cols));
+  ui.grid.style.setProperty('--tile-w', `${Math.max(120, Math.floor(best.tileWidth))}px`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat
+// ---------------------------------------------------------------------------------------------
+
+function sendChat(text) {
+  const body = String(text ?? '').trim();
+  if (session.state !== 'joined' || body.length === 0) return false;
+  if (body.length > CHAT_MAX) {
+    showToast(`Messages are limited to ${CHAT_MAX} characters.`);
+    return false;
+  }
+  // No local echo: the server sends our own message back to us like everyone else's.
+  return send({ type: 'chat', text: body });
+}
+
+function renderChatMessage(entry) {
+  const li = document.createElement('li');
+  li.className = entry.from && entry.from === session.participantId ? 'chat-msg mine' : 'chat-msg';
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  const author = document.createElement('span');
+  author.className = 'author';
+  author.textContent = entry.name;
+  const time = document.createElement('time');
+  time.dateTime = new Date(entry.ts).toISOString();
+  time.textContent = formatTime(entry.ts);
+  meta.append(author, time);
+  const text = document.createElement('div');
+  text.className = 'text';
+  text.textContent = entry.text;
+  li.append(meta, text);
+  appendChatItem(li);
+}
+
+function addSystemLine(text) {
+  const li = document.createElement('li');
+  li.className = 'chat-system';
+  li.textContent = `${text} · ${formatTime(Date.now())}`;
+  appendChatItem(li);
+}
+
+function appendChatItem(li) {
+  const log = ui.chatLog;
+  // Follow new messages only if the reader is already at the bottom.
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.append(li);
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function setChatOpen(open) {
+  session.chatOpen = open;
+  if (open) session.unread = 0;
+  ui.callScreen.classList.toggle('chat-open', open);
+  ui.chatPanel.hidden = !open;
+  updateToolbar();
+  // The stage changes size with the panel.
+  requestAnimationFrame(layoutGrid);
+  if (open) ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header, toolbar, screens
+// ---------------------------------------------------------------------------------------------
+
+function setState(state) {
+  session.state = state;
+  document.body.dataset.state = state;
+  updateToolbar();
+}
+
+function setConnection(connection) {
+  session.connection = connection;
+  updateHeader();
+}
+
+function updateHeader() {
+  ui.roomName.textContent = session.room;
+  ui.modeBadge.textContent = session.mode ? session.mode.toUpperCase() : '—';
+  ui.modeBadge.dataset.mode = session.mode || '';
+  const count = session.serverCount ?? (session.state === 'joined' ? session.participants.size + 1 : 0);
+  ui.count.textContent = session.state === 'joined' || session.serverCount !== null
+    ? `${count} participant${count === 1 ? '' : 's'}` : '';
+
+  let status;
+  if (session.connection === 'closed' && session.state === 'left' && !session.leaving) status = 'Disconnected';
+  else if (session.state === 'joined') status = 'Connected';
+  else if (session.connection === 'connecting' || session.state === 'joining') status = 'Connecting…';
+  else status = 'Offline';
+  ui.conn.textContent = status;
+  ui.conn.dataset.status = status.toLowerCase().replace('…', '');
+}
+
+function setTool(btn, { icon, label, text, off = false, disabled = false, badge = 0 }) {
+  btn.innerHTML = icon; // static SVG only
+  const span = document.createElement('span');
+  span.className = 'tool-label';
+  span.textContent = text;
+  btn.append(span);
+  if (badge > 0) {
+    const b = document.createElement('span');
+    b.className = 'badge';
+    b.textContent = badge > 99 ? '99+' : String(badge);
+    btn.append(b);
+  }
+  btn.setAttribute('aria-label', badge > 0 ? `${label} (${badge} unread)` : label);
+  btn.title = label;
+  btn.classList.toggle('off', off);
+  btn.disabled = disabled;
+}
+
+function updateToolbar() {
+  const joined = session.state === 'joined';
+  const mic = micOn();
+  setTool(ui.micBtn, {
+    icon: mic ? ICONS.mic : ICONS.micOff,
+    label: mic ? 'Mute microphone' : 'Unmute microphone',
+    text: mic ? 'Mute' : 'Unmute',
+    off: !mic,
+    disabled: !audioTrack(),
+  });
+  const cam = camOn();
+  setTool(ui.camBtn, {
+    icon: cam ? ICONS.cam : ICONS.camOff,
+    label: cam ? 'Turn camera off' : 'Turn camera on',
+    text: cam ? 'Stop video' : 'Start video',
+    off: !cam,
+    disabled: !cameraTrack(),
+  });
+  const sharing = !!session.screen;
+  setTool(ui.screenBtn, {
+    icon: sharing ? ICONS.screenOff : ICONS.screen,
+    label: sharing ? 'Stop sharing screen' : 'Share screen',
+    text: sharing ? 'Stop share' : 'Share',
+    disabled: !joined || !navigator.mediaDevices?.getDisplayMedia,
+  });
+  ui.screenBtn.classList.toggle('active', sharing);
+  setTool(ui.chatBtn, {
+    icon: ICONS.chat,
+    label: session.chatOpen ? 'Hide chat' : 'Show chat',
+    text: 'Chat',
+    badge: session.chatOpen ? 0 : session.unread,
+  });
+  ui.chatBtn.classList.toggle('active', session.chatOpen);
+  setTool(ui.leaveBtn, { icon: ICONS.leave, label: 'Leave call', text: 'Leave', disabled: !joined && session.state !== 'joining' });
+}
+
+function showJoinScreen(status = '') {
+  ui.callScreen.hidden = true;
+  ui.joinScreen.hidden = false;
+  ui.joinStatus.textContent = status;
+  ui.joinError.textContent = '';
+  ui.nameInput.value ||= session.name;
+}
+
+function showCallScreen() {
+  ui.joinScreen.hidden = true;
+  ui.callScreen.hidden = false;
+  ui.banner.hidden = true;
+  setChatOpen(session.chatOpen);
+  requestAnimationFrame(layoutGrid);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Joining and leaving
+// ---------------------------------------------------------------------------------------------
+
+function validateJoin(room, name) {
+  if (!ROOM_RE.test(room)) return 'Room names are 1–64 letters, digits, "-", "_" or ".".';
+  if (name.length < 1 || name.length > NAME_MAX) return `Names are 1–${NAME_MAX} characters.`;
+  return null;
+}
+
+function join(room, name) {
+  if (session.state === 'joining' || session.state === 'joined') return false;
+  const problem = validateJoin(room, name);
+  if (problem) {
+    showJoinScreen();
+    ui.joinError.textContent = problem;
+    return false;
+  }
+  resetSession();
+  session.room = room;
+  session.name = name;
+  setState('joining');
+
+  localTile = createTile('local', true);
+  ui.grid.append(localTile.el);
+  renderTile(localTile);
+  showCallScreen();
+  updateHeader();
+
+  // Ask for the camera while the socket connects; publishing waits for both.
+  session.mediaReady = acquireLocalMedia().then((stream) => {
+    // The call may have ended while the permission prompt was open.
+    if (session.state !== 'joining' && session.state !== 'joined') {
+      stream?.getTracks().forEach((t) => t.stop());
+      return null;
+    }
+    if (stream) setLocalStream(stream);
+    return stream;
+  });
+  connect();
+  return true;
+}
+
+/** Clears everything from a previous call before a new join. */
+function resetSession() {
+  session.leaving = false;
+  session.participantId = null;
+  session.mode = null;
+  session.serverCount = null;
+  session.iceServers = [];
+  session.participants.clear();
+  session.streamToParticipant.clear();
+  session.midToStream = new Map();
+  session.midToParticipant = new Map();
+  session.trackToParticipant.clear();
+  session.sub = { running: false, pending: null, lastVersion: -Infinity };
+  session.pub = { running: false, wanted: false, pendingAnswer: null };
+  session.chatLog.length = 0; // keep the array identity: tests may hold a reference
+  session.unread = 0;
+  ui.chatLog.replaceChildren();
+}
+
+/** Stops media and closes both peer connections and all tiles. Leaves the socket alone. */
+function teardownCall() {
+  rejectPublishAnswer(new Error('call ended'));
+  session.sub.pending = null;
+  for (const pc of [session.publishPc, session.subscribePc]) {
+    try {
+      pc?.close();
+    } catch (err) {
+      console.warn('[switchyard] closing a peer connection', err);
+    }
+  }
+  session.publishPc = null;
+  session.subscribePc = null;
+  if (session.screen) {
+    session.screen.stream.getTracks().forEach((t) => t.stop());
+    session.screen = null;
+  }
+  session.localStream?.getTracks().forEach((t) => t.stop());
+  session.localStream = null;
+  for (const tile of remoteTiles.values()) destroyTile(tile);
+  remoteTiles.clear();
+  if (localTile) destroyTile(localTile);
+  localTile = null;
+  session.participants.clear();
+  updateToolbar();
+}
+
+/** Ends the call and closes the socket without reporting a disconnect. */
+function abandonCall() {
+  session.leaving = true;
+  const ws = session.ws;
+  session.ws = null;
+  teardownCall();
+  // Queued frames (e.g. our `leave`) are sent before the close handshake.
+  ws?.close(1000, 'leaving');
+  setConnection('closed');
+}
+
+function leave() {
+  if (session.state !== 'joining' && session.state !== 'joined') return false;
+  if (session.state === 'joined') send({ type: 'leave' });
+  abandonCall();
+  setState('left');
+  showJoinScreen(`You left ${session.room}.`);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats for tests and diagnostics
+// ---------------------------------------------------------------------------------------------
+
+/** Sums the subscribe connection's inbound-rtp stats, overall and per sending participant. */
+async function collectStats() {
+  const result = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, perParticipant: {} };
+  const pc = session.subscribePc;
+  if (!pc || pc.signalingState === 'closed') return result;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    const kind = s.kind || s.mediaType;
+    const bytes = s.bytesReceived || 0;
+    const frames = s.framesDecoded || 0;
+    const pid = (s.mid !== undefined && session.midToParticipant.get(s.mid))
+      || session.trackToParticipant.get(s.trackIdentifier)
+      || null;
+    const per = pid ? (result.perParticipant[pid] ||= { framesDecoded: 0, audioBytes: 0, videoBytes: 0 }) : null;
+    if (kind === 'video') {
+      result.framesDecoded += frames;
+      result.videoBytesReceived += bytes;
+      if (per) {
+        per.framesDecoded += frames;
+        per.videoBytes += bytes;
+      }
+    } else if (kind === 'audio') {
+      result.audioBytesReceived += bytes;
+      if (per) per.audioBytes += bytes;
+    }
+  });
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test hooks: window.switchyard (getters so tests always read live values)
+// ---------------------------------------------------------------------------------------------
+
+window.switchyard = {
+  get state() { return session.state; },
+  get connection() { return session.connection; },
+  get participantId() { return session.participantId; },
+  get mode() { return session.mode; },
+  get room() { return session.room; },
+  /** Ids of the other participants currently in the room (not including ourselves). */
+  participants: () => [...session.participants.keys()],
+  get publishPc() { return session.publishPc; },
+  get subscribePc() { return session.subscribePc; },
+  get localStream() { return session.localStream; },
+  remoteTiles: () => remoteTiles.size,
+  stats: collectStats,
+  leave,
+  sendChat,
+  join: (room, name) => join(String(room ?? ''), String(name ?? '')),
+  chatLog: session.chatLog,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+// ---------------------------------------------------------------------------------------------
+
+function bindUi() {
+  ui.joinForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    join(ui.roomInput.value.trim(), ui.nameInput.value.trim());
+  });
+  ui.micBtn.addEventListener('click', toggleMic);
+  ui.camBtn.addEventListener('click', toggleCamera);
+  ui.screenBtn.addEventListener('click', () => {
+    const action = session.screen ? stopScreenShare() : startScreenShare();
+    action.catch((err) => reportError('Screen share failed', err));
+  });
+  ui.chatBtn.addEventListener('click', () => setChatOpen(!session.chatOpen));
+  ui.chatClose.addEventListener('click', () => setChatOpen(false));
+  ui.leaveBtn.addEventListener('click', leave);
+  ui.rejoin.addEventListener('click', () => join(session.room, session.name));
+  ui.chatForm.addEventListener('submit', (ev) => {
+    ev.preventDefault(); // Enter in the input submits the form
+    if (sendChat(ui.chatInput.value)) ui.chatInput.value = '';
+  });
+  new ResizeObserver(() => layoutGrid()).observe(ui.stage);
+  // Tell the server right away when the tab goes, rather than waiting for a timeout.
+  window.addEventListener('pagehide', () => {
+    if (session.state === 'joined') send({ type: 'leave' });
+  });
+}
+
+function guestName() {
+  return `Guest ${Math.floor(1000 + Math.random() * 9000)}`;
+}
+
+function start() {
+  const params = new URLSearchParams(location.search);
+  ui.roomInput.value = params.get('room') || 'lobby';
+  ui.nameInput.value = params.get('name') || '';
+  session.token = params.get('token');
+  bindUi();
+  setState('idle');
+  updateHeader();
+  showJoinScreen();
+  if (params.get('autojoin') === '1') {
+    if (!ui.nameInput.value) ui.nameInput.value = guestName();
+    join(ui.roomInput.value.trim(), ui.nameInput.value.trim());
+  } else {
+    (ui.nameInput.value ? ui.roomInput : ui.nameInput).focus();
+  }
+}
+
+start();
