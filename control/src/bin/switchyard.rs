@@ -1,0 +1,54 @@
+//! `switchyard`: the engine and the control daemon in one process, with defaults that work on one
+//! machine. Operators run the two daemons separately under systemd; this is the quick start.
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchyard_control::daemon::{self, ControlConfig};
+use switchyard_engine::{Engine, EngineConfig};
+
+/// Switchyard all-in-one: a WebRTC SFU with its web client.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    control: ControlConfig,
+    /// Address the engine's workers bind and advertise to browsers.
+    #[arg(long, default_value = "127.0.0.1")]
+    media_addr: IpAddr,
+    /// Engine worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// First UDP media port (worker i uses port + i); 0 lets the kernel choose.
+    #[arg(long, default_value_t = 0)]
+    media_port: u16,
+}
+
+fn main() -> anyhow::Result<()> {
+    daemon::init_logging();
+    let mut args = Args::parse();
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    if args.control.engine_socket == std::path::Path::new("/run/switchyard/engine.sock") {
+        args.control.engine_socket = runtime_dir.join(format!("switchyard-{}.sock", std::process::id()));
+    }
+    let mut cfg = EngineConfig {
+        bind: args.media_addr,
+        port_base: args.media_port,
+        socket: args.control.engine_socket.clone(),
+        ..Default::default()
+    };
+    if let Some(w) = args.workers {
+        cfg.workers = w;
+    }
+    let engine = Engine::start(&cfg).context("starting the engine")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = daemon::run(args.control) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    });
+    engine.stop();
+    result
+}

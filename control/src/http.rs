@@ -1,0 +1,124 @@
+//! The HTTP side of the control daemon: the web client's static files, the `/ws` signaling endpoint,
+//! health checks, the operator API and Prometheus metrics — all on one port.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use switchyard_protocol::{Reply, Request};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine_link::EngineLink;
+use crate::hub::{ConnId, HubMsg};
+use crate::metrics;
+use crate::signaling::{parse_client, SignalError, MAX_MESSAGE};
+
+const INDEX_HTML: &str = include_str!("../web/index.html");
+const APP_JS: &str = include_str!("../web/app.js");
+const STYLE_CSS: &str = include_str!("../web/style.css");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub's inbox.
+    pub hub: mpsc::UnboundedSender<HubMsg>,
+    /// The engine, for stats.
+    pub engine: EngineLink,
+    /// Connection id source.
+    pub next_conn: Arc<AtomicU64>,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
+        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
+        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/rooms", get(rooms))
+        .route("/api/stats", get(stats))
+        .route("/metrics", get(prometheus))
+        .with_state(state)
+}
+
+async fn rooms(State(s): State<AppState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if s.hub.send(HubMsg::Rooms(tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "hub stopped").into_response();
+    }
+    match rx.await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "hub stopped").into_response(),
+    }
+}
+
+async fn engine_stats(engine: &EngineLink) -> Result<switchyard_protocol::EngineStats, Response> {
+    match engine.request(Request::Stats).await {
+        Ok(Reply::Stats(s)) => Ok(s),
+        Ok(_) => Err((StatusCode::BAD_GATEWAY, "unexpected engine reply").into_response()),
+        Err(e) => Err((StatusCode::BAD_GATEWAY, format!("engine: {e}")).into_response()),
+    }
+}
+
+async fn stats(State(s): State<AppState>) -> Response {
+    match engine_stats(&s.engine).await {
+        Ok(st) => Json(metrics::stats_json(&st)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    match engine_stats(&s.engine).await {
+        Ok(st) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&st)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {
+    ws.max_message_size(MAX_MESSAGE * 2).on_upgrade(move |socket| connection(socket, s))
+}
+
+async fn connection(socket: WebSocket, s: AppState) {
+    let conn: ConnId = s.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if s.hub.send(HubMsg::Connected { conn, tx: tx.clone() }).is_err() {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(frame)) = stream.next().await {
+        match frame {
+            Message::Text(text) => match parse_client(text.as_str()) {
+                Ok(msg) => {
+                    if s.hub.send(HubMsg::Client { conn, msg }).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(e.to_msg());
+                }
+            },
+            Message::Binary(_) => {
+                let _ = tx.send(SignalError::new("bad-message", "binary frames are not part of the protocol").to_msg());
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    let _ = s.hub.send(HubMsg::Disconnected { conn });
+    drop(tx);
+    writer.abort();
+}

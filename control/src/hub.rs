@@ -1,0 +1,553 @@
+//! The hub: one task that owns every room, connection and transport, and carries out what clients,
+//! the engine and DTLS handshakes ask for, one message at a time (no locks, no races between a join
+//! and a leave). Slow work (DTLS handshakes) runs in its own tasks and reports back as messages.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use switchyard_dtls::{Identity, Role, Session, SrtpExport};
+use switchyard_protocol::{Event, KeySalt, Reply, Request, TransportId};
+use switchyard_sdp::{
+    answer_publish, check_subscribe_answer, offer_subscribe, remote_transport, LocalTransport, SessionDescription,
+};
+use switchyard_srtp::{split_keying_material, Profile};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine_link::EngineLink;
+use crate::room::{Participant, Room};
+use crate::signaling::{ClientMsg, ParticipantInfo, ServerMsg, SignalError};
+
+/// A WebSocket connection's id.
+pub type ConnId = u64;
+
+/// What the hub is told.
+pub enum HubMsg {
+    /// A client connected; `tx` carries messages to it.
+    Connected {
+        /// Connection id.
+        conn: ConnId,
+        /// Outgoing messages.
+        tx: mpsc::UnboundedSender<ServerMsg>,
+    },
+    /// A validated client message.
+    Client {
+        /// Connection id.
+        conn: ConnId,
+        /// The message.
+        msg: ClientMsg,
+    },
+    /// The connection closed.
+    Disconnected {
+        /// Connection id.
+        conn: ConnId,
+    },
+    /// An engine event.
+    Engine(Event),
+    /// A DTLS handshake finished.
+    DtlsDone {
+        /// The transport.
+        transport: TransportId,
+        /// Keys, or why it failed.
+        result: Result<SrtpExport, switchyard_dtls::Error>,
+    },
+    /// A snapshot of rooms for the HTTP API.
+    Rooms(oneshot::Sender<Vec<RoomSummary>>),
+}
+
+/// A room as the operator API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomSummary {
+    /// Room name.
+    pub name: String,
+    /// Mode.
+    pub mode: String,
+    /// Participants: (id, name).
+    pub participants: Vec<(String, String)>,
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How long a transport may take to finish DTLS before it is removed.
+    pub dtls_timeout: Duration,
+    /// Most participants per room.
+    pub max_participants: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    Publish,
+    Subscribe,
+}
+
+struct TransportState {
+    conn: ConnId,
+    participant: u64,
+    room: String,
+    leg: Leg,
+    ufrag: String,
+    pwd: String,
+    addr: std::net::SocketAddr,
+    session_id: u64,
+    sdp_version: u64,
+    session: Option<Arc<Session>>,
+    early: Vec<Vec<u8>>,
+    srtp: bool,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<ServerMsg>,
+    joined: Option<(String, u64)>,
+}
+
+/// The hub's state.
+pub struct Hub {
+    cfg: HubConfig,
+    engine: EngineLink,
+    identity: Arc<Identity>,
+    me: mpsc::UnboundedSender<HubMsg>,
+    rooms: HashMap<String, Room>,
+    conns: HashMap<ConnId, Conn>,
+    transports: HashMap<TransportId, TransportState>,
+    next_transport: TransportId,
+    next_participant: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn random_token(len: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::rng();
+    (0..len).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+const MAX_EARLY_DTLS: usize = 32;
+
+impl Hub {
+    /// A hub programming `engine`, with `identity` for DTLS; `me` is its own inbox (for task reports).
+    pub fn new(cfg: HubConfig, engine: EngineLink, identity: Arc<Identity>, me: mpsc::UnboundedSender<HubMsg>) -> Hub {
+        Hub {
+            cfg,
+            engine,
+            identity,
+            me,
+            rooms: HashMap::new(),
+            conns: HashMap::new(),
+            transports: HashMap::new(),
+            next_transport: 1,
+            next_participant: 1,
+        }
+    }
+
+    /// Handles messages until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubMsg>) {
+        while let Some(msg) = rx.recv().await {
+            self.handle(msg).await;
+        }
+    }
+
+    async fn handle(&mut self, msg: HubMsg) {
+        match msg {
+            HubMsg::Connected { conn, tx } => {
+                self.conns.insert(conn, Conn { tx, joined: None });
+            }
+            HubMsg::Disconnected { conn } => {
+                self.leave(conn).await;
+                self.conns.remove(&conn);
+            }
+            HubMsg::Client { conn, msg } => {
+                let kind = client_kind(&msg);
+                if let Err(e) = self.client(conn, msg).await {
+                    self.send(conn, e.about(kind).to_msg());
+                }
+            }
+            HubMsg::Engine(Event::DtlsIn { transport, datagram }) => {
+                if let Some(t) = self.transports.get_mut(&transport) {
+                    match &t.session {
+                        Some(s) => s.feed(datagram),
+                        None if t.early.len() < MAX_EARLY_DTLS => t.early.push(datagram),
+                        None => {}
+                    }
+                }
+            }
+            HubMsg::Engine(Event::IceBound { transport, addr }) => {
+                tracing::debug!(transport, %addr, "ICE bound");
+            }
+            HubMsg::DtlsDone { transport, result } => self.dtls_done(transport, result).await,
+            HubMsg::Rooms(reply) => {
+                let mut v: Vec<RoomSummary> = self
+                    .rooms
+                    .iter()
+                    .map(|(name, r)| RoomSummary {
+                        name: name.clone(),
+                        mode: "sfu".into(),
+                        participants: r.participants.values().map(|p| (p.id.clone(), p.name.clone())).collect(),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(v);
+            }
+        }
+    }
+
+    fn send(&self, conn: ConnId, msg: ServerMsg) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(msg);
+        }
+    }
+
+    fn conn_of(&self, room: &str, participant: u64) -> Option<ConnId> {
+        self.conns.iter().find(|(_, c)| c.joined.as_ref() == Some(&(room.to_string(), participant))).map(|(id, _)| *id)
+    }
+
+    fn broadcast(&self, room: &str, msg: &ServerMsg, except: Option<ConnId>) {
+        for (id, c) in &self.conns {
+            if Some(*id) != except && c.joined.as_ref().is_some_and(|(r, _)| r == room) {
+                let _ = c.tx.send(msg.clone());
+            }
+        }
+    }
+
+    fn info(p: &Participant) -> ParticipantInfo {
+        ParticipantInfo { id: p.id.clone(), name: p.name.clone(), audio: p.audio, video: p.video, screen: p.screen }
+    }
+
+    async fn client(&mut self, conn: ConnId, msg: ClientMsg) -> Result<(), SignalError> {
+        let joined = self.conns.get(&conn).and_then(|c| c.joined.clone());
+        match (msg, joined) {
+            (ClientMsg::Join { room, name, .. }, None) => self.join(conn, room, name),
+            (ClientMsg::Join { .. }, Some(_)) => Err(SignalError::new("out-of-order", "already joined; send leave first")),
+            (_, None) => Err(SignalError::new("out-of-order", "send join first")),
+            (ClientMsg::Publish { sdp }, Some((room, pid))) => self.publish(conn, &room, pid, &sdp).await,
+            (ClientMsg::SubscribeAnswer { sdp, version }, Some((room, pid))) => {
+                self.subscribe_answer(&room, pid, &sdp, version).await
+            }
+            (ClientMsg::Candidate { .. }, Some(_)) => Ok(()),
+            (ClientMsg::Chat { text }, Some((room, pid))) => {
+                let name = self.participant(&room, pid).map(|p| p.name.clone()).unwrap_or_default();
+                let msg = ServerMsg::Chat { from: format!("p{pid}"), name, text, ts: now_ms() };
+                self.broadcast(&room, &msg, None);
+                Ok(())
+            }
+            (ClientMsg::MediaState { audio, video, screen }, Some((room, pid))) => {
+                if let Some(p) = self.rooms.get_mut(&room).and_then(|r| r.participants.get_mut(&pid)) {
+                    p.audio = audio;
+                    p.video = video;
+                    p.screen = screen;
+                }
+                let msg = ServerMsg::MediaState { participant: format!("p{pid}"), audio, video, screen };
+                self.broadcast(&room, &msg, Some(conn));
+                Ok(())
+            }
+            (ClientMsg::Leave, Some(_)) => {
+                self.leave(conn).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn participant(&self, room: &str, pid: u64) -> Option<&Participant> {
+        self.rooms.get(room).and_then(|r| r.participants.get(&pid))
+    }
+
+    fn join(&mut self, conn: ConnId, room: String, name: String) -> Result<(), SignalError> {
+        let r = self.rooms.entry(room.clone()).or_default();
+        if r.participants.len() >= self.cfg.max_participants {
+            return Err(SignalError::new("room-full", format!("room {room} has {} participants", r.participants.len())));
+        }
+        let pid = self.next_participant;
+        self.next_participant += 1;
+        let others: Vec<ParticipantInfo> = r.participants.values().map(Self::info).collect();
+        let p = Participant::new(format!("p{pid}"), name);
+        let info = Self::info(&p);
+        r.participants.insert(pid, p);
+        let count = r.participants.len();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.joined = Some((room.clone(), pid));
+        }
+        tracing::info!(%room, participant = pid, "joined");
+        self.send(
+            conn,
+            ServerMsg::Joined {
+                room: room.clone(),
+                participant: format!("p{pid}"),
+                mode: "sfu".into(),
+                participants: others,
+                ice_servers: Vec::new(),
+            },
+        );
+        self.broadcast(&room, &ServerMsg::ParticipantJoined { participant: info }, Some(conn));
+        self.broadcast(&room, &ServerMsg::Mode { mode: "sfu".into(), participants: count }, None);
+        Ok(())
+    }
+
+    async fn leave(&mut self, conn: ConnId) {
+        let Some((room, pid)) = self.conns.get_mut(&conn).and_then(|c| c.joined.take()) else { return };
+        let Some(p) = self.rooms.get_mut(&room).and_then(|r| r.participants.remove(&pid)) else { return };
+        tracing::info!(%room, participant = pid, "left");
+        for t in [p.publish, p.sub.transport].into_iter().flatten() {
+            self.remove_transport(t).await;
+        }
+        let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
+        if count == 0 {
+            self.rooms.remove(&room);
+            return;
+        }
+        self.broadcast(&room, &ServerMsg::ParticipantLeft { id: p.id.clone() }, None);
+        self.broadcast(&room, &ServerMsg::Mode { mode: "sfu".into(), participants: count }, None);
+        self.renegotiate(&room).await;
+    }
+
+    async fn remove_transport(&mut self, id: TransportId) {
+        self.transports.remove(&id);
+        if let Err(e) = self.engine.request(Request::RemoveTransport { transport: id }).await {
+            tracing::warn!(transport = id, error = %e, "engine could not remove transport");
+        }
+    }
+
+    async fn new_transport(&mut self, conn: ConnId, room: &str, pid: u64, leg: Leg) -> Result<TransportId, SignalError> {
+        let id = self.next_transport;
+        self.next_transport += 1;
+        let ufrag = random_token(8);
+        let pwd = random_token(24);
+        let reply = self
+            .engine
+            .request(Request::AddTransport { transport: id, worker: None, ufrag: ufrag.clone(), pwd: pwd.clone() })
+            .await
+            .map_err(|e| SignalError::new("internal", format!("engine: {e}")))?;
+        let Reply::TransportAdded { addr, .. } = reply else {
+            return Err(SignalError::new("internal", "engine gave an unexpected reply to AddTransport"));
+        };
+        self.transports.insert(
+            id,
+            TransportState {
+                conn,
+                participant: pid,
+                room: room.to_string(),
+                leg,
+                ufrag,
+                pwd,
+                addr,
+                session_id: rand::rng().random_range(1..u64::MAX / 2),
+                sdp_version: 0,
+                session: None,
+                early: Vec::new(),
+                srtp: false,
+            },
+        );
+        Ok(id)
+    }
+
+    fn local(&mut self, id: TransportId) -> Option<LocalTransport> {
+        let t = self.transports.get_mut(&id)?;
+        t.sdp_version += 1;
+        Some(LocalTransport {
+            ice_ufrag: t.ufrag.clone(),
+            ice_pwd: t.pwd.clone(),
+            fingerprint_sha256: self.identity.fingerprint().to_string(),
+            candidate: t.addr,
+            session_id: t.session_id,
+            session_version: t.sdp_version,
+        })
+    }
+
+    /// Starts the DTLS server for a transport once the peer's fingerprint is known.
+    fn start_dtls(&mut self, id: TransportId, remote_fingerprint: &str) {
+        let Some(t) = self.transports.get_mut(&id) else { return };
+        if t.session.is_some() {
+            return;
+        }
+        let engine = self.engine.clone();
+        let session = Arc::new(Session::start(Role::Server, &self.identity, remote_fingerprint, move |datagram| {
+            engine.send(Request::DtlsOut { transport: id, datagram });
+        }));
+        for d in t.early.drain(..) {
+            session.feed(d);
+        }
+        t.session = Some(Arc::clone(&session));
+        let me = self.me.clone();
+        let timeout = self.cfg.dtls_timeout;
+        tokio::spawn(async move {
+            let result = session.established(timeout).await;
+            let _ = me.send(HubMsg::DtlsDone { transport: id, result });
+        });
+    }
+
+    async fn dtls_done(&mut self, id: TransportId, result: Result<SrtpExport, switchyard_dtls::Error>) {
+        let Some(t) = self.transports.get(&id) else { return };
+        let (conn, room, pid, leg) = (t.conn, t.room.clone(), t.participant, t.leg);
+        let export = match result {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(transport = id, error = %e, "DTLS failed; removing the transport");
+                self.send(conn, SignalError::new("internal", format!("DTLS handshake failed: {e}")).to_msg());
+                self.remove_transport(id).await;
+                if let Some(p) = self.rooms.get_mut(&room).and_then(|r| r.participants.get_mut(&pid)) {
+                    match leg {
+                        Leg::Publish => {
+                            p.publish = None;
+                            p.tracks.clear();
+                        }
+                        Leg::Subscribe => p.sub = Default::default(),
+                    }
+                }
+                self.renegotiate(&room).await;
+                return;
+            }
+        };
+        let installed = Profile::from_rfc5764_id(export.profile_id)
+            .ok_or_else(|| format!("unsupported SRTP profile {:#06x}", export.profile_id))
+            .and_then(|p| split_keying_material(p, &export.keying_material).map_err(|e| e.to_string()).map(|k| (p, k)));
+        let (profile, (client, server)) = match installed {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(transport = id, error = %e, "cannot use the DTLS keys");
+                return;
+            }
+        };
+        let req = Request::SetSrtp {
+            transport: id,
+            profile: profile.rfc5764_id(),
+            inbound: KeySalt { key: client.key, salt: client.salt },
+            outbound: KeySalt { key: server.key, salt: server.salt },
+        };
+        if let Err(e) = self.engine.request(req).await {
+            tracing::warn!(transport = id, error = %e, "engine refused SRTP keys");
+            return;
+        }
+        if let Some(t) = self.transports.get_mut(&id) {
+            t.srtp = true;
+        }
+        tracing::info!(transport = id, participant = pid, ?leg, "media connected");
+        if leg == Leg::Subscribe {
+            // The subscriber can decode only from a keyframe: ask every video publisher it receives.
+            let videos: Vec<(TransportId, u32)> = self
+                .participant(&room, pid)
+                .map(|p| p.sub.installed.iter().filter(|(_, v)| **v).map(|(k, _)| *k).collect())
+                .unwrap_or_default();
+            for (publisher, ssrc) in videos {
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+            }
+        }
+    }
+
+    async fn publish(&mut self, conn: ConnId, room: &str, pid: u64, sdp: &str) -> Result<(), SignalError> {
+        let offer = SessionDescription::parse(sdp).map_err(|e| SignalError::new("sdp", e.to_string()))?;
+        let remote = remote_transport(&offer).map_err(|e| SignalError::new("sdp", e.to_string()))?;
+        let existing = self.participant(room, pid).and_then(|p| p.publish);
+        let id = match existing {
+            Some(id) => id,
+            None => self.new_transport(conn, room, pid, Leg::Publish).await?,
+        };
+        let local = self.local(id).ok_or_else(|| SignalError::new("internal", "transport vanished"))?;
+        let (answer, mut tracks) = match answer_publish(&offer, &local) {
+            Ok(v) => v,
+            Err(e) => {
+                if existing.is_none() {
+                    self.remove_transport(id).await;
+                }
+                return Err(SignalError::new("sdp", e.to_string()));
+            }
+        };
+        self.start_dtls(id, &remote.fingerprint);
+        let owner = format!("p{pid}");
+        for t in &mut tracks {
+            // Each participant's streams are labelled with their id so subscribers can place them.
+            t.stream_id = format!("{owner}~{}", t.stream_id).chars().take(64).collect();
+        }
+        if let Some(p) = self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) {
+            p.publish = Some(id);
+            p.tracks = tracks;
+        }
+        self.send(conn, ServerMsg::PublishAnswer { sdp: answer });
+        self.renegotiate(room).await;
+        Ok(())
+    }
+
+    /// Re-derives everyone's subscribe slots and sends the offers that are due.
+    async fn renegotiate(&mut self, room: &str) {
+        let changed = match self.rooms.get_mut(room) {
+            Some(r) => r.reconcile_all(),
+            None => return,
+        };
+        for pid in changed {
+            if let Err(e) = self.offer(room, pid).await {
+                tracing::warn!(%room, participant = pid, error = %e.message, "could not renegotiate");
+            }
+        }
+    }
+
+    async fn offer(&mut self, room: &str, pid: u64) -> Result<(), SignalError> {
+        let Some(conn) = self.conn_of(room, pid) else { return Ok(()) };
+        let needs_transport = self
+            .participant(room, pid)
+            .is_some_and(|p| p.sub.transport.is_none() && p.sub.slots.iter().any(|s| s.track.is_some()));
+        if needs_transport {
+            let id = self.new_transport(conn, room, pid, Leg::Subscribe).await?;
+            if let Some(p) = self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) {
+                p.sub.transport = Some(id);
+            }
+        }
+        let Some(p) = self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) else { return Ok(()) };
+        let Some(transport) = p.sub.transport else { return Ok(()) };
+        let Some((version, slots)) = p.sub.take_offer() else { return Ok(()) };
+        let mut streams = BTreeMap::new();
+        for s in slots.iter().filter_map(|s| s.track.as_ref()) {
+            let owner = s.stream_id.split('~').next().unwrap_or_default().to_string();
+            streams.insert(s.stream_id.clone(), owner);
+        }
+        let local = self.local(transport).ok_or_else(|| SignalError::new("internal", "transport vanished"))?;
+        let sdp = offer_subscribe(&slots, &local).map_err(|e| SignalError::new("internal", e.to_string()))?;
+        self.send(conn, ServerMsg::SubscribeOffer { sdp, version, streams });
+        Ok(())
+    }
+
+    async fn subscribe_answer(&mut self, room: &str, pid: u64, sdp: &str, version: u64) -> Result<(), SignalError> {
+        let answer = SessionDescription::parse(sdp).map_err(|e| SignalError::new("sdp", e.to_string()))?;
+        let p = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(&pid))
+            .ok_or_else(|| SignalError::new("not-found", "participant not found"))?;
+        let slots = p
+            .sub
+            .outstanding()
+            .ok_or_else(|| SignalError::new("out-of-order", "no subscribe offer is awaiting an answer"))?
+            .to_vec();
+        let remote = check_subscribe_answer(&slots, &answer).map_err(|e| SignalError::new("sdp", e.to_string()))?;
+        let diff = p.sub.accept_answer(version).map_err(|e| SignalError::new("out-of-order", e))?;
+        let Some(sub) = p.sub.transport else { return Ok(()) };
+        self.start_dtls(sub, &remote.fingerprint);
+        let ready = self.transports.get(&sub).is_some_and(|t| t.srtp);
+        for (publisher, ssrc) in diff.remove {
+            let _ = self.engine.request(Request::Unsubscribe { publisher, ssrc, subscriber: sub }).await;
+        }
+        for (publisher, ssrc, video) in diff.add {
+            if let Err(e) = self.engine.request(Request::Subscribe { publisher, ssrc, subscriber: sub }).await {
+                tracing::warn!(publisher, ssrc, subscriber = sub, error = %e, "subscribe failed");
+                continue;
+            }
+            if video && ready {
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+            }
+        }
+        // Changes that arrived while this offer was out.
+        self.offer(room, pid).await
+    }
+}
+
+fn client_kind(msg: &ClientMsg) -> &'static str {
+    match msg {
+        ClientMsg::Join { .. } => "join",
+        ClientMsg::Publish { .. } => "publish",
+        ClientMsg::SubscribeAnswer { .. } => "subscribe-answer",
+        ClientMsg::Candidate { .. } => "candidate",
+        ClientMsg::Chat { .. } => "chat",
+        ClientMsg::MediaState { .. } => "media-state",
+        ClientMsg::Leave => "leave",
+    }
+}
