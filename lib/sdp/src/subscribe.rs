@@ -139,15 +139,21 @@ pub(crate) fn sending_media(
     media
 }
 
-/// What must be equal for two m-lines of one BUNDLE group to share a payload type.
-fn codec_identity(kind: &MediaKind, c: &Codec) -> (MediaKind, String, u32, Option<u8>, Option<String>) {
-    (
-        kind.clone(),
-        c.name.to_ascii_lowercase(),
-        c.clock_rate,
-        c.channels,
-        c.fmtp.clone(),
-    )
+/// What must be equal for two m-lines of one BUNDLE group to share a payload type: media type,
+/// encoding name, clock rate, channels and fmtp parameters (compared as a set, as browsers do).
+type CodecIdentity = (MediaKind, String, u32, Option<u8>, Vec<String>);
+
+fn codec_identity(kind: &MediaKind, c: &Codec) -> CodecIdentity {
+    let mut params: Vec<String> = c
+        .fmtp
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    params.sort();
+    (kind.clone(), c.name.to_ascii_lowercase(), c.clock_rate, c.channels, params)
 }
 
 fn check_payload_types(slots: &[SubscribeSlot]) -> Result<(), Error> {
