@@ -219,7 +219,12 @@ impl Hub {
     async fn client(&mut self, conn: ConnId, msg: ClientMsg) -> Result<(), SignalError> {
         let joined = self.conns.get(&conn).and_then(|c| c.joined.clone());
         match (msg, joined) {
-            (ClientMsg::Join { room, name, .. }, None) => self.join(conn, room, name),
+            (ClientMsg::Join { room, name, .. }, None) => {
+                self.join(conn, room.clone(), name)?;
+                // The newcomer is offered everything already published.
+                self.renegotiate(&room).await;
+                Ok(())
+            }
             (ClientMsg::Join { .. }, Some(_)) => Err(SignalError::new("out-of-order", "already joined; send leave first")),
             (_, None) => Err(SignalError::new("out-of-order", "send join first")),
             (ClientMsg::Publish { sdp }, Some((room, pid))) => self.publish(conn, &room, pid, &sdp).await,

@@ -248,6 +248,7 @@ function onSocketClosed(ev) {
   console.warn(`[switchyard] websocket closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ''})`);
   if (session.state === 'joining' || session.state === 'joined') {
     teardownCall();
+    session.serverCount = null; // stale now
     setState('left');
     ui.banner.hidden = false;
     updateHeader();
@@ -776,6 +777,7 @@ function onRemoteTrack(event) {
 
   const tile = ensureRemoteTile(pid);
   tile.tracks.set(track.id, track);
+  if (streamId) tile.streamOf.set(track.id, streamId);
   renderTile(tile);
 }
 
@@ -789,6 +791,7 @@ function pruneInactiveReceivers(pc) {
 
 function detachTrack(trackId) {
   for (const tile of remoteTiles.values()) {
+    tile.streamOf.delete(trackId);
     if (tile.tracks.delete(trackId)) renderTile(tile);
   }
 }
@@ -860,7 +863,9 @@ function createTile(id, isLocal) {
   audio.muted = isLocal; // never play our own microphone back
 
   el.append(main, pip, avatar, label, audio);
-  return { id, isLocal, el, main, pip, avatar, nameEl, icons, audio, tracks: new Map(), audioKey: '' };
+  // streamOf: track id -> msid stream id, to tell a camera (shares a stream with the microphone)
+  // from a screen share (a stream of its own).
+  return { id, isLocal, el, main, pip, avatar, nameEl, icons, audio, tracks: new Map(), streamOf: new Map(), audioKey: '' };
 }
 
 function destroyTile(tile) {
@@ -888,10 +893,9 @@ function renderTile(tile) {
   const videos = live.filter((t) => t.kind === 'video');
   const audios = live.filter((t) => t.kind === 'audio');
 
-  // With two video tracks (camera + screen) the later one, the screen, fills the tile and the
-  // camera goes picture-in-picture; a camera that is switched off is not shown at all.
-  const main = videos.length ? videos[videos.length - 1] : null;
-  const pip = videos.length > 1 && info.video ? videos[0] : null;
+  const { main, camera } = arrangeVideos(tile, videos, audios);
+  // A camera that is switched off is not shown at all (it only sends black frames).
+  const pip = camera && info.video ? camera : null;
   const showAvatar = !main || (!info.video && !info.screen);
 
   setVideoTrack(tile.main, showAvatar ? null : main);
@@ -912,6 +916,22 @@ function renderTile(tile) {
   if (!info.audio) tile.icons.append(tileIcon(ICONS.micOff, 'Microphone muted'));
   if (!info.video) tile.icons.append(tileIcon(ICONS.camOff, 'Camera off'));
   if (info.screen) tile.icons.append(tileIcon(ICONS.screen, 'Sharing screen'));
+}
+
+/**
+ * With one video track it fills the tile. With camera + screen the screen fills the tile and the
+ * camera goes picture-in-picture. The camera is the video that shares a stream with the
+ * participant's audio (the publisher sends camera and microphone as one stream and the screen as
+ * another); failing that, the earlier track.
+ */
+function arrangeVideos(tile, videos, audios) {
+  if (videos.length < 2) return { main: videos[0] || null, camera: null };
+  const audioStreams = new Set(audios.map((t) => tile.streamOf.get(t.id)).filter(Boolean));
+  const ownCamera = tile.isLocal ? cameraTrack() : null;
+  const isCamera = (t) => t === ownCamera || audioStreams.has(tile.streamOf.get(t.id));
+  const camera = videos.find(isCamera) || videos[0];
+  const others = videos.filter((t) => t !== camera);
+  return { main: others[others.length - 1], camera };
 }
 
 function tileIcon(svg, label) {
@@ -1126,7 +1146,7 @@ function updateToolbar() {
     badge: session.chatOpen ? 0 : session.unread,
   });
   ui.chatBtn.classList.toggle('active', session.chatOpen);
-  setTool(ui.leaveBtn, { icon: ICONS.leave, label: 'Leave call', text: 'Leave', disabled: !joined && session.state !== 'joining' });
+  setTool(ui.leaveBtn, { icon: ICONS.leave, label: 'Leave call', text: 'Leave', disabled: session.state === 'idle' });
 }
 
 function showJoinScreen(status = '') {
@@ -1246,6 +1266,8 @@ function abandonCall() {
 }
 
 function leave() {
+  // After a disconnect the call screen stays up with a banner; Leave just goes back to the form.
+  if (session.state === 'left' && !ui.callScreen.hidden) showJoinScreen();
   if (session.state !== 'joining' && session.state !== 'joined') return false;
   if (session.state === 'joined') send({ type: 'leave' });
   abandonCall();
