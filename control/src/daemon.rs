@@ -33,6 +33,18 @@ pub struct ControlConfig {
     /// Most participants in one room.
     #[arg(long, default_value_t = 200)]
     pub max_participants: usize,
+    /// Room mode thresholds.
+    #[command(flatten)]
+    pub modes: crate::mode::ModePolicy,
+    /// `stun:`/`turn:` URLs handed to clients with fresh credentials (repeatable); empty: none.
+    #[arg(long = "turn-url")]
+    pub turn_urls: Vec<String>,
+    /// Shared secret for TURN REST API credentials (the engine's TURN server checks them with it).
+    #[arg(long, default_value = "switchyard-dev-secret", env = "SWITCHYARD_TURN_SECRET")]
+    pub turn_secret: String,
+    /// Lifetime of minted TURN credentials, seconds.
+    #[arg(long, default_value_t = 86400)]
+    pub turn_ttl_secs: u64,
 }
 
 /// Runs the control daemon until the HTTP server stops.

@@ -20,5 +20,7 @@ pub mod engine_link;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod mode;
 pub mod room;
 pub mod signaling;
+pub mod turn;
