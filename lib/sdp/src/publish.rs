@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::model::{Codec, Direction, Media, MediaKind, SessionDescription, Setup};
-use crate::subscribe::check_track;
+use crate::subscribe::{check_track, describe, payload_type_clash};
 use crate::transport::{answer_bundle, rejected_media, remote_transport, LocalTransport};
 
 /// One track a publisher sends, as the server accepted it.
@@ -66,6 +66,7 @@ pub fn answer_publish(
             None => answer.media.push(rejected_media(offered)),
         }
     }
+    check_accepted_tracks(&accepted, &tracks)?;
     if !accepted.is_empty() {
         let remote = remote_transport(offer)?;
         match remote.setup {
@@ -86,6 +87,45 @@ pub fn answer_publish(
         });
     }
     Ok((answer.to_sdp(), tracks))
+}
+
+/// Errors if two accepted m-lines send the same SSRC (the engine tells tracks apart by SSRC) or
+/// use one payload type for different codecs (the engine forwards payload types unchanged, and a
+/// BUNDLE group may not do that).
+fn check_accepted_tracks(
+    accepted: &[(usize, String)],
+    tracks: &[PublishedTrack],
+) -> Result<(), Error> {
+    let at = |i: usize| accepted.get(i).map_or(0, |(index, _)| *index);
+    let mut ssrcs = std::collections::HashMap::new();
+    for (i, track) in tracks.iter().enumerate() {
+        if let Some(first) = ssrcs.insert(track.ssrc, i) {
+            return Err(Error::media(
+                at(i),
+                &track.kind,
+                format!(
+                    "sends SSRC {} like m-line {}; each sent track needs its own SSRC",
+                    track.ssrc,
+                    at(first)
+                ),
+            ));
+        }
+    }
+    if let Some((first, second)) = payload_type_clash(tracks) {
+        let (one, other) = (&tracks[first].codec, &tracks[second].codec);
+        return Err(Error::media(
+            at(second),
+            &tracks[second].kind,
+            format!(
+                "uses payload type {} for {} but m-line {} uses it for {}; within a BUNDLE group a payload type must mean one codec",
+                other.pt,
+                describe(other),
+                at(first),
+                describe(one)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Errors if two m-lines share a mid: the answer (and BUNDLE) could not tell them apart.

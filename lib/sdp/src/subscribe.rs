@@ -156,29 +156,49 @@ fn codec_identity(kind: &MediaKind, c: &Codec) -> CodecIdentity {
     (kind.clone(), c.name.to_ascii_lowercase(), c.clock_rate, c.channels, params)
 }
 
-fn check_payload_types(slots: &[SubscribeSlot]) -> Result<(), Error> {
-    let mut seen: HashMap<u8, (&SubscribeSlot, &Codec)> = HashMap::new();
-    for slot in slots {
-        let Some(track) = &slot.track else { continue };
-        let codec = &track.codec;
-        match seen.get(&codec.pt) {
-            Some((first, other))
-                if codec_identity(&first.kind, other) != codec_identity(&slot.kind, codec) =>
-            {
-                return Err(Error::invalid(format!(
-                    "subscribe slots {} and {} both use payload type {} but for different codecs ({}/{} {:?} vs {}/{} {:?}); the engine forwards payload types unchanged and browsers refuse one payload type for two codecs in a BUNDLE group, so these tracks cannot share a subscribe connection",
-                    first.mid, slot.mid, codec.pt, other.name, other.clock_rate,
-                    other.fmtp.as_deref().unwrap_or(""), codec.name, codec.clock_rate,
-                    codec.fmtp.as_deref().unwrap_or("")
-                )));
-            }
+/// The first pair of positions whose tracks use one payload type for different codecs.
+pub(crate) fn payload_type_clash<'a>(
+    tracks: impl IntoIterator<Item = &'a PublishedTrack>,
+) -> Option<(usize, usize)> {
+    let mut seen: HashMap<u8, (usize, CodecIdentity)> = HashMap::new();
+    for (i, track) in tracks.into_iter().enumerate() {
+        let identity = codec_identity(&track.kind, &track.codec);
+        match seen.get(&track.codec.pt) {
+            Some((first, other)) if *other != identity => return Some((*first, i)),
             Some(_) => {}
             None => {
-                seen.insert(codec.pt, (slot, codec));
+                seen.insert(track.codec.pt, (i, identity));
             }
         }
     }
-    Ok(())
+    None
+}
+
+/// `name/clock fmtp` for messages.
+pub(crate) fn describe(codec: &Codec) -> String {
+    match &codec.fmtp {
+        Some(fmtp) => format!("{}/{} {fmtp}", codec.name, codec.clock_rate),
+        None => format!("{}/{}", codec.name, codec.clock_rate),
+    }
+}
+
+fn check_payload_types(slots: &[SubscribeSlot]) -> Result<(), Error> {
+    let with_tracks: Vec<(&SubscribeSlot, &PublishedTrack)> = slots
+        .iter()
+        .filter_map(|s| Some((s, s.track.as_ref()?)))
+        .collect();
+    let Some((a, b)) = payload_type_clash(with_tracks.iter().map(|(_, t)| *t)) else {
+        return Ok(());
+    };
+    let ((first, one), (second, other)) = (with_tracks[a], with_tracks[b]);
+    Err(Error::invalid(format!(
+        "subscribe slots {} and {} both use payload type {} but for different codecs ({} vs {}); the engine forwards payload types unchanged and browsers refuse one payload type for two codecs in a BUNDLE group, so these tracks cannot share a subscribe connection",
+        first.mid,
+        second.mid,
+        one.codec.pt,
+        describe(&one.codec),
+        describe(&other.codec)
+    )))
 }
 
 /// The codec an inactive slot lists: the codec of that name another slot of the same kind uses,

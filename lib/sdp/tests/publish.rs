@@ -294,3 +294,20 @@ fn single_unbundled_m_line_is_accepted_without_a_group() {
     assert_eq!((tracks[0].stream_id.as_str(), tracks[0].track_id.as_str()), ("-", "track-5"));
 }
 
+
+#[test]
+fn tracks_sharing_an_ssrc_or_a_payload_type_are_refused() {
+    let chrome = crlf(CHROME_OFFER);
+    let err = answer_err(&chrome.replace("2231627014", "1129104006"));
+    assert_eq!(
+        err.to_string(),
+        "m-line 1 (video): sends SSRC 1129104006 like m-line 0; each sent track needs its own SSRC"
+    );
+    // Opus moved onto 96, VP8's payload type.
+    let clash = chrome
+        .replace("m=audio 9 UDP/TLS/RTP/SAVPF 111 ", "m=audio 9 UDP/TLS/RTP/SAVPF 96 ")
+        .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:96 opus/48000/2")
+        .replace("a=fmtp:111 minptime", "a=fmtp:96 minptime");
+    let err = answer_err(&clash);
+    assert!(err.to_string().starts_with("m-line 1 (video): uses payload type 96 for VP8/90000 but m-line 0 uses it for opus/48000"), "{err}");
+}

@@ -1,0 +1,107 @@
+//! The load generator's side: its publish offer through the server's answer, and back.
+
+mod common;
+
+use common::*;
+use switchyard_sdp::{
+    answer_publish, answer_subscribe_client, offer_publish_client, remote_transport, ClientTrack,
+    Codec, Direction, Error, MediaKind, SessionDescription, Setup,
+};
+
+fn tracks() -> Vec<ClientTrack> {
+    vec![
+        ClientTrack {
+            mid: "0".into(),
+            kind: MediaKind::Audio,
+            ssrc: 1001,
+            codec: Codec {
+                pt: 111,
+                name: "opus".into(),
+                clock_rate: 48000,
+                channels: Some(2),
+                fmtp: Some("minptime=10;useinbandfec=1".into()),
+                rtcp_fb: vec![],
+            },
+            stream_id: "loadgen-7".into(),
+            track_id: "mic".into(),
+            cname: "loadgen-7-cname".into(),
+        },
+        ClientTrack {
+            mid: "1".into(),
+            kind: MediaKind::Video,
+            ssrc: 2002,
+            codec: Codec {
+                pt: 96,
+                name: "VP8".into(),
+                clock_rate: 90000,
+                channels: None,
+                fmtp: None,
+                rtcp_fb: vec!["nack".into(), "nack pli".into(), "ccm fir".into()],
+            },
+            stream_id: "loadgen-7".into(),
+            track_id: "cam".into(),
+            cname: "loadgen-7-cname".into(),
+        },
+    ]
+}
+
+#[test]
+fn client_offer_is_answered_with_the_same_tracks() {
+    let tracks = tracks();
+    let offer_text = offer_publish_client(&tracks, &client()).unwrap();
+    let s = sections(&offer_text);
+    assert!(s[0].contains(&"a=group:BUNDLE 0 1"));
+    assert!(lines_with(&s[0], "a=ice-lite").is_empty());
+    assert!(s[1].contains(&"a=setup:actpass") && s[1].contains(&"a=sendonly"));
+    assert!(s[1].contains(&"a=candidate:1 1 udp 2130706431 198.51.100.7 50000 typ host"));
+    assert!(s[2].contains(&"a=ssrc:2002 msid:loadgen-7 cam"));
+
+    let offer = SessionDescription::parse(&offer_text).unwrap();
+    let (answer_text, accepted) = answer_publish(&offer, &server()).unwrap();
+    assert_eq!(accepted, tracks, "the server accepts exactly what the client sends");
+
+    let answer = SessionDescription::parse(&answer_text).unwrap();
+    let server_side = remote_transport(&answer).unwrap();
+    assert_eq!(server_side.setup, Setup::Passive);
+    assert_eq!(server_side.ice_ufrag, "sWy1");
+    assert_eq!(server_side.fingerprint, format!("sha-256 {SERVER_FINGERPRINT}"));
+    assert!(answer.ice_lite);
+    assert_eq!(answer.media[0].candidates[0].socket_addr(), Some("203.0.113.10:40000".parse().unwrap()));
+    // And the server reads the client's transport from the offer.
+    let client_side = remote_transport(&offer).unwrap();
+    assert_eq!((client_side.ice_ufrag.as_str(), client_side.setup), ("cLi9", Setup::ActPass));
+}
+
+#[test]
+fn client_offer_input_errors() {
+    assert!(matches!(offer_publish_client(&[], &client()), Err(Error::InvalidInput { .. })));
+    let mut twice = tracks();
+    twice[1].mid = "0".into();
+    assert!(offer_publish_client(&twice, &client()).is_err());
+    let mut bad = tracks();
+    bad[0].kind = MediaKind::Application;
+    assert!(offer_publish_client(&bad, &client()).is_err());
+    let mut local = client();
+    local.ice_pwd = "with space".into();
+    let err = offer_publish_client(&tracks(), &local).unwrap_err();
+    assert!(err.to_string().contains("LocalTransport.ice_pwd"), "{err}");
+}
+
+#[test]
+fn client_answer_to_a_chrome_style_offer_rejects_what_it_cannot_take() {
+    // Answering a browser offer (as if the load generator were answering Chrome): the data
+    // channel is rejected, audio/video accepted recvonly with every offered codec.
+    let offer = parse(CHROME_OFFER);
+    let text = answer_subscribe_client(&offer, &client()).unwrap();
+    let answer = SessionDescription::parse(&text).unwrap();
+    assert_eq!(answer.media.len(), 3);
+    assert_eq!(answer.media[0].direction, Direction::RecvOnly);
+    assert_eq!(answer.media[1].codecs.len(), 25);
+    assert!(answer.media[2].is_rejected());
+    assert_eq!(answer.bundle().unwrap(), ["0", "1"]);
+    assert_eq!(remote_transport(&answer).unwrap().setup, Setup::Active);
+
+    let active = crlf(CHROME_OFFER).replace("a=setup:actpass", "a=setup:active");
+    let err = answer_subscribe_client(&SessionDescription::parse(&active).unwrap(), &client()).unwrap_err();
+    assert!(matches!(err, Error::Setup { .. }), "{err}");
+}
