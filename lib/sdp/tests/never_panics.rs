@@ -85,7 +85,8 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
                 let chars: Vec<char> = lines[i].chars().collect();
                 let at = rng.below(chars.len() + 1);
                 let mut out: String = chars[..at].iter().collect();
-                out.push_str(rng.pick(NASTY));
+                let token: &&str = rng.pick(NASTY);
+                out.push_str(token);
                 out.extend(chars.iter().skip(at + rng.below(3)));
                 lines[i] = out;
             }
