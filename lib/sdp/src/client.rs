@@ -21,7 +21,10 @@ pub type ClientTrack = crate::publish::PublishedTrack;
 ///
 /// Errors if `tracks` is empty, a mid or SSRC repeats, a track is not audio/video, or a value would
 /// break the SDP syntax.
-pub fn offer_publish_client(tracks: &[ClientTrack], local: &LocalTransport) -> Result<String, Error> {
+pub fn offer_publish_client(
+    tracks: &[ClientTrack],
+    local: &LocalTransport,
+) -> Result<String, Error> {
     if tracks.is_empty() {
         return Err(Error::invalid(
             "offer_publish_client needs at least one track to publish",

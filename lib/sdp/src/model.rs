@@ -324,9 +324,17 @@ impl Codec {
     /// Whether this is a resilience format rather than a media codec: RTX, RED, ULPFEC, FlexFEC
     /// (and comfort noise / DTMF, which carry no media of their own).
     pub fn is_auxiliary(&self) -> bool {
-        ["rtx", "red", "ulpfec", "flexfec-03", "flexfec", "cn", "telephone-event"]
-            .iter()
-            .any(|n| self.is(n))
+        [
+            "rtx",
+            "red",
+            "ulpfec",
+            "flexfec-03",
+            "flexfec",
+            "cn",
+            "telephone-event",
+        ]
+        .iter()
+        .any(|n| self.is(n))
     }
 }
 
@@ -585,7 +593,8 @@ impl Media {
         }
         let is_repair = |ssrc: u32| {
             self.ssrc_groups.iter().any(|g| {
-                (g.semantics.eq_ignore_ascii_case("FID") || g.semantics.eq_ignore_ascii_case("FEC-FR"))
+                (g.semantics.eq_ignore_ascii_case("FID")
+                    || g.semantics.eq_ignore_ascii_case("FEC-FR"))
                     && g.ssrcs.iter().skip(1).any(|&s| s == ssrc)
             })
         };

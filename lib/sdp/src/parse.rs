@@ -141,9 +141,10 @@ impl MediaBuilder {
             None => name.to_string(),
         };
         let need = || {
-            value.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
-                syntax(line, format!("a={name} needs a value"))
-            })
+            value
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| syntax(line, format!("a={name} needs a value")))
         };
         let m = &mut self.media;
         match name {
@@ -156,7 +157,10 @@ impl MediaBuilder {
                 let (pt, encoding) = v.split_once(char::is_whitespace).ok_or_else(|| {
                     syntax(
                         line,
-                        format!("{} needs `a=rtpmap:<pt> <name>/<clock rate>`", quote(&format!("a={}", raw()))),
+                        format!(
+                            "{} needs `a=rtpmap:<pt> <name>/<clock rate>`",
+                            quote(&format!("a={}", raw()))
+                        ),
                     )
                 })?;
                 let pt = parse_pt(line, pt, "a=rtpmap")?;
@@ -166,13 +170,22 @@ impl MediaBuilder {
                 let (false, Some(clock)) = (name_part.is_empty(), clock) else {
                     return Err(syntax(
                         line,
-                        format!("{} needs `<name>/<clock rate>` after the payload type", quote(&format!("a={}", raw()))),
+                        format!(
+                            "{} needs `<name>/<clock rate>` after the payload type",
+                            quote(&format!("a={}", raw()))
+                        ),
                     ));
                 };
                 let channels = match parts.next() {
                     None => None,
                     Some(c) => Some(c.trim().parse::<u8>().map_err(|_| {
-                        syntax(line, format!("{}: channel count is not a small number", quote(&format!("a={}", raw()))))
+                        syntax(
+                            line,
+                            format!(
+                                "{}: channel count is not a small number",
+                                quote(&format!("a={}", raw()))
+                            ),
+                        )
                     })?),
                 };
                 self.rtpmaps
@@ -188,7 +201,13 @@ impl MediaBuilder {
             "rtcp-fb" => {
                 let v = need()?;
                 let (pt, fb) = v.split_once(char::is_whitespace).ok_or_else(|| {
-                    syntax(line, format!("{} needs `a=rtcp-fb:<pt> <type>`", quote(&format!("a={}", raw()))))
+                    syntax(
+                        line,
+                        format!(
+                            "{} needs `a=rtcp-fb:<pt> <type>`",
+                            quote(&format!("a={}", raw()))
+                        ),
+                    )
                 })?;
                 let fb = fb.split_whitespace().collect::<Vec<_>>().join(" ");
                 if pt == "*" {
@@ -260,8 +279,12 @@ impl MediaBuilder {
         if media.proto.to_ascii_uppercase().contains("RTP") {
             let mut seen = [false; 128];
             for format in &media.formats {
-                let Ok(pt) = format.parse::<u8>() else { continue };
-                let Some(slot) = seen.get_mut(usize::from(pt)) else { continue };
+                let Ok(pt) = format.parse::<u8>() else {
+                    continue;
+                };
+                let Some(slot) = seen.get_mut(usize::from(pt)) else {
+                    continue;
+                };
                 if std::mem::replace(slot, true) {
                     continue;
                 }
@@ -362,11 +385,17 @@ pub(crate) fn parse_candidate(line: usize, value: &str) -> Result<Candidate, Err
     }
     Ok(Candidate {
         foundation: foundation.to_string(),
-        component: component.parse().map_err(|_| bad("component is not a number"))?,
+        component: component
+            .parse()
+            .map_err(|_| bad("component is not a number"))?,
         transport: transport.to_string(),
-        priority: priority.parse().map_err(|_| bad("priority is not a 32-bit number"))?,
+        priority: priority
+            .parse()
+            .map_err(|_| bad("priority is not a 32-bit number"))?,
         address: address.to_string(),
-        port: port.parse().map_err(|_| bad("port is not a number from 0 to 65535"))?,
+        port: port
+            .parse()
+            .map_err(|_| bad("port is not a number from 0 to 65535"))?,
         typ: typ.to_string(),
         extensions: rest.iter().map(|s| s.to_string()).collect(),
     })
@@ -392,13 +421,18 @@ impl Parser {
                 continue;
             }
             let (typ, value) = match line.split_once('=') {
-                Some((t, v)) if t.len() == 1 && t.as_bytes().iter().all(u8::is_ascii_alphabetic) => {
+                Some((t, v))
+                    if t.len() == 1 && t.as_bytes().iter().all(u8::is_ascii_alphabetic) =>
+                {
                     (t, v)
                 }
                 _ => {
                     return Err(syntax(
                         number,
-                        format!("{} is not an SDP line of the form `<letter>=<value>`", quote(line)),
+                        format!(
+                            "{} is not an SDP line of the form `<letter>=<value>`",
+                            quote(line)
+                        ),
                     ))
                 }
             };
@@ -415,7 +449,10 @@ impl Parser {
             self.line(number, line, typ, value)?;
         }
         if !self.seen_version {
-            return Err(syntax(0, "the SDP is empty; expected a description starting with `v=0`"));
+            return Err(syntax(
+                0,
+                "the SDP is empty; expected a description starting with `v=0`",
+            ));
         }
         let mut sdp = self.sdp;
         let direction = self.session_direction;

@@ -43,8 +43,9 @@ pub struct PublishedTrack {
 /// `nack pli` and `ccm fir` feedback for video, and the server's ICE-lite credentials,
 /// fingerprint, `a=setup:passive` and candidate. The BUNDLE group lists only accepted mids; if
 /// none are accepted the answer is still valid. Errors when an m-line the server would accept
-/// lacks a mid, `a=rtcp-mux` or `a=ssrc`, when mids repeat, when accepted m-lines are not
-/// bundled, or when the offer's transport is unusable (see [`remote_transport`]; `a=setup:passive`
+/// lacks a mid, `a=rtcp-mux` or `a=ssrc`, when mids repeat, when two accepted m-lines send one
+/// SSRC or use one payload type for different codecs, when accepted m-lines are not bundled, or
+/// when the offer's transport is unusable (see [`remote_transport`]; `a=setup:passive`
 /// is refused because the server is always the DTLS server).
 pub fn answer_publish(
     offer: &SessionDescription,
@@ -163,7 +164,10 @@ pub(crate) fn choose_codec<'a>(kind: &MediaKind, codecs: &'a [Codec]) -> Option<
                     u8::from(mode1) * 2 + u8::from(baseline)
                 };
                 let mut best: Option<&Codec> = None;
-                for c in codecs.iter().filter(|c| c.is("H264") && c.clock_rate == 90000) {
+                for c in codecs
+                    .iter()
+                    .filter(|c| c.is("H264") && c.clock_rate == 90000)
+                {
                     if best.is_none_or(|b| score(c) > score(b)) {
                         best = Some(c);
                     }

@@ -3,9 +3,13 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Error;
-use crate::model::{Codec, Direction, Group, Media, MediaKind, SessionDescription, Setup, SsrcInfo};
+use crate::model::{
+    Codec, Direction, Group, Media, MediaKind, SessionDescription, Setup, SsrcInfo,
+};
 use crate::publish::PublishedTrack;
-use crate::transport::{check_text, check_token, remote_transport, LocalTransport, RemoteTransport};
+use crate::transport::{
+    check_text, check_token, remote_transport, LocalTransport, RemoteTransport,
+};
 
 /// One m-line slot of a subscribe connection.
 ///
@@ -93,7 +97,11 @@ pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Resul
 }
 
 /// Checks that a track's values can be written into SDP as given and match the slot's kind.
-pub(crate) fn check_track(what: &str, kind: &MediaKind, track: &PublishedTrack) -> Result<(), Error> {
+pub(crate) fn check_track(
+    what: &str,
+    kind: &MediaKind,
+    track: &PublishedTrack,
+) -> Result<(), Error> {
     if track.kind != *kind {
         return Err(Error::invalid(format!(
             "{what} is {kind} but its track (SSRC {}) is {}",
@@ -153,7 +161,13 @@ fn codec_identity(kind: &MediaKind, c: &Codec) -> CodecIdentity {
         .filter(|p| !p.is_empty())
         .collect();
     params.sort();
-    (kind.clone(), c.name.to_ascii_lowercase(), c.clock_rate, c.channels, params)
+    (
+        kind.clone(),
+        c.name.to_ascii_lowercase(),
+        c.clock_rate,
+        c.channels,
+        params,
+    )
 }
 
 /// The first pair of positions whose tracks use one payload type for different codecs.
@@ -205,7 +219,13 @@ fn check_payload_types(slots: &[SubscribeSlot]) -> Result<(), Error> {
 /// else a default one on a payload type no other slot uses.
 fn placeholder_codec(kind: &MediaKind, slots: &[SubscribeSlot]) -> Codec {
     let (name, clock_rate, channels, fmtp, default_pt) = match kind {
-        MediaKind::Audio => ("opus", 48000, Some(2), Some("minptime=10;useinbandfec=1"), 111),
+        MediaKind::Audio => (
+            "opus",
+            48000,
+            Some(2),
+            Some("minptime=10;useinbandfec=1"),
+            111,
+        ),
         _ => ("VP8", 90000, None, None, 96),
     };
     let tracks = || slots.iter().filter_map(|s| s.track.as_ref());
@@ -275,7 +295,11 @@ pub fn check_subscribe_answer(
             media.direction == Direction::Inactive
         };
         if !allowed {
-            let offered = if slot.track.is_some() { "sendonly" } else { "inactive" };
+            let offered = if slot.track.is_some() {
+                "sendonly"
+            } else {
+                "inactive"
+            };
             return Err(Error::media(
                 index,
                 &media.kind,
@@ -318,4 +342,3 @@ pub fn check_subscribe_answer(
         }),
     }
 }
-

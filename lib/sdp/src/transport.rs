@@ -140,12 +140,37 @@ pub struct LocalTransport {
 }
 
 impl LocalTransport {
-    /// Checks that the values can go into SDP unchanged (non-empty, no whitespace or control
-    /// characters that would break or inject lines).
+    /// Checks the values against what browsers enforce when they read them: ICE characters
+    /// (`A-Z a-z 0-9 + /`), a ufrag of 4 to 256 and a password of 22 to 256 of them (RFC 8839
+    /// section 5.4), and a fingerprint of 32 colon-separated hex bytes.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        check_token("LocalTransport.ice_ufrag", &self.ice_ufrag)?;
-        check_token("LocalTransport.ice_pwd", &self.ice_pwd)?;
-        check_token("LocalTransport.fingerprint_sha256", &self.fingerprint_sha256)
+        let ice = |what: &str, value: &str, min: usize| {
+            let ok = (min..=256).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "{what} {value:?} must be {min} to 256 ICE characters (A-Z, a-z, 0-9, '+', '/'); browsers refuse anything else"
+                )))
+            }
+        };
+        ice("LocalTransport.ice_ufrag", &self.ice_ufrag, 4)?;
+        ice("LocalTransport.ice_pwd", &self.ice_pwd, 22)?;
+        let bytes: Vec<&str> = self.fingerprint_sha256.split(':').collect();
+        if bytes.len() != 32
+            || !bytes
+                .iter()
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(Error::invalid(format!(
+                "LocalTransport.fingerprint_sha256 {:?} must be 32 colon-separated hex bytes (\"AB:CD:...\"), without the \"sha-256\" prefix",
+                self.fingerprint_sha256
+            )));
+        }
+        Ok(())
     }
 
     fn addr_type(&self) -> &'static str {

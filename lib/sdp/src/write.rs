@@ -34,7 +34,11 @@ impl SessionDescription {
             if group.mids.is_empty() {
                 line(format_args!("a=group:{}", group.semantics));
             } else {
-                line(format_args!("a=group:{} {}", group.semantics, group.mids.join(" ")));
+                line(format_args!(
+                    "a=group:{} {}",
+                    group.semantics,
+                    group.mids.join(" ")
+                ));
             }
         }
         if let Some(semantic) = &self.msid_semantic {
@@ -81,7 +85,10 @@ fn write_media(m: &Media, line: &mut impl FnMut(std::fmt::Arguments<'_>)) {
     if formats.is_empty() {
         line(format_args!("m={} {} {}", m.kind, m.port, m.proto));
     } else {
-        line(format_args!("m={} {} {} {formats}", m.kind, m.port, m.proto));
+        line(format_args!(
+            "m={} {} {} {formats}",
+            m.kind, m.port, m.proto
+        ));
     }
     for other in &m.other_lines {
         line(format_args!("{other}"));
@@ -139,7 +146,11 @@ fn write_media(m: &Media, line: &mut impl FnMut(std::fmt::Arguments<'_>)) {
     }
     for group in &m.ssrc_groups {
         let ssrcs: Vec<String> = group.ssrcs.iter().map(u32::to_string).collect();
-        line(format_args!("a=ssrc-group:{} {}", group.semantics, ssrcs.join(" ")));
+        line(format_args!(
+            "a=ssrc-group:{} {}",
+            group.semantics,
+            ssrcs.join(" ")
+        ));
     }
     for info in &m.ssrcs {
         if let Some(cname) = &info.cname {
@@ -181,7 +192,10 @@ fn write_codec(c: &Codec, line: &mut impl FnMut(std::fmt::Arguments<'_>)) {
             "a=rtpmap:{} {}/{}/{channels}",
             c.pt, c.name, c.clock_rate
         )),
-        None => line(format_args!("a=rtpmap:{} {}/{}", c.pt, c.name, c.clock_rate)),
+        None => line(format_args!(
+            "a=rtpmap:{} {}/{}",
+            c.pt, c.name, c.clock_rate
+        )),
     }
     for fb in &c.rtcp_fb {
         line(format_args!("a=rtcp-fb:{} {fb}", c.pt));

@@ -58,23 +58,38 @@ fn client_offer_is_answered_with_the_same_tracks() {
 
     let offer = SessionDescription::parse(&offer_text).unwrap();
     let (answer_text, accepted) = answer_publish(&offer, &server()).unwrap();
-    assert_eq!(accepted, tracks, "the server accepts exactly what the client sends");
+    assert_eq!(
+        accepted, tracks,
+        "the server accepts exactly what the client sends"
+    );
 
     let answer = SessionDescription::parse(&answer_text).unwrap();
     let server_side = remote_transport(&answer).unwrap();
     assert_eq!(server_side.setup, Setup::Passive);
     assert_eq!(server_side.ice_ufrag, "sWy1");
-    assert_eq!(server_side.fingerprint, format!("sha-256 {SERVER_FINGERPRINT}"));
+    assert_eq!(
+        server_side.fingerprint,
+        format!("sha-256 {SERVER_FINGERPRINT}")
+    );
     assert!(answer.ice_lite);
-    assert_eq!(answer.media[0].candidates[0].socket_addr(), Some("203.0.113.10:40000".parse().unwrap()));
+    assert_eq!(
+        answer.media[0].candidates[0].socket_addr(),
+        Some("203.0.113.10:40000".parse().unwrap())
+    );
     // And the server reads the client's transport from the offer.
     let client_side = remote_transport(&offer).unwrap();
-    assert_eq!((client_side.ice_ufrag.as_str(), client_side.setup), ("cLi9", Setup::ActPass));
+    assert_eq!(
+        (client_side.ice_ufrag.as_str(), client_side.setup),
+        ("cLi9", Setup::ActPass)
+    );
 }
 
 #[test]
 fn client_offer_input_errors() {
-    assert!(matches!(offer_publish_client(&[], &client()), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        offer_publish_client(&[], &client()),
+        Err(Error::InvalidInput { .. })
+    ));
     let mut twice = tracks();
     twice[1].mid = "0".into();
     assert!(offer_publish_client(&twice, &client()).is_err());
@@ -85,6 +100,19 @@ fn client_offer_input_errors() {
     local.ice_pwd = "with space".into();
     let err = offer_publish_client(&tracks(), &local).unwrap_err();
     assert!(err.to_string().contains("LocalTransport.ice_pwd"), "{err}");
+    let mut local = client();
+    local.ice_ufrag = "abc".into();
+    let err = offer_publish_client(&tracks(), &local).unwrap_err();
+    assert!(err.to_string().contains("4 to 256 ICE characters"), "{err}");
+    let mut local = client();
+    local.fingerprint_sha256 = format!("sha-256 {CLIENT_FINGERPRINT}");
+    let err = offer_publish_client(&tracks(), &local).unwrap_err();
+    assert!(
+        err.to_string().contains("32 colon-separated hex bytes"),
+        "{err}"
+    );
+    local.fingerprint_sha256 = CLIENT_FINGERPRINT[3..].into();
+    assert!(offer_publish_client(&tracks(), &local).is_err());
 }
 
 #[test]
@@ -102,6 +130,7 @@ fn client_answer_to_a_chrome_style_offer_rejects_what_it_cannot_take() {
     assert_eq!(remote_transport(&answer).unwrap().setup, Setup::Active);
 
     let active = crlf(CHROME_OFFER).replace("a=setup:actpass", "a=setup:active");
-    let err = answer_subscribe_client(&SessionDescription::parse(&active).unwrap(), &client()).unwrap_err();
+    let err = answer_subscribe_client(&SessionDescription::parse(&active).unwrap(), &client())
+        .unwrap_err();
     assert!(matches!(err, Error::Setup { .. }), "{err}");
 }

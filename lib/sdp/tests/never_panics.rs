@@ -22,7 +22,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
@@ -30,15 +34,65 @@ impl Rng {
 }
 
 const NASTY: &[&str] = &[
-    ":", " ", "/", "=", "*", "-", "0", "9", "\n", "\r", "\r\n", "\t", "a", "m", "é", "\u{fffd}", "\u{2003}",
-    "\u{85}", "4294967296", "99999999999999999999", "255", "128", "-1", "typ", "a=", "m=", "v=0", ";",
+    ":",
+    " ",
+    "/",
+    "=",
+    "*",
+    "-",
+    "0",
+    "9",
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "a",
+    "m",
+    "é",
+    "\u{fffd}",
+    "\u{2003}",
+    "\u{85}",
+    "4294967296",
+    "99999999999999999999",
+    "255",
+    "128",
+    "-1",
+    "typ",
+    "a=",
+    "m=",
+    "v=0",
+    ";",
 ];
 
 const ATTRIBUTES: &[&str] = &[
-    "mid", "rtpmap", "fmtp", "rtcp-fb", "ssrc", "ssrc-group", "msid", "ice-ufrag", "ice-pwd",
-    "ice-options", "fingerprint", "setup", "rtcp-mux", "rtcp-rsize", "bundle-only", "extmap",
-    "candidate", "end-of-candidates", "rid", "simulcast", "group", "msid-semantic", "ice-lite",
-    "sendonly", "recvonly", "inactive", "sendrecv", "sctp-port",
+    "mid",
+    "rtpmap",
+    "fmtp",
+    "rtcp-fb",
+    "ssrc",
+    "ssrc-group",
+    "msid",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "fingerprint",
+    "setup",
+    "rtcp-mux",
+    "rtcp-rsize",
+    "bundle-only",
+    "extmap",
+    "candidate",
+    "end-of-candidates",
+    "rid",
+    "simulcast",
+    "group",
+    "msid-semantic",
+    "ice-lite",
+    "sendonly",
+    "recvonly",
+    "inactive",
+    "sendrecv",
+    "sctp-port",
 ];
 
 fn mutate(rng: &mut Rng, base: &str) -> String {
@@ -122,21 +176,31 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
             let len = rng.below(400);
             let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             let noise = String::from_utf8_lossy(&bytes).into_owned();
-            return if rng.below(2) == 0 { format!("v=0\r\n{noise}") } else { noise };
+            return if rng.below(2) == 0 {
+                format!("v=0\r\n{noise}")
+            } else {
+                noise
+            };
         }
     }
     lines.join("\n")
 }
 
 fn exercise(text: &str, slots: &[SubscribeSlot]) {
-    let Ok(first) = SessionDescription::parse(text) else { return };
+    let Ok(first) = SessionDescription::parse(text) else {
+        return;
+    };
     let written = first.to_sdp();
-    let second = SessionDescription::parse(&written)
-        .unwrap_or_else(|e| panic!("our own output does not parse: {e}\n--- input\n{text:?}\n--- output\n{written:?}"));
+    let second = SessionDescription::parse(&written).unwrap_or_else(|e| {
+        panic!("our own output does not parse: {e}\n--- input\n{text:?}\n--- output\n{written:?}")
+    });
     let rewritten = second.to_sdp();
     let third = SessionDescription::parse(&rewritten).unwrap();
     assert_eq!(second, third, "not a fixed point\n--- input\n{text:?}");
-    assert_eq!(written.matches("\r\n").count(), written.matches('\n').count());
+    assert_eq!(
+        written.matches("\r\n").count(),
+        written.matches('\n').count()
+    );
 
     let _ = remote_transport(&first);
     let _ = answer_subscribe_client(&first, &client());
@@ -146,7 +210,11 @@ fn exercise(text: &str, slots: &[SubscribeSlot]) {
         let slots: Vec<SubscribeSlot> = tracks
             .into_iter()
             .enumerate()
-            .map(|(i, t)| SubscribeSlot { mid: format!("s{i}"), kind: t.kind.clone(), track: Some(t) })
+            .map(|(i, t)| SubscribeSlot {
+                mid: format!("s{i}"),
+                kind: t.kind.clone(),
+                track: Some(t),
+            })
             .collect();
         if !slots.is_empty() {
             // The tracks the server accepted can always be offered (they come from one publisher,
@@ -160,15 +228,28 @@ fn exercise(text: &str, slots: &[SubscribeSlot]) {
 #[test]
 fn mutated_offers_never_panic() {
     let slots = vec![
-        SubscribeSlot { mid: "0".into(), kind: MediaKind::Audio, track: None },
-        SubscribeSlot { mid: "1".into(), kind: MediaKind::Video, track: None },
+        SubscribeSlot {
+            mid: "0".into(),
+            kind: MediaKind::Audio,
+            track: None,
+        },
+        SubscribeSlot {
+            mid: "1".into(),
+            kind: MediaKind::Video,
+            track: None,
+        },
     ];
     let fixtures: Vec<String> = [CHROME_OFFER, FIREFOX_OFFER, AIORTC_OFFER]
         .iter()
         .flat_map(|f| [f.to_string(), crlf(f)])
         .collect();
     // SDP_FUZZ_ROUNDS / SDP_FUZZ_SEED run a longer or different campaign by hand.
-    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let rounds = env("SDP_FUZZ_ROUNDS", 6000) as usize;
     let mut rng = Rng(env("SDP_FUZZ_SEED", 0x5EED_F5D9));
     let mut parsed_ok = 0;
@@ -184,7 +265,10 @@ fn mutated_offers_never_panic() {
         exercise(&text, &slots);
     }
     // The mutations must leave a good share parseable, or the deeper functions go unexercised.
-    assert!(parsed_ok > rounds / 4, "only {parsed_ok} of {rounds} mutated inputs parsed");
+    assert!(
+        parsed_ok > rounds / 4,
+        "only {parsed_ok} of {rounds} mutated inputs parsed"
+    );
 }
 
 #[test]

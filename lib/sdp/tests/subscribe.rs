@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use switchyard_sdp::{
     answer_publish, answer_subscribe_client, check_subscribe_answer, offer_subscribe, Codec,
-    Direction, Error, MediaKind, PublishedTrack, SessionDescription, Setup, SsrcInfo, SubscribeSlot,
+    Direction, Error, MediaKind, PublishedTrack, SessionDescription, Setup, SsrcInfo,
+    SubscribeSlot,
 };
 
 fn published(fixture: &str) -> Vec<PublishedTrack> {
@@ -13,7 +14,11 @@ fn published(fixture: &str) -> Vec<PublishedTrack> {
 }
 
 fn slot(mid: &str, kind: MediaKind, track: Option<PublishedTrack>) -> SubscribeSlot {
-    SubscribeSlot { mid: mid.into(), kind, track }
+    SubscribeSlot {
+        mid: mid.into(),
+        kind,
+        track,
+    }
 }
 
 /// Chrome's audio and video, an inactive video slot, Firefox's audio.
@@ -39,14 +44,34 @@ fn browser_answer(offer: &str, setup: &str) -> String {
     );
     for m in &offer.media {
         let codec = &m.codecs[0];
-        out += &format!("m={} 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n", m.kind, codec.pt);
+        out += &format!(
+            "m={} 9 UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n",
+            m.kind, codec.pt
+        );
         out += "a=ice-ufrag:bRoW\r\na=ice-pwd:Jf3kD9sL2mQ8wE4rT6yU1i\r\na=ice-options:trickle\r\n";
         out += &format!("a=fingerprint:sha-256 {CLIENT_FINGERPRINT}\r\na=setup:{setup}\r\n");
-        let direction = if m.direction == Direction::Inactive { "inactive" } else { "recvonly" };
-        out += &format!("a=mid:{}\r\na={direction}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n", m.mid.as_deref().unwrap());
+        let direction = if m.direction == Direction::Inactive {
+            "inactive"
+        } else {
+            "recvonly"
+        };
+        out += &format!(
+            "a=mid:{}\r\na={direction}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n",
+            m.mid.as_deref().unwrap()
+        );
         match &codec.channels {
-            Some(ch) => out += &format!("a=rtpmap:{} {}/{}/{ch}\r\n", codec.pt, codec.name, codec.clock_rate),
-            None => out += &format!("a=rtpmap:{} {}/{}\r\n", codec.pt, codec.name, codec.clock_rate),
+            Some(ch) => {
+                out += &format!(
+                    "a=rtpmap:{} {}/{}/{ch}\r\n",
+                    codec.pt, codec.name, codec.clock_rate
+                )
+            }
+            None => {
+                out += &format!(
+                    "a=rtpmap:{} {}/{}\r\n",
+                    codec.pt, codec.name, codec.clock_rate
+                )
+            }
         }
         for fb in &codec.rtcp_fb {
             out += &format!("a=rtcp-fb:{} {fb}\r\n", codec.pt);
@@ -80,7 +105,11 @@ fn offer_contents() {
         ] {
             assert!(section.contains(&line), "missing {line:?} in {section:#?}");
         }
-        assert!(section[0].contains(" 40000 "), "bundled m-lines keep the port: {}", section[0]);
+        assert!(
+            section[0].contains(" 40000 "),
+            "bundled m-lines keep the port: {}",
+            section[0]
+        );
     }
     let chrome_stream = "3d5b8e2a-6f1c-4b7e-9a0d-2c8f1e4b7a6d";
     let audio = &s[1];
@@ -94,15 +123,28 @@ fn offer_contents() {
         "a=ssrc:1129104006 cname:qH3T0dCvJ9r3xYpM".into(),
         format!("a=ssrc:1129104006 msid:{chrome_stream} 8a1f0c2e-5d3b-4e6f-a7b9-0c1d2e3f4a5b"),
     ] {
-        assert!(audio.contains(&line.as_str()), "missing {line:?} in {audio:#?}");
+        assert!(
+            audio.contains(&line.as_str()),
+            "missing {line:?} in {audio:#?}"
+        );
     }
     let video = &s[2];
     assert_eq!(video[0], "m=video 40000 UDP/TLS/RTP/SAVPF 96");
-    assert_eq!(lines_with(video, "a=rtcp-fb"), ["a=rtcp-fb:96 ccm fir", "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli"]);
-    assert_eq!(lines_with(video, "a=ssrc:"), [
-        "a=ssrc:2231627014 cname:qH3T0dCvJ9r3xYpM".to_string(),
-        format!("a=ssrc:2231627014 msid:{chrome_stream} 5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f"),
-    ]);
+    assert_eq!(
+        lines_with(video, "a=rtcp-fb"),
+        [
+            "a=rtcp-fb:96 ccm fir",
+            "a=rtcp-fb:96 nack",
+            "a=rtcp-fb:96 nack pli"
+        ]
+    );
+    assert_eq!(
+        lines_with(video, "a=ssrc:"),
+        [
+            "a=ssrc:2231627014 cname:qH3T0dCvJ9r3xYpM".to_string(),
+            format!("a=ssrc:2231627014 msid:{chrome_stream} 5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f"),
+        ]
+    );
     // The inactive slot: bundle port, a=inactive, VP8 on the payload type slot v2 already uses.
     let idle = &s[3];
     assert_eq!(idle[0], "m=video 40000 UDP/TLS/RTP/SAVPF 96");
@@ -117,7 +159,11 @@ fn offer_round_trips_through_the_parser() {
     let slots = slots();
     let sdp = offer_subscribe(&slots, &server()).unwrap();
     let parsed = SessionDescription::parse(&sdp).unwrap();
-    assert_eq!(parsed.to_sdp(), sdp, "the writer is stable on its own output");
+    assert_eq!(
+        parsed.to_sdp(),
+        sdp,
+        "the writer is stable on its own output"
+    );
     assert!(parsed.ice_lite);
     assert_eq!(parsed.bundle().unwrap(), ["a1", "v2", "v3", "a4"]);
     assert_eq!(parsed.media.len(), slots.len());
@@ -127,12 +173,22 @@ fn offer_round_trips_through_the_parser() {
         assert_eq!(media.setup, Some(Setup::ActPass));
         assert!(media.rtcp_mux && !media.is_rejected());
         assert_eq!(media.candidates.len(), 1);
-        assert_eq!(media.candidates[0].socket_addr(), Some("203.0.113.10:40000".parse().unwrap()));
+        assert_eq!(
+            media.candidates[0].socket_addr(),
+            Some("203.0.113.10:40000".parse().unwrap())
+        );
         match &slot.track {
             Some(track) => {
                 assert_eq!(media.direction, Direction::SendOnly);
-                assert_eq!(media.codecs, vec![track.codec.clone()], "the publisher's codec, unchanged");
-                assert_eq!(media.msid, Some((track.stream_id.clone(), track.track_id.clone())));
+                assert_eq!(
+                    media.codecs,
+                    vec![track.codec.clone()],
+                    "the publisher's codec, unchanged"
+                );
+                assert_eq!(
+                    media.msid,
+                    Some((track.stream_id.clone(), track.track_id.clone()))
+                );
                 assert_eq!(
                     media.ssrcs,
                     vec![SsrcInfo {
@@ -171,7 +227,10 @@ fn load_generator_answer_passes_the_check() {
     let text = answer_subscribe_client(&offer, &client()).unwrap();
     let s = sections(&text);
     assert!(s[0].contains(&"a=group:BUNDLE a1 v2 v3 a4"));
-    assert!(lines_with(&s[0], "a=ice-lite").is_empty(), "the client is a full ICE agent");
+    assert!(
+        lines_with(&s[0], "a=ice-lite").is_empty(),
+        "the client is a full ICE agent"
+    );
     assert!(s[1].contains(&"a=recvonly") && s[1].contains(&"a=setup:active"));
     assert!(s[3].contains(&"a=inactive"));
     let answer = SessionDescription::parse(&text).unwrap();
@@ -191,7 +250,10 @@ fn slots_can_go_inactive_and_be_reused() {
     let parsed = SessionDescription::parse(&second).unwrap();
     assert_eq!(parsed.media[1].mid.as_deref(), Some("v2"));
     assert_eq!(parsed.media[1].direction, Direction::Inactive);
-    assert_eq!(parsed.media[1].port, 40000, "not port 0: it stays in the BUNDLE group");
+    assert_eq!(
+        parsed.media[1].port, 40000,
+        "not port 0: it stays in the BUNDLE group"
+    );
     assert!(!second.contains(&left.ssrc.to_string()));
     assert_eq!(parsed.bundle().unwrap(), ["a1", "v2", "v3", "a4"]);
     // No track uses VP8 any more: the placeholder takes VP8's default payload type 96.
@@ -204,7 +266,14 @@ fn slots_can_go_inactive_and_be_reused() {
     slots[1].track = Some(firefox[1].clone());
     let third = offer_subscribe(&slots, &server()).unwrap();
     let parsed = SessionDescription::parse(&third).unwrap();
-    assert_eq!(parsed.media.iter().map(|m| m.mid.clone().unwrap()).collect::<Vec<_>>(), ["a1", "v2", "v3", "a4"]);
+    assert_eq!(
+        parsed
+            .media
+            .iter()
+            .map(|m| m.mid.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["a1", "v2", "v3", "a4"]
+    );
     assert_eq!(parsed.media[1].primary_ssrc(), Some(2717213384));
     assert_eq!(parsed.media[1].codecs[0].pt, 120);
     assert_eq!(parsed.media[2].primary_ssrc(), Some(2566163226));
@@ -220,35 +289,62 @@ fn mismatched_answers_are_refused() {
     let offer = offer_subscribe(&slots, &server()).unwrap();
     let good = browser_answer(&offer, "active");
 
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&browser_answer(&offer, "passive")).unwrap()).unwrap_err();
+    let err = check_subscribe_answer(
+        &slots,
+        &SessionDescription::parse(&browser_answer(&offer, "passive")).unwrap(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Setup { .. }));
     assert_eq!(err.to_string(), "the answer has a=setup:passive; the server is always the DTLS server, so the answer must use a=setup:active");
 
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&browser_answer(&offer, "actpass")).unwrap()).unwrap_err();
+    let err = check_subscribe_answer(
+        &slots,
+        &SessionDescription::parse(&browser_answer(&offer, "actpass")).unwrap(),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Setup { .. }));
 
-    let swapped = good.replace("a=mid:v2", "a=mid:XX").replace("a=mid:v3", "a=mid:v2").replace("a=mid:XX", "a=mid:v3");
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&swapped).unwrap()).unwrap_err();
+    let swapped = good
+        .replace("a=mid:v2", "a=mid:XX")
+        .replace("a=mid:v3", "a=mid:v2")
+        .replace("a=mid:XX", "a=mid:v3");
+    let err =
+        check_subscribe_answer(&slots, &SessionDescription::parse(&swapped).unwrap()).unwrap_err();
     assert!(matches!(err, Error::AnswerMismatch { .. }));
     assert!(err.to_string().starts_with("m-line 1 of the answer is video with mid v3 where the subscribe offer has video with mid v2"), "{err}");
 
     // An answer to an older offer with fewer slots.
-    let err = check_subscribe_answer(&slots[..3], &SessionDescription::parse(&good).unwrap()).unwrap_err();
-    assert!(err.to_string().contains("4 m-lines but the subscribe offer has 3"), "{err}");
+    let err = check_subscribe_answer(&slots[..3], &SessionDescription::parse(&good).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("4 m-lines but the subscribe offer has 3"),
+        "{err}"
+    );
 
     let sendrecv = good.replacen("a=recvonly", "a=sendrecv", 1);
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&sendrecv).unwrap()).unwrap_err();
-    assert!(err.to_string().starts_with("m-line 0 (audio): the answer has a=sendrecv"), "{err}");
+    let err =
+        check_subscribe_answer(&slots, &SessionDescription::parse(&sendrecv).unwrap()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("m-line 0 (audio): the answer has a=sendrecv"),
+        "{err}"
+    );
 
     let no_mux = good.replace("a=rtcp-mux\r\n", "");
     assert!(check_subscribe_answer(&slots, &SessionDescription::parse(&no_mux).unwrap()).is_err());
 
     let unbundled = good.replace("a=group:BUNDLE a1 v2 v3 a4", "a=group:BUNDLE a1 v2 v3");
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&unbundled).unwrap()).unwrap_err();
+    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&unbundled).unwrap())
+        .unwrap_err();
     assert!(matches!(err, Error::Bundle { .. }), "{err}");
 
-    let no_fingerprint: String = good.split_inclusive("\r\n").filter(|l| !l.starts_with("a=fingerprint")).collect();
-    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&no_fingerprint).unwrap()).unwrap_err();
+    let no_fingerprint: String = good
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("a=fingerprint"))
+        .collect();
+    let err = check_subscribe_answer(&slots, &SessionDescription::parse(&no_fingerprint).unwrap())
+        .unwrap_err();
     assert!(err.to_string().contains("a=fingerprint"), "{err}");
 }
 
@@ -258,7 +354,11 @@ fn a_rejected_slot_in_the_answer_is_allowed() {
     let offer = offer_subscribe(&slots, &server()).unwrap();
     // The browser cannot decode the video: it rejects m-line 1 and drops it from its BUNDLE group.
     let answer = browser_answer(&offer, "active")
-        .replacen("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video 0 UDP/TLS/RTP/SAVPF 96", 1)
+        .replacen(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=video 0 UDP/TLS/RTP/SAVPF 96",
+            1,
+        )
         .replace("a=group:BUNDLE a1 v2 v3 a4", "a=group:BUNDLE a1 v3 a4");
     let answer = SessionDescription::parse(&answer).unwrap();
     check_subscribe_answer(&slots, &answer).unwrap();
@@ -277,11 +377,17 @@ fn bad_slot_lists_are_refused() {
     assert!(invalid(&[]).contains("at least one slot"));
     let chrome = published(CHROME_OFFER);
     let audio = chrome[0].clone();
-    let msg = invalid(&[slot("x", MediaKind::Audio, Some(audio.clone())), slot("x", MediaKind::Video, None)]);
+    let msg = invalid(&[
+        slot("x", MediaKind::Audio, Some(audio.clone())),
+        slot("x", MediaKind::Video, None),
+    ]);
     assert!(msg.contains("mid x"), "{msg}");
     let msg = invalid(&[slot("v", MediaKind::Video, Some(audio.clone()))]);
     assert!(msg.contains("is video but its track"), "{msg}");
-    let msg = invalid(&[slot("a", MediaKind::Audio, Some(audio.clone())), slot("b", MediaKind::Audio, Some(audio.clone()))]);
+    let msg = invalid(&[
+        slot("a", MediaKind::Audio, Some(audio.clone())),
+        slot("b", MediaKind::Audio, Some(audio.clone())),
+    ]);
     assert!(msg.contains("both forward SSRC 1129104006"), "{msg}");
     let msg = invalid(&[slot("d", MediaKind::Application, None)]);
     assert!(msg.contains("only audio and video"), "{msg}");
@@ -311,18 +417,27 @@ fn clashing_payload_types_are_refused() {
     other.ssrc = 7;
     other.codec.fmtp = Some("useinbandfec=1; minptime=10".into());
     offer_subscribe(
-        &[slot("a", MediaKind::Audio, Some(chrome[0].clone())), slot("b", MediaKind::Audio, Some(other))],
+        &[
+            slot("a", MediaKind::Audio, Some(chrome[0].clone())),
+            slot("b", MediaKind::Audio, Some(other)),
+        ],
         &server(),
     )
     .unwrap();
     // An inactive slot's placeholder avoids payload types in use by other codecs.
     let sdp = offer_subscribe(
-        &[slot("a", MediaKind::Audio, Some(aiortc[0].clone())), slot("v", MediaKind::Video, None)],
+        &[
+            slot("a", MediaKind::Audio, Some(aiortc[0].clone())),
+            slot("v", MediaKind::Video, None),
+        ],
         &server(),
     )
     .unwrap();
     let parsed = SessionDescription::parse(&sdp).unwrap();
-    assert_eq!(parsed.media[1].codecs[0].pt, 97, "96 is Opus here: VP8 moves to the next free one");
+    assert_eq!(
+        parsed.media[1].codecs[0].pt, 97,
+        "96 is Opus here: VP8 moves to the next free one"
+    );
 }
 
 #[test]

@@ -50,7 +50,10 @@ pub fn sections(sdp: &str) -> Vec<Vec<&str>> {
     let body = &sdp[..sdp.len() - 2];
     let mut out: Vec<Vec<&str>> = vec![Vec::new()];
     for line in body.split("\r\n") {
-        assert!(!line.contains('\n') && !line.contains('\r'), "bare line break in {line:?}");
+        assert!(
+            !line.contains('\n') && !line.contains('\r'),
+            "bare line break in {line:?}"
+        );
         if line.starts_with("m=") {
             out.push(Vec::new());
         }
@@ -61,5 +64,9 @@ pub fn sections(sdp: &str) -> Vec<Vec<&str>> {
 
 /// The lines of a section that start with `prefix`.
 pub fn lines_with<'a>(section: &[&'a str], prefix: &str) -> Vec<&'a str> {
-    section.iter().copied().filter(|l| l.starts_with(prefix)).collect()
+    section
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with(prefix))
+        .collect()
 }
