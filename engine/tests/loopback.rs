@@ -30,7 +30,9 @@ impl Drop for EngineProcess {
 }
 
 fn start_engine(io: &str) -> EngineProcess {
-    let socket = std::env::temp_dir().join(format!("switchyard-engine-test-{}-{io}.sock", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = std::env::temp_dir().join(format!("switchyard-engine-test-{}-{io}-{n}.sock", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard-engine"))
         .args(["--workers", "2", "--io", io, "--bind", "127.0.0.1", "--no-pin", "--socket"])
         .arg(&socket)
@@ -283,4 +285,67 @@ fn hello_with_another_version_is_refused_and_requests_need_hello() {
         Reply::Hello { .. } => {}
         r => panic!("{r:?}"),
     }
+}
+
+/// One publisher to 40 subscribers spread over both workers: every subscriber gets every packet, so
+/// the receive batch is sized to the fan-out and nothing is dropped for lack of send buffers.
+fn fan_out(io: &str) {
+    const SUBS: u64 = 40;
+    const N: u32 = 300;
+    let engine = start_engine(io);
+    let (mut ctl, _) = EngineClient::connect(&engine.socket, "fanout-test", false).expect("hello");
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let mut socks = Vec::new();
+    for id in 0..=SUBS {
+        let ufrag = format!("f{id}");
+        let pwd = format!("fan-out-password-{id:08}-xxxx");
+        let addr = match ctl.request(&Request::AddTransport { transport: id, worker: Some((id % 2) as u16), ufrag: ufrag.clone(), pwd: pwd.clone() }) {
+            Ok(Reply::TransportAdded { addr, .. }) => addr,
+            other => panic!("{other:?}"),
+        };
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ice_check(&s, addr, &ufrag, &pwd, id as u8).unwrap();
+        ctl.request(&Request::SetSrtp { transport: id, profile: profile.rfc5764_id(), inbound: keys(id as u8 + 1, profile), outbound: keys(id as u8 + 101, profile) }).unwrap();
+        socks.push((s, addr));
+    }
+    for sub in 1..=SUBS {
+        ctl.request(&Request::Subscribe { publisher: 0, ssrc: SSRC, subscriber: sub }).unwrap();
+    }
+    let k = keys(1, profile);
+    let mut tx = Context::new(profile, &k.key, &k.salt).unwrap();
+    let mut rx: Vec<Context> = (1..=SUBS).map(|id| { let k = keys(id as u8 + 101, profile); Context::new(profile, &k.key, &k.salt).unwrap() }).collect();
+    let mut buf = [0u8; 2048];
+    let mut seq = 0u32;
+    while seq < N {
+        // Bursts of 30 packets: 1,200 copies leave the engine per burst.
+        for _ in 0..30 {
+            let plain = rtp(seq);
+            let mut out = vec![0u8; plain.len() + 32];
+            out[..plain.len()].copy_from_slice(&plain);
+            let n = tx.protect_rtp(&mut out, plain.len()).unwrap();
+            socks[0].0.send_to(&out[..n], socks[0].1).unwrap();
+            seq += 1;
+        }
+        for (i, (s, _)) in socks[1..].iter().enumerate() {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            for expect in seq - 30..seq {
+                let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("{io}: subscriber {} lost packet {expect}: {e}", i + 1));
+                let n = rx[i].unprotect_rtp(&mut buf[..n]).unwrap();
+                assert_eq!(&buf[..n], &rtp(expect)[..]);
+            }
+        }
+    }
+    let stats = ctl.request(&Request::Stats).unwrap();
+    assert_eq!(counter(&stats, "rtp_forwarded", false), N as u64 * SUBS);
+    assert_eq!(counter(&stats, "send_batch_full", true), 0);
+}
+
+#[test]
+fn fans_out_to_40_subscribers_across_workers_with_io_uring() {
+    fan_out("uring");
+}
+
+#[test]
+fn fans_out_to_40_subscribers_across_workers_with_mmsg() {
+    fan_out("mmsg");
 }
