@@ -231,8 +231,10 @@ impl Uring {
         if pushed.is_err() {
             return Err((socket, "io_uring submission queue full at setup".into()));
         }
-        // If this fails nothing was submitted, so dropping the locals below is safe.
-        attempt!("io_uring_enter", rx.submit());
+        // Not submitted here: the kernel runs a request's completion work (task_work) in the thread
+        // that submitted it, and this constructor runs in the engine's main thread, which then sleeps
+        // in sigwait. The first `recv`, in the worker thread that owns the socket, submits these, so
+        // completions run there and no other thread's blocking calls are interrupted (EINTR).
         // SAFETY: as above, for iovec and msghdr.
         let (zero_iov, zero_hdr): (libc::iovec, libc::msghdr) = unsafe { (mem::zeroed(), mem::zeroed()) };
         Ok(Uring {
