@@ -30,6 +30,26 @@ impl AttrType {
     pub const ERROR_CODE: Self = Self(0x0009);
     /// UNKNOWN-ATTRIBUTES (RFC 8489), carried by 420 responses.
     pub const UNKNOWN_ATTRIBUTES: Self = Self(0x000A);
+    /// CHANNEL-NUMBER (RFC 8656): channel number, then two reserved bytes.
+    pub const CHANNEL_NUMBER: Self = Self(0x000C);
+    /// LIFETIME (RFC 8656): seconds until the allocation expires.
+    pub const LIFETIME: Self = Self(0x000D);
+    /// XOR-PEER-ADDRESS (RFC 8656): a peer's address, XOR-encoded.
+    pub const XOR_PEER_ADDRESS: Self = Self(0x0012);
+    /// DATA (RFC 8656): application data in Send and Data indications.
+    pub const DATA: Self = Self(0x0013);
+    /// XOR-RELAYED-ADDRESS (RFC 8656): the allocation's relayed transport address.
+    pub const XOR_RELAYED_ADDRESS: Self = Self(0x0016);
+    /// REQUESTED-ADDRESS-FAMILY (RFC 8656): 0x01 IPv4, 0x02 IPv6.
+    pub const REQUESTED_ADDRESS_FAMILY: Self = Self(0x0017);
+    /// EVEN-PORT (RFC 8656): ask for an even relay port (R bit: reserve the next one).
+    pub const EVEN_PORT: Self = Self(0x0018);
+    /// REQUESTED-TRANSPORT (RFC 8656): protocol number (17 = UDP), then three reserved bytes.
+    pub const REQUESTED_TRANSPORT: Self = Self(0x0019);
+    /// DONT-FRAGMENT (RFC 8656): set DF on relayed datagrams.
+    pub const DONT_FRAGMENT: Self = Self(0x001A);
+    /// RESERVATION-TOKEN (RFC 8656): 8 bytes naming a relay port held in reserve.
+    pub const RESERVATION_TOKEN: Self = Self(0x0022);
     /// REALM (RFC 8489), long-term credentials.
     pub const REALM: Self = Self(0x0014);
     /// NONCE (RFC 8489), long-term credentials.
@@ -46,6 +66,10 @@ impl AttrType {
     pub const PRIORITY: Self = Self(0x0024);
     /// USE-CANDIDATE (RFC 8445): the controlling agent nominates this pair.
     pub const USE_CANDIDATE: Self = Self(0x0025);
+    /// ADDITIONAL-ADDRESS-FAMILY (RFC 8656): ask for a second, IPv6 relayed address.
+    pub const ADDITIONAL_ADDRESS_FAMILY: Self = Self(0x8000);
+    /// ADDRESS-ERROR-CODE (RFC 8656).
+    pub const ADDRESS_ERROR_CODE: Self = Self(0x8001);
     /// PASSWORD-ALGORITHMS (RFC 8489).
     pub const PASSWORD_ALGORITHMS: Self = Self(0x8002);
     /// ALTERNATE-DOMAIN (RFC 8489).
@@ -75,6 +99,18 @@ impl AttrType {
             Self::MESSAGE_INTEGRITY => "MESSAGE-INTEGRITY",
             Self::ERROR_CODE => "ERROR-CODE",
             Self::UNKNOWN_ATTRIBUTES => "UNKNOWN-ATTRIBUTES",
+            Self::CHANNEL_NUMBER => "CHANNEL-NUMBER",
+            Self::LIFETIME => "LIFETIME",
+            Self::XOR_PEER_ADDRESS => "XOR-PEER-ADDRESS",
+            Self::DATA => "DATA",
+            Self::XOR_RELAYED_ADDRESS => "XOR-RELAYED-ADDRESS",
+            Self::REQUESTED_ADDRESS_FAMILY => "REQUESTED-ADDRESS-FAMILY",
+            Self::EVEN_PORT => "EVEN-PORT",
+            Self::REQUESTED_TRANSPORT => "REQUESTED-TRANSPORT",
+            Self::DONT_FRAGMENT => "DONT-FRAGMENT",
+            Self::RESERVATION_TOKEN => "RESERVATION-TOKEN",
+            Self::ADDITIONAL_ADDRESS_FAMILY => "ADDITIONAL-ADDRESS-FAMILY",
+            Self::ADDRESS_ERROR_CODE => "ADDRESS-ERROR-CODE",
             Self::REALM => "REALM",
             Self::NONCE => "NONCE",
             Self::MESSAGE_INTEGRITY_SHA256 => "MESSAGE-INTEGRITY-SHA256",
@@ -292,6 +328,23 @@ impl<'a> ErrorCode<'a> {
     pub const ROLE_CONFLICT: u16 = 487;
     /// 500 Server Error.
     pub const SERVER_ERROR: u16 = 500;
+    /// 403 Forbidden (RFC 8656): e.g. a peer address the server will not relay to.
+    pub const FORBIDDEN: u16 = 403;
+    /// 437 Allocation Mismatch (RFC 8656): no allocation for this 5-tuple, or
+    /// an Allocate for a 5-tuple that already has one.
+    pub const ALLOCATION_MISMATCH: u16 = 437;
+    /// 440 Address Family not Supported (RFC 8656).
+    pub const ADDRESS_FAMILY_NOT_SUPPORTED: u16 = 440;
+    /// 441 Wrong Credentials (RFC 8656): not the credentials that created the allocation.
+    pub const WRONG_CREDENTIALS: u16 = 441;
+    /// 442 Unsupported Transport Protocol (RFC 8656).
+    pub const UNSUPPORTED_TRANSPORT_PROTOCOL: u16 = 442;
+    /// 443 Peer Address Family Mismatch (RFC 8656).
+    pub const PEER_ADDRESS_FAMILY_MISMATCH: u16 = 443;
+    /// 486 Allocation Quota Reached (RFC 8656).
+    pub const ALLOCATION_QUOTA_REACHED: u16 = 486;
+    /// 508 Insufficient Capacity (RFC 8656).
+    pub const INSUFFICIENT_CAPACITY: u16 = 508;
 
     /// Decodes an ERROR-CODE value; `None` if it is too short or its class
     /// or number are out of range.

@@ -17,9 +17,12 @@
 //! guarantee. No input panics; malformed data yields [`Error`] or `None`.
 //!
 //! Attribute handling is generic ([`AttrType`] constants, the [`Attributes`]
-//! iterator, [`MessageWriter`]) so TURN (RFC 8656) can be added as new
-//! constants and codecs; TURN itself is not implemented yet, apart from
-//! [`long_term_key`], which its credentials need.
+//! iterator, [`MessageWriter`]); TURN (RFC 8656) adds its methods, attribute
+//! types and error codes as constants, typed accessors on [`Message`]
+//! (LIFETIME, XOR-PEER-ADDRESS, CHANNEL-NUMBER, DATA, ...), ChannelData
+//! framing and the Send/Data indication writers (`turn.rs`), and
+//! [`long_term_key`] for its long-term credentials. The TURN server itself
+//! (allocations, permissions, relaying) lives in the engine.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,6 +33,7 @@ mod error;
 mod fingerprint;
 mod integrity;
 mod message;
+mod turn;
 
 pub use attributes::{
     decode_address, decode_xor_address, encode_xor_address, padded_len, AttrType, Attributes,
@@ -44,4 +48,9 @@ pub use fingerprint::FINGERPRINT_XOR;
 pub use integrity::{long_term_key, INTEGRITY_LEN};
 pub use message::{
     is_stun, Class, Message, MessageType, MessageWriter, Method, HEADER_LEN, MAGIC_COOKIE,
+};
+pub use turn::{
+    is_channel_data, parse_channel_data, write_channel_data, write_channel_data_header,
+    write_data_indication_with, write_send_indication, CHANNEL_DATA_HEADER_LEN, CHANNEL_MAX,
+    CHANNEL_MIN, FAMILY_IPV4, FAMILY_IPV6, TRANSPORT_UDP,
 };

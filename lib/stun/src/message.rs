@@ -58,6 +58,18 @@ pub struct Method(u16);
 impl Method {
     /// Binding (RFC 8489): the only method ICE and NAT discovery use.
     pub const BINDING: Self = Self(0x001);
+    /// Allocate (RFC 8656): create a TURN allocation (request/response only).
+    pub const ALLOCATE: Self = Self(0x003);
+    /// Refresh (RFC 8656): extend or delete an allocation (request/response only).
+    pub const REFRESH: Self = Self(0x004);
+    /// Send (RFC 8656): client data for a peer (indication only).
+    pub const SEND: Self = Self(0x006);
+    /// Data (RFC 8656): peer data for the client (indication only).
+    pub const DATA: Self = Self(0x007);
+    /// CreatePermission (RFC 8656): install or refresh permissions (request/response only).
+    pub const CREATE_PERMISSION: Self = Self(0x008);
+    /// ChannelBind (RFC 8656): bind a channel number to a peer (request/response only).
+    pub const CHANNEL_BIND: Self = Self(0x009);
 
     /// A method from its 12-bit number; higher bits are dropped because they
     /// cannot be encoded in the message type.
@@ -331,6 +343,13 @@ impl<'a> Message<'a> {
         self.attr(AttrType::NONCE)
     }
 
+    /// The attributes that lookups consider, in wire order: everything up to
+    /// and including MESSAGE-INTEGRITY (see the type docs). For attributes
+    /// that may repeat, such as TURN's XOR-PEER-ADDRESS in CreatePermission.
+    pub fn protected_attributes(&self) -> Attributes<'a> {
+        Attributes::new(self.buf.get(HEADER_LEN..self.protected_end).unwrap_or(&[]))
+    }
+
     /// Whether the message carries MESSAGE-INTEGRITY at all; lets a server
     /// tell "400, credentials missing" from "401, credentials wrong".
     pub fn has_integrity(&self) -> bool {
@@ -529,6 +548,28 @@ impl<'b> MessageWriter<'b> {
         value[2] = (code / 100) as u8;
         value[3] = (code % 100) as u8;
         value[4..].copy_from_slice(reason.as_bytes());
+        Ok(())
+    }
+
+    /// Appends UNKNOWN-ATTRIBUTES listing `types` (for a 420 response).
+    pub fn add_unknown_attributes(&mut self, types: &[AttrType]) -> Result<(), Error> {
+        let at = self.reserve(AttrType::UNKNOWN_ATTRIBUTES, types.len() * 2)?;
+        for (i, t) in types.iter().enumerate() {
+            self.buf[at + 2 * i..at + 2 * i + 2].copy_from_slice(&t.0.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Appends an attribute whose value is `len` bytes that `fill` writes in
+    /// place (e.g. TURN's DATA, copied straight from a received datagram).
+    pub fn add_attr_with(
+        &mut self,
+        ty: AttrType,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Error> {
+        let at = self.reserve(ty, len)?;
+        fill(&mut self.buf[at..at + len]);
         Ok(())
     }
 

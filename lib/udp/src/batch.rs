@@ -2,17 +2,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use crate::MAX_DATAGRAM;
+use crate::{SocketId, MAX_DATAGRAM};
 
 /// Fixed-capacity batch of outgoing datagrams; buffers allocated once. Each slot is a
 /// [`MAX_DATAGRAM`]-byte buffer plus its destination; [`UdpIo::send`](crate::UdpIo::send) sends
 /// all queued datagrams in one go and clears the batch, so one batch is reused for the whole life
-/// of a worker without further allocation.
+/// of a worker without further allocation. Each slot also names the socket it leaves through
+/// ([`SocketId::PRIMARY`] unless queued with [`push_with_via`](Self::push_with_via)).
 #[derive(Debug)]
 pub struct SendBatch {
     bufs: Box<[u8]>,
     lens: Box<[u16]>,
     addrs: Box<[SocketAddr]>,
+    vias: Box<[SocketId]>,
     len: usize,
 }
 
@@ -26,6 +28,7 @@ impl SendBatch {
             bufs: vec![0u8; capacity * MAX_DATAGRAM].into_boxed_slice(),
             lens: vec![0u16; capacity].into_boxed_slice(),
             addrs: vec![unspecified; capacity].into_boxed_slice(),
+            vias: vec![SocketId::PRIMARY; capacity].into_boxed_slice(),
             len: 0,
         }
     }
@@ -54,7 +57,20 @@ impl SendBatch {
     /// returns the length to send (or `None` to abandon the slot, which then stays free; a length
     /// above the buffer size also abandons it). Returns `false` without calling `fill` when the
     /// batch is full, `true` otherwise (even if `fill` abandoned the slot).
+    #[inline]
     pub fn push_with(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+        self.push_with_via(SocketId::PRIMARY, to, fill)
+    }
+
+    /// [`push_with`](Self::push_with) for a datagram that leaves through socket `via` (an extra
+    /// socket added with [`UdpIo::add_socket`](crate::UdpIo::add_socket), or the primary one). A
+    /// datagram whose socket was removed before the batch is sent counts as failed.
+    pub fn push_with_via(
+        &mut self,
+        via: SocketId,
+        to: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
         if self.is_full() {
             return false;
         }
@@ -65,6 +81,7 @@ impl SendBatch {
                 // n <= 2048 fits in u16.
                 self.lens[i] = n as u16;
                 self.addrs[i] = to;
+                self.vias[i] = via;
                 self.len += 1;
             }
         }
@@ -80,6 +97,14 @@ impl SendBatch {
             dst.copy_from_slice(data);
             Some(data.len())
         })
+    }
+
+    /// The socket the `i`-th queued datagram leaves through. `None` past [`len`](Self::len).
+    pub fn via(&self, i: usize) -> Option<SocketId> {
+        if i >= self.len {
+            return None;
+        }
+        Some(self.vias[i])
     }
 
     /// Drops every queued datagram (the buffers are kept).
@@ -119,6 +144,8 @@ mod tests {
         assert_eq!(b.get(0), Some((to, &b"abc"[..])));
         assert_eq!(b.get(1), Some((to, &b"xy"[..])));
         assert_eq!(b.get(2), None);
+        assert_eq!(b.via(0), Some(SocketId::PRIMARY));
+        assert_eq!(b.via(2), None);
         b.clear();
         assert!(b.is_empty());
         assert!(b.push(to, &[0u8; MAX_DATAGRAM]));

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod extra;
 mod mmsg;
 mod probe;
 mod sock;
@@ -51,6 +52,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 pub use batch::SendBatch;
+pub use extra::{SocketId, MAX_EXTRA_SOCKETS};
 pub use probe::probe_uring;
 pub use waker::Waker;
 
@@ -152,7 +154,11 @@ enum Backend {
 /// the two backends, no trait objects. `Send` (it may be created on one thread and moved to its
 /// worker) but meant to be used by one thread at a time.
 pub struct UdpIo {
+    // Dropped first: the io_uring backend cancels its poll on the extras' epoll descriptor.
     backend: Backend,
+    extras: extra::Extras,
+    /// Alternates which of primary and extra sockets `recv_any` serves first.
+    extras_first: bool,
 }
 
 impl fmt::Debug for UdpIo {
@@ -160,6 +166,7 @@ impl fmt::Debug for UdpIo {
         f.debug_struct("UdpIo")
             .field("kind", &self.kind())
             .field("local_addr", &self.local_addr().ok())
+            .field("extra_sockets", &self.extras.len())
             .finish()
     }
 }
@@ -185,18 +192,59 @@ impl UdpIo {
             },
         };
         let socket = sock::bind_socket(addr, config)?;
+        let io = |backend| UdpIo { backend, extras: extra::Extras::new(batch), extras_first: false };
         if !want_uring {
             let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
-            return Ok((UdpIo { backend }, probe_failed));
+            return Ok((io(backend), probe_failed));
         }
         match uring::Uring::new(socket, batch) {
-            Ok(u) => Ok((UdpIo { backend: Backend::Uring(Box::new(u)) }, None)),
+            Ok(u) => Ok((io(Backend::Uring(Box::new(u))), None)),
             Err((_, reason)) if kind == Some(IoKind::Uring) => Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
             Err((socket, reason)) => {
                 let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
-                Ok((UdpIo { backend }, Some(reason)))
+                Ok((io(backend), Some(reason)))
             }
         }
+    }
+
+    /// Binds one more UDP socket on `addr` (with `config`'s buffer sizes and `SO_REUSEPORT`
+    /// setting) and adds it to this `UdpIo`: from then on [`recv_any`](Self::recv_any) delivers
+    /// its datagrams (tagged with the returned id) and a [`SendBatch`] slot queued
+    /// [`via`](SendBatch::push_with_via) the id leaves through it. Extra sockets are watched by
+    /// one epoll instance and read with `recvmmsg` whatever the backend; the first one allocates
+    /// that instance and a batch of receive buffers. Meant for sockets that come and go at a
+    /// human pace (a TURN relay per allocation), not per datagram.
+    pub fn add_socket(&mut self, addr: SocketAddr, config: &Config) -> io::Result<SocketId> {
+        let socket = sock::bind_socket(addr, config)?;
+        self.extras.add(socket)
+    }
+
+    /// Adds an already bound UDP socket (e.g. one held in reserve by another thread); see
+    /// [`add_socket`](Self::add_socket).
+    pub fn adopt_socket(&mut self, socket: std::net::UdpSocket) -> io::Result<SocketId> {
+        self.extras.add(socket2::Socket::from(socket))
+    }
+
+    /// Closes an extra socket; false if `id` names none (the primary socket cannot be removed).
+    /// Datagrams still queued through it in a [`SendBatch`] count as failed when sent.
+    pub fn remove_socket(&mut self, id: SocketId) -> bool {
+        self.extras.remove(id)
+    }
+
+    /// The local address of socket `id` (the primary socket or a live extra one).
+    pub fn socket_addr(&self, id: SocketId) -> io::Result<SocketAddr> {
+        if id == SocketId::PRIMARY {
+            return self.local_addr();
+        }
+        match self.extras.socket(id) {
+            Some(s) => sock::local_addr(s),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such socket")),
+        }
+    }
+
+    /// Number of extra sockets.
+    pub fn extra_sockets(&self) -> usize {
+        self.extras.len()
     }
 
     /// The backend in use.
@@ -261,17 +309,80 @@ impl UdpIo {
     /// [`prepare_sleep`](Self::prepare_sleep), it does not block. Datagrams larger than
     /// [`MAX_DATAGRAM`] are dropped. Errors are those of the socket or ring itself, not of
     /// individual datagrams.
+    ///
+    /// With extra sockets ([`add_socket`](Self::add_socket)), datagrams from every socket are
+    /// delivered without saying which; use [`recv_any`](Self::recv_any) then.
     pub fn recv(
         &mut self,
         timeout: Option<Duration>,
         mut on_packet: impl FnMut(&mut [u8], SocketAddr),
     ) -> io::Result<usize> {
-        let res = match &mut self.backend {
-            Backend::Uring(u) => u.recv(timeout, &mut on_packet),
-            Backend::Mmsg(m) => m.recv(timeout, &mut on_packet),
-        };
+        self.recv_any(timeout, |buf, from, _| on_packet(buf, from))
+    }
+
+    /// [`recv`](Self::recv) over the primary socket and every extra socket: `on_packet` also gets
+    /// the id of the socket the datagram arrived on. At most the receive limit
+    /// ([`set_recv_limit`](Self::set_recv_limit)) is delivered per call, over all sockets
+    /// together; which of the primary and the extra sockets is served first alternates from call
+    /// to call, so neither can starve the other. Without extra sockets this is exactly `recv`.
+    pub fn recv_any(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_packet: impl FnMut(&mut [u8], SocketAddr, SocketId),
+    ) -> io::Result<usize> {
+        let res = self.recv_inner(timeout, &mut on_packet);
         self.waker_inner().clear_sleeping();
         res
+    }
+
+    fn backend_recv(
+        &mut self,
+        timeout: Option<Duration>,
+        limit: usize,
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+    ) -> io::Result<usize> {
+        let extra = self.extras.epoll_fd();
+        let mut primary = |buf: &mut [u8], from: SocketAddr| on_packet(buf, from, SocketId::PRIMARY);
+        match &mut self.backend {
+            Backend::Uring(u) => u.recv(timeout, limit, &mut primary, extra),
+            Backend::Mmsg(m) => m.recv(timeout, limit, &mut primary, extra),
+        }
+    }
+
+    fn recv_inner(
+        &mut self,
+        timeout: Option<Duration>,
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+    ) -> io::Result<usize> {
+        if self.extras.is_empty() {
+            return self.backend_recv(timeout, usize::MAX, on_packet);
+        }
+        let limit = match &self.backend {
+            Backend::Uring(u) => u.recv_limit(),
+            Backend::Mmsg(m) => m.recv_limit(),
+        }
+        .max(1);
+        // Whatever is queued already, without blocking, in alternating order.
+        self.extras_first = !self.extras_first;
+        let mut n = 0;
+        if self.extras_first {
+            n += self.extras.recv_ready(limit, on_packet)?;
+        }
+        if n < limit {
+            n += self.backend_recv(Some(Duration::ZERO), limit - n, on_packet)?;
+        }
+        if !self.extras_first && n < limit {
+            n += self.extras.recv_ready(limit - n, on_packet)?;
+        }
+        if n > 0 || timeout == Some(Duration::ZERO) {
+            return Ok(n);
+        }
+        // Nothing queued: wait for the primary socket, a wake-up or an extra socket.
+        n = self.backend_recv(timeout, limit, on_packet)?;
+        if n < limit {
+            n += self.extras.recv_ready(limit - n, on_packet)?;
+        }
+        Ok(n)
     }
 
     /// Limits how many datagrams the next `recv` calls deliver (1 ..= `Config::batch`). A worker
@@ -290,10 +401,13 @@ impl UdpIo {
     /// (e.g. `ECONNREFUSED`, `EAGAIN` when the send buffer is full: sending never blocks) are
     /// counted in the report, not returned; an `Err` means the socket or ring itself failed (the
     /// batch is cleared all the same).
+    ///
+    /// Each datagram leaves through the socket its slot names ([`SendBatch::push_with_via`]); one
+    /// whose extra socket was removed meanwhile counts as failed.
     pub fn send(&mut self, batch: &mut SendBatch) -> io::Result<SendReport> {
         let res = match &mut self.backend {
-            Backend::Uring(u) => u.send(batch),
-            Backend::Mmsg(m) => m.send(batch),
+            Backend::Uring(u) => u.send(batch, &self.extras),
+            Backend::Mmsg(m) => m.send(batch, &self.extras),
         };
         batch.clear();
         res

@@ -4,7 +4,7 @@
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use socket2::Socket;
 
 use crate::batch::SendBatch;
+use crate::extra::{Extras, SocketId};
 use crate::sock::{self, is_fatal_recv_errno, is_fatal_send_errno};
 use crate::waker::WakerInner;
 use crate::{Deadline, SendReport, MAX_DATAGRAM};
@@ -124,9 +125,9 @@ impl Mmsg {
 
     /// Nonblocking `recvmmsg` until at least one datagram was delivered or the socket queue is
     /// empty. `Ok(0)` when nothing is queued (or a transient socket error was consumed).
-    fn recv_batch(&mut self, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<usize> {
+    fn recv_batch(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<usize> {
         loop {
-            let (received, delivered) = self.recv_once(on_packet)?;
+            let (received, delivered) = self.recv_once(limit, on_packet)?;
             // Datagrams that were dropped (truncated, unknown address family) must not make the
             // caller block while more may be queued: try again.
             if received == 0 || delivered > 0 {
@@ -136,8 +137,8 @@ impl Mmsg {
     }
 
     /// One nonblocking `recvmmsg`; returns (datagrams received, datagrams delivered).
-    fn recv_once(&mut self, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<(usize, usize)> {
-        let n = self.recv_limit.clamp(1, self.rx_hdrs.len());
+    fn recv_once(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<(usize, usize)> {
+        let n = self.recv_limit.min(limit).clamp(1, self.rx_hdrs.len());
         for h in self.rx_hdrs[..n].iter_mut() {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
@@ -183,13 +184,22 @@ impl Mmsg {
         Ok((got, delivered))
     }
 
-    /// See [`UdpIo::recv`](crate::UdpIo::recv).
+    /// Most datagrams one `recv` delivers.
+    pub(crate) fn recv_limit(&self) -> usize {
+        self.recv_limit
+    }
+
+    /// See [`UdpIo::recv`](crate::UdpIo::recv); delivers at most `limit` (and the receive limit)
+    /// datagrams. `extra` is a descriptor whose readability (the extra sockets' epoll instance)
+    /// ends the wait too, like a wake-up.
     pub(crate) fn recv(
         &mut self,
         timeout: Option<Duration>,
+        limit: usize,
         on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        extra: Option<RawFd>,
     ) -> io::Result<usize> {
-        let n = self.recv_batch(on_packet)?;
+        let n = self.recv_batch(limit, on_packet)?;
         if n > 0 {
             return Ok(n);
         }
@@ -210,15 +220,21 @@ impl Mmsg {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                libc::pollfd {
+                    fd: extra.unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
+            let nfds: libc::nfds_t = if extra.is_some() { 3 } else { 2 };
             let ts = deadline.remaining().map(|d| libc::timespec {
                 tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
                 tv_nsec: d.subsec_nanos() as libc::c_long,
             });
             let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: fds is a live array of 2 pollfds; ts_ptr is null or points to a live
-            // timespec; a null sigmask keeps the current mask.
-            let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, ts_ptr, ptr::null()) };
+            // SAFETY: fds is a live array of 3 pollfds (nfds <= 3); ts_ptr is null or points to a
+            // live timespec; a null sigmask keeps the current mask.
+            let r = unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, ts_ptr, ptr::null()) };
             if r < 0 {
                 let err = io::Error::last_os_error();
                 if err.raw_os_error() != Some(libc::EINTR) {
@@ -230,12 +246,12 @@ impl Mmsg {
                     self.waker.drain();
                 }
                 if fds[0].revents != 0 {
-                    let n = self.recv_batch(on_packet)?;
+                    let n = self.recv_batch(limit, on_packet)?;
                     if n > 0 {
                         return Ok(n);
                     }
                 }
-                if woken {
+                if woken || fds[2].revents != 0 {
                     return Ok(0);
                 }
             }
@@ -248,12 +264,28 @@ impl Mmsg {
     /// See [`UdpIo::send`](crate::UdpIo::send). Consecutive datagrams to the same destination
     /// with the same size (the last of a run may be shorter) go out as one UDP GSO message when
     /// the kernel supports it; the receiver still sees separate datagrams.
-    pub(crate) fn send(&mut self, batch: &SendBatch) -> io::Result<SendReport> {
+    /// Datagrams for extra sockets go out through them (`extras` resolves the ids); consecutive
+    /// datagrams through the same socket share one `sendmmsg`.
+    pub(crate) fn send(&mut self, batch: &SendBatch, extras: &Extras) -> io::Result<SendReport> {
         let mut report = SendReport::default();
         let total = batch.len();
         let mut next = 0;
         while next < total {
-            let m = self.build_messages(batch, &mut next, &mut report);
+            let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
+            let (fd, v6) = if via == SocketId::PRIMARY {
+                (self.socket.as_raw_fd(), self.v6)
+            } else {
+                match extras.resolve(via) {
+                    Some(r) => r,
+                    None => {
+                        // The socket was removed after the datagram was queued.
+                        report.failed += 1;
+                        next += 1;
+                        continue;
+                    }
+                }
+            };
+            let m = self.build_messages(batch, &mut next, &mut report, via, v6);
             // Send them, looping on partial sends and skipping a message that fails.
             let mut k = 0;
             while k < m {
@@ -262,7 +294,7 @@ impl Mmsg {
                 // inside `batch`, which is borrowed for the duration of this call.
                 let r = unsafe {
                     libc::sendmmsg(
-                        self.socket.as_raw_fd(),
+                        fd,
                         self.tx_hdrs.as_mut_ptr().add(k),
                         (m - k) as libc::c_uint,
                         0,
@@ -285,7 +317,7 @@ impl Mmsg {
                         if e == libc::EIO {
                             self.gso_segments = 0;
                         }
-                        self.send_train_individually(k, &mut report)?;
+                        self.send_train_individually(fd, k, &mut report)?;
                         k += 1;
                     }
                     _ => {
@@ -302,15 +334,27 @@ impl Mmsg {
 
     /// Fills up to `cap` message headers (and as many iovecs) from `batch`, starting at `*next`.
     /// Returns the number of messages.
-    fn build_messages(&mut self, batch: &SendBatch, next: &mut usize, report: &mut SendReport) -> usize {
+    /// Only datagrams leaving through `via` (an `v6` socket or not) are taken: the run ends at the
+    /// first datagram for another socket.
+    fn build_messages(
+        &mut self,
+        batch: &SendBatch,
+        next: &mut usize,
+        report: &mut SendReport,
+        via: SocketId,
+        v6: bool,
+    ) -> usize {
         let cap = self.tx_hdrs.len();
         let total = batch.len();
         let mut m = 0; // messages
         let mut d = 0; // iovecs (datagrams)
         while m < cap && d < cap && *next < total {
+            if batch.via(*next) != Some(via) {
+                break;
+            }
             let Some((to, data)) = batch.get(*next) else { break };
             *next += 1;
-            let Some(namelen) = sock::write_sockaddr(to, self.v6, &mut self.tx_names[m]) else {
+            let Some(namelen) = sock::write_sockaddr(to, v6, &mut self.tx_names[m]) else {
                 report.failed += 1;
                 continue;
             };
@@ -322,6 +366,9 @@ impl Mmsg {
             let mut bytes = seg;
             if self.gso_segments > 1 && seg > 0 {
                 while d < cap && d - first < self.gso_segments && *next < total {
+                    if batch.via(*next) != Some(via) {
+                        break;
+                    }
                     let Some((to2, data2)) = batch.get(*next) else { break };
                     if to2 != to || data2.is_empty() || data2.len() > seg || bytes + data2.len() > GSO_MAX_BYTES {
                         break;
@@ -368,7 +415,7 @@ impl Mmsg {
 
     /// Sends the datagrams of GSO message `k` one `sendmsg` each (after the kernel refused the
     /// train).
-    fn send_train_individually(&mut self, k: usize, report: &mut SendReport) -> io::Result<()> {
+    fn send_train_individually(&mut self, fd: RawFd, k: usize, report: &mut SendReport) -> io::Result<()> {
         let h = self.tx_hdrs[k].msg_hdr;
         for j in 0..self.tx_segs[k] {
             let mut single = h;
@@ -379,7 +426,7 @@ impl Mmsg {
             single.msg_controllen = 0;
             loop {
                 // SAFETY: `single` references a live name and iovec as in `send`.
-                let r = unsafe { libc::sendmsg(self.socket.as_raw_fd(), &single, 0) };
+                let r = unsafe { libc::sendmsg(fd, &single, 0) };
                 if r >= 0 {
                     report.sent += 1;
                     break;

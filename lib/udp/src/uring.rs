@@ -25,6 +25,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use socket2::Socket;
 
 use crate::batch::SendBatch;
+use crate::extra::{Extras, SocketId};
 use crate::sock::{self, describe, is_fatal_recv_errno};
 use crate::waker::WakerInner;
 use crate::{Deadline, SendReport, MAX_DATAGRAM};
@@ -32,6 +33,8 @@ use crate::{Deadline, SendReport, MAX_DATAGRAM};
 const RECV_TAG: u64 = 1;
 const WAKE_TAG: u64 = 2;
 const CANCEL_TAG: u64 = 3;
+/// The poll on the extra sockets' epoll descriptor.
+const EXTRA_TAG: u64 = 4;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -160,6 +163,9 @@ pub(crate) struct Uring {
     wake_buf: RawMem,
     recv_armed: bool,
     wake_armed: bool,
+    /// The extra sockets' epoll descriptor, once there is one, and whether a poll on it is posted.
+    extra_fd: Option<libc::c_int>,
+    extra_armed: bool,
     recv_limit: usize,
     tx_iov: Box<[libc::iovec]>,
     tx_names: Box<[libc::sockaddr_storage]>,
@@ -245,6 +251,8 @@ impl Uring {
             wake_buf,
             recv_armed: true,
             wake_armed: true,
+            extra_fd: None,
+            extra_armed: false,
             recv_limit: batch,
             tx_iov: vec![zero_iov; batch].into_boxed_slice(),
             tx_names: vec![sock::zeroed_storage(); batch].into_boxed_slice(),
@@ -291,6 +299,13 @@ impl Uring {
                 .user_data(WAKE_TAG);
             self.push_rx(&e)?;
             self.wake_armed = true;
+        }
+        if let (Some(fd), false) = (self.extra_fd, self.extra_armed) {
+            // One-shot (level-triggered) poll: completes at once if an extra socket already has
+            // data, which `UdpIo` then drains.
+            let e = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build().user_data(EXTRA_TAG);
+            self.push_rx(&e)?;
+            self.extra_armed = true;
         }
         Ok(())
     }
@@ -356,6 +371,11 @@ impl Uring {
                             fatal = Some(-res);
                         }
                     }
+                    EXTRA_TAG => {
+                        // An extra socket is readable: end the wait like a wake-up.
+                        self.extra_armed = false;
+                        woken = true;
+                    }
                     _ => {}
                 }
             }
@@ -375,13 +395,26 @@ impl Uring {
         self.recv_limit = n.clamp(1, self.tx_hdrs.len());
     }
 
-    /// See [`UdpIo::recv`](crate::UdpIo::recv).
+    /// Most datagrams one `recv` delivers.
+    pub(crate) fn recv_limit(&self) -> usize {
+        self.recv_limit
+    }
+
+    /// See [`UdpIo::recv`](crate::UdpIo::recv); delivers at most `limit` (and the receive limit)
+    /// datagrams. `extra` is the extra sockets' epoll descriptor: a poll on it ends the wait too.
     pub(crate) fn recv(
         &mut self,
         timeout: Option<Duration>,
+        limit: usize,
         on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        extra: Option<libc::c_int>,
     ) -> io::Result<usize> {
-        let limit = self.recv_limit;
+        if extra != self.extra_fd {
+            // The epoll instance is created once and lives as long as the UdpIo.
+            self.extra_fd = extra;
+            self.extra_armed = false;
+        }
+        let limit = self.recv_limit.min(limit).max(1);
         let (n, woken) = self.reap(on_packet, limit)?;
         if n > 0 || woken {
             self.flush()?;
@@ -423,7 +456,7 @@ impl Uring {
     }
 
     /// See [`UdpIo::send`](crate::UdpIo::send).
-    pub(crate) fn send(&mut self, batch: &SendBatch) -> io::Result<SendReport> {
+    pub(crate) fn send(&mut self, batch: &SendBatch, extras: &Extras) -> io::Result<SendReport> {
         if self.tx_broken {
             return Err(io::Error::other("io_uring send ring failed earlier"));
         }
@@ -436,8 +469,20 @@ impl Uring {
             let mut m = 0;
             while m < cap && next < total {
                 let Some((to, data)) = batch.get(next) else { break };
+                let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
                 next += 1;
-                let Some(namelen) = sock::write_sockaddr(to, self.v6, &mut self.tx_names[m]) else {
+                let (fd, v6) = if via == SocketId::PRIMARY {
+                    (fd, self.v6)
+                } else {
+                    match extras.resolve(via) {
+                        Some(r) => r,
+                        None => {
+                            report.failed += 1;
+                            continue;
+                        }
+                    }
+                };
+                let Some(namelen) = sock::write_sockaddr(to, v6, &mut self.tx_names[m]) else {
                     report.failed += 1;
                     continue;
                 };
@@ -534,7 +579,7 @@ impl Drop for Uring {
         let _ = self.rx.submit();
         let mut live_recv = self.recv_armed;
         let mut live_wake = self.wake_armed;
-        for target in [RECV_TAG, WAKE_TAG] {
+        for target in [RECV_TAG, WAKE_TAG, EXTRA_TAG] {
             let e = opcode::AsyncCancel::new(target).build().user_data(CANCEL_TAG);
             // SAFETY: a cancel entry references no memory.
             let _ = unsafe { self.rx.submission().push(&e) };

@@ -96,3 +96,49 @@ fn steady_state_round_trips_do_not_allocate() {
         eprintln!("{kind}: {ROUNDS} round trips, 0 allocations");
     }
 }
+
+/// The same through an extra socket (`add_socket`): epoll + recvmmsg in, `push_with_via` out.
+#[test]
+fn extra_socket_round_trips_do_not_allocate() {
+    use switchyard_udp::{Config, SocketId};
+    const WARMUP: u32 = 200;
+    const ROUNDS: u32 = 5_000;
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let x = io.add_socket(loopback(), &Config::default()).expect("add");
+        let xa = io.socket_addr(x).expect("addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut batch = SendBatch::new(64);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut before = 0;
+        for i in 0..WARMUP + ROUNDS {
+            if i == WARMUP {
+                before = allocs();
+            }
+            let len = 20 + (i as usize % 1200);
+            buf[..4].copy_from_slice(&i.to_be_bytes());
+            peer.send_to(&buf[..len], xa).expect("send_to");
+            let mut got = 0;
+            while got == 0 {
+                got = io
+                    .recv_any(Some(Duration::from_secs(5)), |data, from, via| {
+                        assert_eq!(via, x);
+                        batch.push_with_via(via, from, |out| {
+                            out[..data.len()].copy_from_slice(data);
+                            Some(data.len())
+                        });
+                    })
+                    .expect("recv");
+            }
+            assert_eq!(batch.via(0), Some(x));
+            assert_ne!(batch.via(0), Some(SocketId::PRIMARY));
+            io.send(&mut batch).expect("send");
+            let (n, from) = peer.recv_from(&mut buf).expect("peer recv");
+            assert!(n == len && from == xa, "{kind}: bad echo");
+        }
+        let during = allocs() - before;
+        assert_eq!(during, 0, "{kind}: {during} heap allocations in {ROUNDS} round trips via an extra socket");
+        eprintln!("{kind}: {ROUNDS} extra-socket round trips, 0 allocations");
+    }
+}
