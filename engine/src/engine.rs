@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded, Sender};
 use switchyard_protocol::WorkerInfo;
 use switchyard_udp::{IoKind, UdpIo};
 
 use crate::control::{self, ControlState, WorkerHandle};
 use crate::handoff::HandoffMesh;
 use crate::stats::WorkerCounters;
-use crate::worker::Worker;
+use crate::worker::{Command, Op, Worker};
 
 /// Events buffered towards the control daemon before the engine starts dropping them.
 const EVENT_QUEUE: usize = 65_536;
@@ -67,6 +68,29 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     wakers: Vec<switchyard_udp::Waker>,
+    probe: WorkerProbe,
+}
+
+/// Asks every worker loop whether it is turning, for the systemd watchdog: a worker that has died or
+/// is stuck does not answer. Cloneable and independent of the [`Engine`]'s lifetime.
+#[derive(Clone)]
+pub struct WorkerProbe {
+    workers: Vec<(Sender<Command>, switchyard_udp::Waker)>,
+}
+
+impl WorkerProbe {
+    /// True when every worker answered a no-op command (a latency summary) within `timeout`.
+    pub fn alive(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = bounded(self.workers.len());
+        for (commands, waker) in &self.workers {
+            if commands.send(Command { op: Op::Latency, reply: tx.clone() }).is_err() {
+                return false;
+            }
+            waker.wake();
+        }
+        (0..self.workers.len()).all(|_| matches!(rx.recv_deadline(deadline), Ok(Ok(_))))
+    }
 }
 
 /// Why the engine could not start.
@@ -147,6 +171,7 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let (ev_tx, ev_rx) = bounded(EVENT_QUEUE);
         let mut handles = Vec::new();
+        let mut probe = WorkerProbe { workers: Vec::new() };
         let mut threads = Vec::new();
         let mut infos = Vec::new();
         for (i, io) in ios.into_iter().enumerate() {
@@ -155,6 +180,7 @@ impl Engine {
             let info = WorkerInfo { index: i as u16, addr, core: core.map(|c| c.id as u16) };
             let counters = Arc::new(WorkerCounters::default());
             let (cmd_tx, cmd_rx) = unbounded();
+            probe.workers.push((cmd_tx.clone(), io.waker()));
             handles.push(WorkerHandle {
                 info: info.clone(),
                 commands: cmd_tx,
@@ -195,7 +221,12 @@ impl Engine {
             .spawn(move || control::forward_events(ev_rx, state))
             .map_err(StartError::Thread)?;
         tracing::info!(socket = %cfg.socket.display(), "control socket listening");
-        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), stop, threads, wakers })
+        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), stop, threads, wakers, probe })
+    }
+
+    /// A probe of the worker loops (see [`WorkerProbe`]).
+    pub fn probe(&self) -> WorkerProbe {
+        self.probe.clone()
     }
 
     /// Stops the workers and waits for them.

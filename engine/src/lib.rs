@@ -19,6 +19,7 @@
 //! The control daemon never blocks a worker: it only enqueues commands, and workers only enqueue events.
 #![warn(unreachable_pub)]
 
+pub mod config;
 pub mod control;
 pub mod demux;
 pub mod engine;
@@ -30,4 +31,4 @@ pub mod stats;
 pub mod transport;
 pub mod worker;
 
-pub use engine::{Engine, EngineConfig, StartError};
+pub use engine::{Engine, EngineConfig, StartError, WorkerProbe};

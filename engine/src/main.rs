@@ -2,16 +2,22 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use switchyard_engine::config::{self, EngineFile};
 use switchyard_engine::{Engine, EngineConfig};
+use switchyard_notify::{Notifier, Watchdog};
 use switchyard_udp::IoKind;
 
 /// Switchyard's data plane: forwards SRTP between WebRTC transports, programmed by switchyard-control.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// Configuration file: its [engine] and [turn] keys are the defaults of the flags of the same name.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Worker threads, each pinned to a core with its own UDP port (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -30,6 +36,10 @@ struct Args {
     /// Do not pin workers to cores.
     #[arg(long)]
     no_pin: bool,
+    /// UDP receive and send buffer per worker socket in bytes, 0 for the system default (default: 4 MiB;
+    /// above net.core.rmem_max/wmem_max only with CAP_NET_ADMIN).
+    #[arg(long, value_name = "BYTES")]
+    socket_buffer: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,10 +49,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args: Args = config::parse_args(|path| Ok(config::load::<EngineFile>(path)?.flags()))?;
     let mut cfg = EngineConfig { bind: args.bind, port_base: args.port_base, io: args.io, socket: args.socket, pin: !args.no_pin, ..Default::default() };
     if let Some(w) = args.workers {
         cfg.workers = w;
+    }
+    if let Some(b) = args.socket_buffer {
+        cfg.socket_buffer = b;
     }
     // Block SIGINT/SIGTERM before any thread starts so every thread inherits the mask and the main
     // thread alone receives them through sigwait.
@@ -51,10 +64,41 @@ fn main() -> anyhow::Result<()> {
     for w in &engine.workers {
         tracing::info!(worker = w.index, addr = %w.addr, core = ?w.core, "worker listening");
     }
+    anyhow::ensure!(engine.probe().alive(Duration::from_secs(5)), "a worker did not start");
+    let watchdog = notify_ready(&engine);
     wait_for_signal(&signals);
     tracing::info!("stopping");
+    drop(watchdog);
+    notify(|n| n.stopping("stopping: draining workers"));
     engine.stop();
     Ok(())
+}
+
+/// Sends to systemd's notification socket, when there is one (Type=notify units).
+fn notify(send: impl FnOnce(&Notifier) -> std::io::Result<()>) -> Option<Notifier> {
+    let n = Notifier::from_env().inspect_err(|e| tracing::warn!(error = %e, "NOTIFY_SOCKET unusable")).ok()??;
+    if let Err(e) = send(&n) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    Some(n)
+}
+
+/// READY=1 now that every worker answers, then WATCHDOG=1 every WatchdogSec/2 for as long as they all
+/// still answer: a dead or stuck worker gets the engine restarted.
+fn notify_ready(engine: &Engine) -> Option<Watchdog> {
+    let status = format!("forwarding on {} workers ({})", engine.workers.len(), engine.io);
+    let notifier = notify(|n| n.ready(&status))?;
+    let period = switchyard_notify::watchdog_period()?;
+    let probe = engine.probe();
+    Watchdog::spawn(notifier, period, move || {
+        let alive = probe.alive(period / 2);
+        if !alive {
+            tracing::error!("a worker did not answer: not feeding the systemd watchdog");
+        }
+        alive
+    })
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start the watchdog thread"))
+        .ok()
 }
 
 fn block_signals() -> libc::sigset_t {
