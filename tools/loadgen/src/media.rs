@@ -323,7 +323,7 @@ pub struct MediaThread {
     /// Wakes it when a command is queued.
     pub waker: Arc<Waker>,
     /// Its report, when it ends.
-    pub handle: std::thread::JoinHandle<Report>,
+    pub handle: Mutex<Option<std::thread::JoinHandle<Report>>>,
 }
 
 impl MediaThread {
@@ -332,6 +332,13 @@ impl MediaThread {
         let ok = self.commands.send(Command::Add(Box::new(ep))).is_ok();
         let _ = self.waker.wake();
         ok
+    }
+
+    /// Waits for the thread to end (after [`Control::exit`]) and takes its report.
+    pub fn join(&self) -> Option<Report> {
+        let _ = self.waker.wake();
+        let h = self.handle.lock().ok()?.take()?;
+        h.join().ok()
     }
 }
 
@@ -364,7 +371,7 @@ pub fn spawn(
         w.run();
         w.finish()
     })?;
-    Ok(MediaThread { commands: tx, waker, handle })
+    Ok(MediaThread { commands: tx, waker, handle: Mutex::new(Some(handle)) })
 }
 
 struct Worker {
@@ -821,8 +828,7 @@ mod tests {
         control.stop_sending.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(100));
         control.exit.store(true, Ordering::Relaxed);
-        let _ = t.waker.wake();
-        let r = t.handle.join().unwrap();
+        let r = t.join().unwrap();
         let tally = &r.rooms[&7];
         let sent: u64 = tally.sent.values().sum();
         assert!(sent > 20, "{r:?}");
