@@ -61,7 +61,7 @@ pub async fn run(cfg: ControlConfig) -> anyhow::Result<()> {
 
     let (hub_tx, hub_rx) = mpsc::unbounded_channel();
     let hub = Hub::new(
-        HubConfig { dtls_timeout: Duration::from_secs(cfg.dtls_timeout_secs), max_participants: cfg.max_participants },
+        HubConfig { dtls_timeout: Duration::from_secs(cfg.dtls_timeout_secs), ..HubConfig::from_control(&cfg) },
         engine.clone(),
         Arc::new(identity),
         hub_tx.clone(),

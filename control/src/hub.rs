@@ -1,6 +1,11 @@
 //! The hub: one task that owns every room, connection and transport, and carries out what clients,
 //! the engine and DTLS handshakes ask for, one message at a time (no locks, no races between a join
 //! and a leave). Slow work (DTLS handshakes) runs in its own tasks and reports back as messages.
+//!
+//! Rooms switch between the mesh (C2C, P2P: the hub only relays `peer-*` signaling between
+//! participants) and the SFU as [`ModePolicy::decide`] says after every join and leave. A switch
+//! starts a new room epoch and is announced with a `mode` message; leaving the SFU removes every
+//! participant's engine transports, entering it waits for everyone's publish offers (docs/modes.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,9 +20,12 @@ use switchyard_sdp::{
 use switchyard_srtp::{split_keying_material, Profile};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::daemon::ControlConfig;
 use crate::engine_link::EngineLink;
+use crate::mode::{Mode, ModePolicy};
 use crate::room::{Participant, Room};
-use crate::signaling::{ClientMsg, ParticipantInfo, ServerMsg, SignalError};
+use crate::signaling::{candidate_text, ClientMsg, ParticipantInfo, ServerMsg, SignalError};
+use crate::turn::TurnSettings;
 
 /// A WebSocket connection's id.
 pub type ConnId = u64;
@@ -74,6 +82,45 @@ pub struct HubConfig {
     pub dtls_timeout: Duration,
     /// Most participants per room.
     pub max_participants: usize,
+    /// Which mode rooms use, and the candidate filter for the mesh.
+    pub modes: ModePolicy,
+    /// STUN/TURN servers handed to clients (`iceServers`) with fresh credentials.
+    pub turn: TurnSettings,
+}
+
+impl HubConfig {
+    /// The hub's settings from the daemon's command line.
+    pub fn from_control(cfg: &ControlConfig) -> HubConfig {
+        HubConfig {
+            dtls_timeout: Duration::from_secs(cfg.dtls_timeout_secs),
+            max_participants: cfg.max_participants,
+            modes: cfg.modes.clone(),
+            turn: TurnSettings {
+                urls: cfg.turn_urls.clone(),
+                secret: cfg.turn_secret.clone(),
+                ttl: Duration::from_secs(cfg.turn_ttl_secs),
+            },
+        }
+    }
+}
+
+impl Default for HubConfig {
+    /// The command line's defaults (no STUN/TURN URLs).
+    fn default() -> HubConfig {
+        HubConfig {
+            dtls_timeout: Duration::from_secs(15),
+            max_participants: 200,
+            modes: ModePolicy::default(),
+            turn: TurnSettings { urls: Vec::new(), secret: String::new(), ttl: Duration::from_secs(86400) },
+        }
+    }
+}
+
+/// What a mesh participant sends another one through the hub.
+enum Relayed {
+    Offer(String),
+    Answer(String),
+    Candidate(Option<serde_json::Value>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +231,7 @@ impl Hub {
                     .iter()
                     .map(|(name, r)| RoomSummary {
                         name: name.clone(),
-                        mode: "sfu".into(),
+                        mode: r.mode.to_string(),
                         participants: r.participants.values().map(|p| (p.id.clone(), p.name.clone())).collect(),
                     })
                     .collect();
@@ -219,17 +266,36 @@ impl Hub {
     async fn client(&mut self, conn: ConnId, msg: ClientMsg) -> Result<(), SignalError> {
         let joined = self.conns.get(&conn).and_then(|c| c.joined.clone());
         match (msg, joined) {
-            (ClientMsg::Join { room, name, .. }, None) => {
-                self.join(conn, room.clone(), name)?;
+            (ClientMsg::Join { room, name, mesh, .. }, None) => {
+                self.join(conn, room.clone(), name, mesh).await?;
                 // The newcomer is offered everything already published.
                 self.renegotiate(&room).await;
                 Ok(())
             }
             (ClientMsg::Join { .. }, Some(_)) => Err(SignalError::new("out-of-order", "already joined; send leave first")),
             (_, None) => Err(SignalError::new("out-of-order", "send join first")),
-            (ClientMsg::Publish { sdp }, Some((room, pid))) => self.publish(conn, &room, pid, &sdp).await,
-            (ClientMsg::SubscribeAnswer { sdp, version }, Some((room, pid))) => {
+            (ClientMsg::Publish { sdp, epoch }, Some((room, pid))) => {
+                if self.stale(&room, epoch, "publish") {
+                    return Ok(());
+                }
+                self.require_sfu(&room)?;
+                self.publish(conn, &room, pid, &sdp).await
+            }
+            (ClientMsg::SubscribeAnswer { sdp, version, epoch }, Some((room, pid))) => {
+                if self.stale(&room, epoch, "subscribe-answer") {
+                    return Ok(());
+                }
+                self.require_sfu(&room)?;
                 self.subscribe_answer(&room, pid, &sdp, version).await
+            }
+            (ClientMsg::PeerOffer { to, sdp, epoch }, Some((room, pid))) => {
+                self.relay(&room, pid, &to, epoch, Relayed::Offer(sdp))
+            }
+            (ClientMsg::PeerAnswer { to, sdp, epoch }, Some((room, pid))) => {
+                self.relay(&room, pid, &to, epoch, Relayed::Answer(sdp))
+            }
+            (ClientMsg::PeerCandidate { to, candidate, epoch }, Some((room, pid))) => {
+                self.relay(&room, pid, &to, epoch, Relayed::Candidate(candidate))
             }
             (ClientMsg::Candidate { .. }, Some(_)) => Ok(()),
             (ClientMsg::Chat { text }, Some((room, pid))) => {
@@ -259,34 +325,144 @@ impl Hub {
         self.rooms.get(room).and_then(|r| r.participants.get(&pid))
     }
 
-    fn join(&mut self, conn: ConnId, room: String, name: String) -> Result<(), SignalError> {
-        let r = self.rooms.entry(room.clone()).or_default();
+    fn ice_servers(&self, pid: u64) -> Vec<serde_json::Value> {
+        crate::turn::ice_servers(&self.cfg.turn, &format!("p{pid}"), SystemTime::now())
+    }
+
+    /// Sends everyone in `room` its mode, size and epoch; with `fresh`, new STUN/TURN credentials too.
+    fn announce_mode(&self, room: &str, fresh: bool) {
+        let Some(r) = self.rooms.get(room) else { return };
+        for c in self.conns.values() {
+            let Some((_, pid)) = c.joined.as_ref().filter(|(name, _)| name == room) else { continue };
+            let _ = c.tx.send(ServerMsg::Mode {
+                mode: r.mode.to_string(),
+                participants: r.participants.len(),
+                epoch: r.epoch,
+                ice_servers: fresh.then(|| self.ice_servers(*pid)),
+            });
+        }
+    }
+
+    /// Puts `room` in the mode the policy asks for after a join or leave; returns whether the
+    /// topology changed (a new epoch). Leaving the SFU removes everyone's engine transports.
+    async fn apply_policy(&mut self, room: &str) -> bool {
+        let policy = &self.cfg.modes;
+        let Some(r) = self.rooms.get_mut(room) else { return false };
+        let (before, epoch) = (r.mode, r.epoch);
+        let target = policy.decide(room, Some(r.mode), r.participants.len(), r.mesh_capable());
+        let gone = r.switch(target);
+        let switched = r.epoch != epoch;
+        if before != target {
+            tracing::info!(%room, from = %before, to = %target, participants = r.participants.len(), epoch = r.epoch, "mode");
+        }
+        for t in gone {
+            self.remove_transport(t).await;
+        }
+        switched
+    }
+
+    /// Whether a message carries an epoch the room has left (it is then dropped without a reply:
+    /// it was meant for the topology the sender has not yet heard is gone).
+    fn stale(&self, room: &str, epoch: Option<u64>, kind: &str) -> bool {
+        let current = self.rooms.get(room).map(|r| r.epoch);
+        let stale = epoch.is_some() && epoch != current;
+        if stale {
+            tracing::debug!(%room, ?epoch, ?current, kind, "dropping a message from an earlier epoch");
+        }
+        stale
+    }
+
+    fn require_sfu(&self, room: &str) -> Result<(), SignalError> {
+        match self.rooms.get(room).map(|r| r.mode) {
+            Some(m) if m.is_mesh() => Err(SignalError::new("out-of-order", format!("the room is in {m} mode, not sfu"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Passes a mesh participant's offer, answer or candidate on to `to` (candidates outside the
+    /// allowed networks are dropped, also from inside SDPs).
+    fn relay(&mut self, room: &str, pid: u64, to: &str, epoch: Option<u64>, what: Relayed) -> Result<(), SignalError> {
+        if self.stale(room, epoch, "peer") {
+            return Ok(());
+        }
+        let Some(r) = self.rooms.get(room) else { return Ok(()) };
+        if !r.mode.is_mesh() {
+            return Err(SignalError::new("out-of-order", format!("peer messages are for the mesh; the room is in {} mode", r.mode)));
+        }
+        let target = to.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
+        if target == Some(pid) {
+            return Err(SignalError::new("bad-message", "a peer message cannot be sent to yourself"));
+        }
+        let Some(target) = target.filter(|t| r.participants.contains_key(t)) else {
+            // They may have just left: nothing to tell the sender that `participant-left` will not.
+            tracing::debug!(%room, participant = pid, to, "peer message for someone not in the room");
+            return Ok(());
+        };
+        let policy = &self.cfg.modes;
+        let from = format!("p{pid}");
+        let msg = match what {
+            Relayed::Offer(sdp) => ServerMsg::PeerOffer { from, sdp: policy.filter_sdp(&sdp) },
+            Relayed::Answer(sdp) => ServerMsg::PeerAnswer { from, sdp: policy.filter_sdp(&sdp) },
+            Relayed::Candidate(candidate) => {
+                if !policy.allows_candidate(candidate_text(candidate.as_ref()).unwrap_or_default()) {
+                    tracing::debug!(%room, participant = pid, "candidate outside the allowed networks dropped");
+                    return Ok(());
+                }
+                ServerMsg::PeerCandidate { from, candidate: candidate.unwrap_or_default() }
+            }
+        };
+        if let Some(conn) = self.conn_of(room, target) {
+            self.send(conn, msg);
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, conn: ConnId, room: String, name: String, mesh: bool) -> Result<(), SignalError> {
+        let policy = &self.cfg.modes;
+        if !policy.admits(&room, mesh) {
+            let pinned = policy.pinned(&room).unwrap_or(Mode::P2p);
+            return Err(SignalError::new(
+                "unsupported",
+                format!("room {room} is pinned to {pinned}, which needs a client that can run the mesh"),
+            ));
+        }
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room::new(policy.decide(&room, None, 1, mesh)));
         if r.participants.len() >= self.cfg.max_participants {
             return Err(SignalError::new("room-full", format!("room {room} has {} participants", r.participants.len())));
         }
         let pid = self.next_participant;
         self.next_participant += 1;
         let others: Vec<ParticipantInfo> = r.participants.values().map(Self::info).collect();
-        let p = Participant::new(format!("p{pid}"), name);
+        let mut p = Participant::new(format!("p{pid}"), name);
+        p.mesh = mesh;
         let info = Self::info(&p);
         r.participants.insert(pid, p);
-        let count = r.participants.len();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.joined = Some((room.clone(), pid));
         }
-        tracing::info!(%room, participant = pid, "joined");
+        tracing::info!(%room, participant = pid, mesh, "joined");
+        let switched = self.apply_policy(&room).await;
+        let Some(r) = self.rooms.get(&room) else { return Ok(()) };
         self.send(
             conn,
             ServerMsg::Joined {
                 room: room.clone(),
                 participant: format!("p{pid}"),
-                mode: "sfu".into(),
+                mode: r.mode.to_string(),
+                epoch: r.epoch,
                 participants: others,
-                ice_servers: Vec::new(),
+                ice_servers: self.ice_servers(pid),
             },
         );
+        // After a switch the others hear about it before the newcomer, so they build the new
+        // topology (with the newcomer in it) rather than wire the newcomer into the old one.
+        if switched {
+            self.announce_mode(&room, true);
+        }
         self.broadcast(&room, &ServerMsg::ParticipantJoined { participant: info }, Some(conn));
-        self.broadcast(&room, &ServerMsg::Mode { mode: "sfu".into(), participants: count }, None);
+        if !switched {
+            self.announce_mode(&room, false);
+        }
         Ok(())
     }
 
@@ -302,8 +478,9 @@ impl Hub {
             self.rooms.remove(&room);
             return;
         }
+        let switched = self.apply_policy(&room).await;
         self.broadcast(&room, &ServerMsg::ParticipantLeft { id: p.id.clone() }, None);
-        self.broadcast(&room, &ServerMsg::Mode { mode: "sfu".into(), participants: count }, None);
+        self.announce_mode(&room, switched);
         self.renegotiate(&room).await;
     }
 
@@ -476,8 +653,8 @@ impl Hub {
     /// Re-derives everyone's subscribe slots and sends the offers that are due.
     async fn renegotiate(&mut self, room: &str) {
         let changed = match self.rooms.get_mut(room) {
-            Some(r) => r.reconcile_all(),
-            None => return,
+            Some(r) if r.mode == Mode::Sfu => r.reconcile_all(),
+            _ => return,
         };
         for pid in changed {
             if let Err(e) = self.offer(room, pid).await {
@@ -550,6 +727,9 @@ fn client_kind(msg: &ClientMsg) -> &'static str {
         ClientMsg::Join { .. } => "join",
         ClientMsg::Publish { .. } => "publish",
         ClientMsg::SubscribeAnswer { .. } => "subscribe-answer",
+        ClientMsg::PeerOffer { .. } => "peer-offer",
+        ClientMsg::PeerAnswer { .. } => "peer-answer",
+        ClientMsg::PeerCandidate { .. } => "peer-candidate",
         ClientMsg::Candidate { .. } => "candidate",
         ClientMsg::Chat { .. } => "chat",
         ClientMsg::MediaState { .. } => "media-state",

@@ -4,11 +4,17 @@
 //! and, for each participant, the m-line slots of their subscribe connection and which engine
 //! subscriptions are in place. It never talks to the engine or a socket: the hub asks it what to offer
 //! next and what to subscribe or unsubscribe after an answer, and carries that out.
+//!
+//! A room also has a [`Mode`]: in the mesh modes (C2C, P2P) none of the SFU state is used (browsers
+//! connect to each other and the server only relays their signaling); its `epoch` changes at every
+//! switch between the mesh and the SFU so messages meant for the old topology can be told apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use switchyard_protocol::TransportId;
 use switchyard_sdp::{MediaKind, PublishedTrack, SubscribeSlot};
+
+use crate::mode::Mode;
 
 /// Who owns what a subscribe slot carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +67,8 @@ pub struct Participant {
     pub video: bool,
     /// Sharing a screen.
     pub screen: bool,
+    /// Can run the mesh modes (said so in `join`).
+    pub mesh: bool,
     /// The publish transport, once the first offer arrived.
     pub publish: Option<TransportId>,
     /// Tracks accepted from the latest publish offer.
@@ -74,6 +82,10 @@ pub struct Participant {
 pub struct Room {
     /// Participants by id, in join order of their numeric ids.
     pub participants: BTreeMap<u64, Participant>,
+    /// The room's topology.
+    pub mode: Mode,
+    /// Incremented at every switch between the mesh and the SFU.
+    pub epoch: u64,
 }
 
 fn mid_for(kind: &MediaKind, n: u32) -> String {
@@ -93,6 +105,7 @@ impl Participant {
             audio: true,
             video: true,
             screen: false,
+            mesh: false,
             publish: None,
             tracks: Vec::new(),
             sub: Subscription::default(),
@@ -188,6 +201,39 @@ impl Subscription {
 }
 
 impl Room {
+    /// An empty room in `mode`.
+    pub fn new(mode: Mode) -> Room {
+        Room { participants: BTreeMap::new(), mode, epoch: 1 }
+    }
+
+    /// Whether every participant can run the mesh.
+    pub fn mesh_capable(&self) -> bool {
+        self.participants.values().all(|p| p.mesh)
+    }
+
+    /// Moves the room to `mode`. A switch between the mesh and the SFU starts a new epoch; leaving
+    /// the SFU forgets every participant's SFU session and returns the engine transports to remove
+    /// (their routes go with them). A C2C <-> P2P change is only a new name.
+    pub fn switch(&mut self, mode: Mode) -> Vec<TransportId> {
+        let mut gone = Vec::new();
+        if mode == self.mode {
+            return gone;
+        }
+        if mode.is_mesh() != self.mode.is_mesh() {
+            self.epoch += 1;
+        }
+        if self.mode == Mode::Sfu && mode.is_mesh() {
+            for p in self.participants.values_mut() {
+                gone.extend(p.publish.take());
+                gone.extend(p.sub.transport.take());
+                p.tracks.clear();
+                p.sub = Subscription::default();
+            }
+        }
+        self.mode = mode;
+        gone
+    }
+
     /// Every track published in the room except `viewer`'s, with its source.
     pub fn tracks_for(&self, viewer: u64) -> Vec<(SlotSource, PublishedTrack)> {
         let mut v = Vec::new();
@@ -284,6 +330,44 @@ mod tests {
         let diff = p1.sub.accept_answer(2).unwrap();
         assert_eq!(diff.remove, vec![(20, 200), (20, 201)]);
         assert!(diff.add.is_empty());
+    }
+
+    #[test]
+    fn leaving_the_sfu_forgets_every_session_and_starts_a_new_epoch() {
+        let mut r = room_with(3);
+        r.reconcile_all();
+        r.participants.get_mut(&1).unwrap().sub.take_offer().unwrap();
+        assert_eq!((r.mode, r.epoch), (Mode::Sfu, 0));
+        let mut gone = r.switch(Mode::P2p);
+        gone.sort_unstable();
+        assert_eq!(gone, vec![10, 11, 20, 21, 30, 31]);
+        assert_eq!((r.mode, r.epoch), (Mode::P2p, 1));
+        for p in r.participants.values() {
+            assert!(p.publish.is_none() && p.tracks.is_empty() && p.sub.transport.is_none());
+            assert!(p.sub.slots.is_empty() && p.sub.in_flight.is_none() && p.sub.installed.is_empty());
+        }
+        // Nothing to offer in the mesh.
+        assert!(r.reconcile_all().is_empty());
+        // C2C <-> P2P is the same mesh: same epoch, nothing removed.
+        assert!(r.switch(Mode::C2c).is_empty());
+        assert_eq!(r.epoch, 1);
+        // Back to the SFU: a new epoch; sessions start again from the clients' publish offers.
+        assert!(r.switch(Mode::Sfu).is_empty());
+        assert_eq!((r.mode, r.epoch), (Mode::Sfu, 2));
+        assert!(r.switch(Mode::Sfu).is_empty());
+        assert_eq!(r.epoch, 2);
+    }
+
+    #[test]
+    fn the_room_is_mesh_capable_only_if_everyone_is() {
+        let mut r = Room::new(Mode::C2c);
+        assert!(r.mesh_capable());
+        let mut a = Participant::new("p1".into(), "a".into());
+        a.mesh = true;
+        r.participants.insert(1, a);
+        assert!(r.mesh_capable());
+        r.participants.insert(2, Participant::new("p2".into(), "bot".into()));
+        assert!(!r.mesh_capable());
     }
 
     #[test]

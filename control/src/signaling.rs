@@ -21,11 +21,18 @@ pub enum ClientMsg {
         /// Optional access token.
         #[serde(default)]
         token: Option<String>,
+        /// The client can run the mesh modes (C2C, P2P: one peer connection per other participant
+        /// and the `peer-*` messages). Without it the room stays in the SFU while the client is in it.
+        #[serde(default)]
+        mesh: bool,
     },
     /// An offer on the publish connection.
     Publish {
         /// The offer.
         sdp: String,
+        /// The room epoch the offer belongs to (from `joined` / `mode`); an old one is ignored.
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     /// The answer to a subscribe offer.
     SubscribeAnswer {
@@ -33,6 +40,41 @@ pub enum ClientMsg {
         sdp: String,
         /// The offer version it answers.
         version: u64,
+        /// The room epoch (see `Publish`).
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// Mesh: an offer for the peer connection with participant `to`.
+    PeerOffer {
+        /// The other participant's id.
+        to: String,
+        /// The offer.
+        sdp: String,
+        /// The room epoch (see `Publish`).
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// Mesh: the answer to `to`'s offer.
+    PeerAnswer {
+        /// The other participant's id.
+        to: String,
+        /// The answer.
+        sdp: String,
+        /// The room epoch (see `Publish`).
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// Mesh: an ICE candidate for the peer connection with `to`.
+    PeerCandidate {
+        /// The other participant's id.
+        to: String,
+        /// `RTCIceCandidateInit` (`{candidate, sdpMid, sdpMLineIndex, usernameFragment}`), a candidate
+        /// string, or null (end of candidates).
+        #[serde(default)]
+        candidate: Option<serde_json::Value>,
+        /// The room epoch (see `Publish`).
+        #[serde(default)]
+        epoch: Option<u64>,
     },
     /// An ICE candidate (ignored in SFU mode: the server is ICE-lite).
     Candidate {
@@ -90,6 +132,25 @@ impl SignalError {
     }
 }
 
+fn valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The candidate line of a `peer-candidate`'s `candidate` field: `Some("")` for null (end of
+/// candidates), `None` when the field has neither a string nor an object with a string `candidate`.
+pub fn candidate_text(candidate: Option<&serde_json::Value>) -> Option<&str> {
+    match candidate {
+        None | Some(serde_json::Value::Null) => Some(""),
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Object(o)) => match o.get("candidate") {
+            Some(serde_json::Value::String(s)) => Some(s),
+            None | Some(serde_json::Value::Null) => Some(""),
+            Some(_) => None,
+        },
+        Some(_) => None,
+    }
+}
+
 fn valid_room(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
@@ -116,9 +177,25 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, SignalError> {
                 return bad("name must be 1-64 printable characters");
             }
         }
-        ClientMsg::Publish { sdp } | ClientMsg::SubscribeAnswer { sdp, .. } => {
+        ClientMsg::Publish { sdp, .. } | ClientMsg::SubscribeAnswer { sdp, .. } => {
             if !sdp.starts_with("v=0") {
                 return bad("sdp must be a session description starting with v=0");
+            }
+        }
+        ClientMsg::PeerOffer { to, sdp, .. } | ClientMsg::PeerAnswer { to, sdp, .. } => {
+            if !valid_id(to) {
+                return bad("to must be a participant id");
+            }
+            if !sdp.starts_with("v=0") {
+                return bad("sdp must be a session description starting with v=0");
+            }
+        }
+        ClientMsg::PeerCandidate { to, candidate, .. } => {
+            if !valid_id(to) {
+                return bad("to must be a participant id");
+            }
+            if candidate_text(candidate.as_ref()).is_none() {
+                return bad("candidate must be null, a string or an object with a string `candidate`");
             }
         }
         ClientMsg::Candidate { pc, .. } => {
@@ -163,6 +240,8 @@ pub enum ServerMsg {
         participant: String,
         /// The room's mode.
         mode: String,
+        /// The room's epoch: it changes whenever the room switches between the mesh and the SFU.
+        epoch: u64,
         /// Everyone already there.
         participants: Vec<ParticipantInfo>,
         /// STUN/TURN servers for the client's peer connections.
@@ -221,6 +300,33 @@ pub enum ServerMsg {
         mode: String,
         /// Participants in the room.
         participants: usize,
+        /// The room's epoch: a new one means the topology changed (mesh <-> SFU) and the client
+        /// rebuilds its peer connections.
+        epoch: u64,
+        /// Fresh STUN/TURN credentials, sent with a new epoch.
+        #[serde(rename = "iceServers", skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<serde_json::Value>>,
+    },
+    /// Mesh: an offer from participant `from`.
+    PeerOffer {
+        /// Who offers.
+        from: String,
+        /// The offer.
+        sdp: String,
+    },
+    /// Mesh: an answer from `from`.
+    PeerAnswer {
+        /// Who answers.
+        from: String,
+        /// The answer.
+        sdp: String,
+    },
+    /// Mesh: an ICE candidate from `from` (as they sent it; null at the end).
+    PeerCandidate {
+        /// Whose candidate.
+        from: String,
+        /// The candidate.
+        candidate: serde_json::Value,
     },
     /// A message was refused.
     Error {
@@ -250,7 +356,7 @@ mod tests {
     fn valid_messages_parse() {
         assert_eq!(
             parse_client(r#"{"type":"join","room":"a-b.c_1","name":"Ada"}"#).unwrap(),
-            ClientMsg::Join { room: "a-b.c_1".into(), name: "Ada".into(), token: None }
+            ClientMsg::Join { room: "a-b.c_1".into(), name: "Ada".into(), token: None, mesh: false }
         );
         assert_eq!(parse_client(r#"{"type":"leave"}"#).unwrap(), ClientMsg::Leave);
         assert!(matches!(
@@ -284,5 +390,50 @@ mod tests {
         assert_eq!(m.to_json(), r#"{"type":"error","code":"out-of-order","message":"join first","ref":"publish"}"#);
         let m = ServerMsg::ParticipantLeft { id: "p1".into() };
         assert_eq!(m.to_json(), r#"{"type":"participant-left","id":"p1"}"#);
+        let m = ServerMsg::Mode { mode: "p2p".into(), participants: 3, epoch: 2, ice_servers: None };
+        assert_eq!(m.to_json(), r#"{"type":"mode","mode":"p2p","participants":3,"epoch":2}"#);
+        let m = ServerMsg::PeerOffer { from: "p1".into(), sdp: "v=0\r\n".into() };
+        assert_eq!(m.to_json(), r#"{"type":"peer-offer","from":"p1","sdp":"v=0\r\n"}"#);
+        let m = ServerMsg::PeerCandidate { from: "p2".into(), candidate: serde_json::Value::Null };
+        assert_eq!(m.to_json(), r#"{"type":"peer-candidate","from":"p2","candidate":null}"#);
+    }
+
+    #[test]
+    fn mesh_messages_parse_and_are_validated() {
+        assert_eq!(
+            parse_client(r#"{"type":"join","room":"r","name":"Ada","mesh":true}"#).unwrap(),
+            ClientMsg::Join { room: "r".into(), name: "Ada".into(), token: None, mesh: true }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"peer-offer","to":"p2","sdp":"v=0\r\n","epoch":4}"#).unwrap(),
+            ClientMsg::PeerOffer { to: "p2".into(), sdp: "v=0\r\n".into(), epoch: Some(4) }
+        );
+        assert!(matches!(
+            parse_client(r#"{"type":"peer-answer","to":"p1","sdp":"v=0\r\n"}"#).unwrap(),
+            ClientMsg::PeerAnswer { epoch: None, .. }
+        ));
+        for ok in [
+            r#"{"type":"peer-candidate","to":"p1","candidate":null}"#,
+            r#"{"type":"peer-candidate","to":"p1"}"#,
+            r#"{"type":"peer-candidate","to":"p1","candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host"}"#,
+            r#"{"type":"peer-candidate","to":"p1","candidate":{"candidate":"","sdpMid":"0","sdpMLineIndex":0}}"#,
+        ] {
+            assert!(parse_client(ok).is_ok(), "{ok}");
+        }
+        for (bad, word) in [
+            (r#"{"type":"peer-candidate","to":"p1","candidate":{"candidate":5}}"#, "candidate"),
+            (r#"{"type":"peer-candidate","to":"p1","candidate":7}"#, "candidate"),
+            (r#"{"type":"peer-offer","to":"","sdp":"v=0"}"#, "to"),
+            (r#"{"type":"peer-offer","to":"p 1","sdp":"v=0"}"#, "to"),
+            (r#"{"type":"peer-answer","to":"p1","sdp":"hello"}"#, "sdp"),
+            (r#"{"type":"peer-offer","sdp":"v=0"}"#, "to"),
+        ] {
+            let e = parse_client(bad).unwrap_err();
+            assert_eq!(e.code, "bad-message", "{bad}");
+            assert!(e.message.contains(word), "{bad}: {}", e.message);
+        }
+        let v = serde_json::json!({"candidate": "candidate:x", "sdpMid": "0"});
+        assert_eq!(candidate_text(Some(&v)), Some("candidate:x"));
+        assert_eq!(candidate_text(None), Some(""));
     }
 }

@@ -1,9 +1,13 @@
 // Switchyard web client.
 //
 // Speaks the signaling protocol in docs/signaling.md over one WebSocket at /ws on the page's
-// origin, and uses the SFU media model: a "publish" RTCPeerConnection that we offer on
-// (camera, microphone, screen; all sendonly) and a "subscribe" RTCPeerConnection that only the
-// server offers on (everyone else's tracks). No framework and no build step: this file is served
+// origin. The server picks the room's mode (docs/modes.md) and the client builds that topology:
+//  - SFU: a "publish" RTCPeerConnection that we offer on (camera, microphone, screen; all sendonly)
+//    and a "subscribe" RTCPeerConnection that only the server offers on (everyone else's tracks);
+//  - mesh (C2C, P2P): one RTCPeerConnection per other participant, negotiated through the server's
+//    peer-offer / peer-answer / peer-candidate relay. Whoever joined earlier makes the first offer.
+// A `mode` message with a new epoch means the room switched: the old peer connections are closed
+// and the new ones built, without reloading. No framework and no build step: this file is served
 // as-is next to index.html and style.css. (Modules are strict mode already.)
 
 // ---------------------------------------------------------------------------------------------
@@ -16,7 +20,25 @@ const CHAT_MAX = 2000;
 // The server answers a publish offer quickly; if it never does we must not block the queue forever.
 const PUBLISH_ANSWER_TIMEOUT_MS = 15000;
 const TOAST_TIMEOUT_MS = 8000;
-const CAMERA_CONSTRAINTS = { width: 640, height: 360 };
+// URL options: ?video=320x180 (camera size), ?fps=15 (camera frame rate), ?mesh=0 (act as a client
+// that cannot run the mesh, which keeps rooms in the SFU).
+const URL_PARAMS = new URLSearchParams(location.search);
+const CAMERA_CONSTRAINTS = cameraConstraints(URL_PARAMS);
+const MESH_CAPABLE = URL_PARAMS.get('mesh') !== '0';
+// After a mode switch, how long to watch for media from everyone before giving up on timing it.
+const RECOVERY_WATCH_MS = 120000;
+
+function cameraConstraints(params) {
+  const c = { width: 640, height: 360 };
+  const size = /^(\d{2,4})x(\d{2,4})$/.exec(params.get('video') || '');
+  if (size) {
+    c.width = Number(size[1]);
+    c.height = Number(size[2]);
+  }
+  const fps = Number(params.get('fps'));
+  if (Number.isInteger(fps) && fps > 0 && fps <= 60) c.frameRate = fps;
+  return c;
+}
 
 // Inline icons (24x24, stroked) so nothing is fetched from anywhere else.
 const SVG_OPEN =
@@ -55,9 +77,18 @@ const session = {
   token: null,
   participantId: null,
   mode: null, // as the server sends it: 'sfu' | 'p2p' | 'c2c'
+  epoch: null, // the room's epoch: a new one means the topology changed
+  topology: null, // what we have built: 'sfu' | 'mesh' (null before the first build)
+  topologyEpoch: null,
+  mediaSettled: false, // local media acquired (or given up on): publishing / offering may start
+  published: false, // SFU: the publish connection was started for this topology
   serverCount: null, // participant count from the latest `mode` message
   iceServers: [],
   participants: new Map(), // id -> { id, name, audio, video, screen } (others only)
+  earlier: new Set(), // ids of participants who joined before us (they offer to us in the mesh)
+  peers: new Map(), // mesh: participant id -> peer (see createPeer)
+  lastSwitch: null, // { from, mode, epoch, announcedAt, recoveredAt } (ms since epoch)
+  switches: [],
 
   localStream: null,
   mediaReady: null, // Promise<MediaStream|null> started at join time
@@ -228,7 +259,7 @@ function connect() {
   ws.addEventListener('open', () => {
     if (ws !== session.ws) return;
     setConnection('open');
-    const join = { type: 'join', room: session.room, name: session.name };
+    const join = { type: 'join', room: session.room, name: session.name, mesh: MESH_CAPABLE };
     if (session.token) join.token = session.token;
     send(join);
   });
@@ -265,6 +296,9 @@ const handlers = {
   'participant-left': onParticipantLeft,
   'publish-answer': onPublishAnswer,
   'subscribe-offer': onSubscribeOffer,
+  'peer-offer': onPeerMessage,
+  'peer-answer': onPeerMessage,
+  'peer-candidate': onPeerMessage,
   'media-state': onMediaState,
   chat: onChat,
   mode: onMode,
@@ -317,20 +351,27 @@ async function onJoined(msg) {
   }
   session.participantId = typeof msg.participant === 'string' ? msg.participant : null;
   if (typeof msg.mode === 'string') session.mode = msg.mode;
+  session.epoch = Number.isInteger(msg.epoch) ? msg.epoch : null;
   if (typeof msg.room === 'string') session.room = msg.room;
   session.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
   for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
     const p = normalizeParticipant(raw);
-    if (p && p.id !== session.participantId) addParticipant(p);
+    if (p && p.id !== session.participantId) {
+      session.earlier.add(p.id);
+      addParticipant(p);
+    }
   }
   if (localTile && session.participantId) localTile.el.dataset.participant = session.participantId;
   setState('joined');
   updateHeader();
+  syncTopology();
 
-  // Media may still be waiting for a permission prompt; subscribing does not depend on it.
-  const stream = await session.mediaReady;
+  // Media may still be waiting for a permission prompt; receiving does not depend on it.
+  await session.mediaReady;
   if (session.state !== 'joined') return;
-  startPublishing(stream);
+  session.mediaSettled = true;
+  syncTopology();
+  sendMediaState();
 }
 
 function onParticipantJoined(msg) {
@@ -341,12 +382,16 @@ function onParticipantJoined(msg) {
   addParticipant(p);
   if (!known) addSystemLine(`${p.name} joined`);
   updateHeader();
+  // In the mesh we joined earlier, so we offer to them.
+  syncTopology();
 }
 
 function onParticipantLeft(msg) {
   if (typeof msg.id !== 'string') return console.warn('[switchyard] participant-left without id', msg);
   const p = session.participants.get(msg.id);
   session.participants.delete(msg.id);
+  session.earlier.delete(msg.id);
+  closePeer(msg.id);
   removeRemoteTile(msg.id);
   if (p) addSystemLine(`${p.name} left`);
   updateHeader();
@@ -379,9 +424,20 @@ function onChat(msg) {
 }
 
 function onMode(msg) {
+  const from = session.mode;
   if (typeof msg.mode === 'string') session.mode = msg.mode;
   if (Number.isInteger(msg.participants)) session.serverCount = msg.participants;
+  if (Array.isArray(msg.iceServers)) session.iceServers = msg.iceServers;
+  const switched = Number.isInteger(msg.epoch) && msg.epoch !== session.epoch;
+  if (Number.isInteger(msg.epoch)) session.epoch = msg.epoch;
   updateHeader();
+  if (!switched || session.state !== 'joined') return;
+  const sw = { from, mode: session.mode, epoch: session.epoch, announcedAt: Date.now(), recoveredAt: null };
+  session.lastSwitch = sw;
+  session.switches.push(sw);
+  console.info(`[switchyard] room switched ${from} -> ${session.mode} (epoch ${session.epoch})`);
+  syncTopology();
+  watchRecovery(sw);
 }
 
 function onServerError(msg) {
@@ -503,10 +559,7 @@ async function startScreenShare() {
     return;
   }
   track.contentHint = 'detail';
-  const pc = ensurePublishPc();
-  // A separate stream so the server (and the other clients) can tell it from the camera.
-  const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-  session.screen = { stream, track, transceiver };
+  session.screen = { stream, track, transceiver: null };
   // The browser's own "Stop sharing" button ends the track.
   track.addEventListener('ended', () => {
     if (session.screen?.track === track) stopScreenShare();
@@ -516,7 +569,21 @@ async function startScreenShare() {
   renderTile(localTile);
   updateToolbar();
   sendMediaState();
-  requestPublishNegotiation();
+  if (session.topology === 'mesh') {
+    // Each peer connection gets the screen as a new m-line (negotiationneeded does the rest).
+    for (const peer of session.peers.values()) addScreenToPeer(peer);
+  } else {
+    addScreenToPublish(ensurePublishPc());
+    requestPublishNegotiation();
+  }
+}
+
+/** SFU: the screen as its own sendonly m-line on the publish connection. */
+function addScreenToPublish(pc) {
+  const share = session.screen;
+  if (!share) return;
+  // A separate stream so the server (and the other clients) can tell it from the camera.
+  share.transceiver = pc.addTransceiver(share.track, { direction: 'sendonly', streams: [share.stream] });
 }
 
 async function stopScreenShare() {
@@ -529,8 +596,12 @@ async function stopScreenShare() {
   updateToolbar();
   sendMediaState();
 
+  if (session.topology === 'mesh') {
+    for (const peer of session.peers.values()) removeScreenFromPeer(peer);
+    return;
+  }
   const pc = session.publishPc;
-  if (!pc || pc.signalingState === 'closed') return;
+  if (!pc || pc.signalingState === 'closed' || !share.transceiver) return;
   try {
     await share.transceiver.sender.replaceTrack(null);
     share.transceiver.direction = 'inactive';
@@ -562,13 +633,13 @@ function ensurePublishPc() {
 }
 
 function startPublishing(stream) {
+  session.published = true;
   const tracks = stream ? stream.getTracks() : [];
-  if (tracks.length > 0) {
-    const pc = ensurePublishPc();
-    for (const track of tracks) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-    requestPublishNegotiation();
-  }
-  sendMediaState();
+  if (tracks.length === 0 && !session.screen) return;
+  const pc = ensurePublishPc();
+  for (const track of tracks) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  addScreenToPublish(pc);
+  requestPublishNegotiation();
 }
 
 /**
@@ -576,19 +647,21 @@ function startPublishing(stream) {
  * follow-up offer, which describes whatever the transceivers look like by then.
  */
 function requestPublishNegotiation() {
-  session.pub.wanted = true;
-  if (!session.pub.running) runPublishQueue();
+  const pub = session.pub;
+  pub.wanted = true;
+  if (!pub.running && session.publishPc) runPublishQueue(pub, session.publishPc);
 }
 
-async function runPublishQueue() {
-  session.pub.running = true;
+// The queue belongs to one publish connection: a mode switch replaces both and the old queue ends.
+async function runPublishQueue(pub, pc) {
+  pub.running = true;
   try {
-    while (session.pub.wanted && session.publishPc && session.state === 'joined') {
-      session.pub.wanted = false;
-      await negotiatePublishOnce(session.publishPc);
+    while (pub.wanted && pc === session.publishPc && session.state === 'joined') {
+      pub.wanted = false;
+      await negotiatePublishOnce(pc);
     }
   } finally {
-    session.pub.running = false;
+    pub.running = false;
   }
 }
 
@@ -599,7 +672,8 @@ async function negotiatePublishOnce(pc) {
     // Register for the answer before sending so a fast reply cannot be missed.
     const answer = waitForPublishAnswer();
     // The server is ICE-lite: no need to wait for our candidates before offering.
-    if (!send({ type: 'publish', sdp: pc.localDescription.sdp })) rejectPublishAnswer(new Error('not connected'));
+    const msg = { type: 'publish', sdp: pc.localDescription.sdp, epoch: session.topologyEpoch };
+    if (!send(msg)) rejectPublishAnswer(new Error('not connected'));
     const sdp = await answer;
     if (pc !== session.publishPc || pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp });
@@ -631,6 +705,7 @@ function rejectPublishAnswer(err) {
 }
 
 function onPublishAnswer(msg) {
+  if (session.topology !== 'sfu') return; // for a publish connection a mode switch closed
   const pending = session.pub.pendingAnswer;
   if (!pending) return console.warn('[switchyard] publish-answer without an offer in flight');
   if (typeof msg.sdp !== 'string') {
@@ -662,45 +737,48 @@ function ensureSubscribePc() {
 
 function onSubscribeOffer(msg) {
   if (session.state !== 'joined') return console.warn('[switchyard] subscribe-offer before joined');
+  if (session.topology !== 'sfu') return console.warn('[switchyard] subscribe-offer outside the SFU mode');
   if (typeof msg.sdp !== 'string' || !Number.isInteger(msg.version)) {
     return console.warn('[switchyard] malformed subscribe-offer', msg);
   }
   // Only the newest offer matters: an older one still queued is replaced, never answered.
-  session.sub.pending = msg;
-  if (!session.sub.running) runSubscribeQueue();
+  const sub = session.sub;
+  sub.pending = msg;
+  if (!sub.running) runSubscribeQueue(sub);
 }
 
-async function runSubscribeQueue() {
-  session.sub.running = true;
+// Like the publish queue, one queue per subscribe connection: a mode switch starts a new one.
+async function runSubscribeQueue(sub) {
+  sub.running = true;
   try {
-    while (session.sub.pending && session.state === 'joined') {
-      const msg = session.sub.pending;
-      session.sub.pending = null;
-      if (msg.version <= session.sub.lastVersion) {
+    while (sub.pending && sub === session.sub && session.state === 'joined') {
+      const msg = sub.pending;
+      sub.pending = null;
+      if (msg.version <= sub.lastVersion) {
         console.warn('[switchyard] ignoring stale subscribe-offer', msg.version);
         continue;
       }
       try {
-        await applySubscribeOffer(msg);
+        await applySubscribeOffer(sub, msg);
       } catch (err) {
-        if (session.state === 'joined') reportError('Receiving media failed', err);
+        if (session.state === 'joined' && sub === session.sub) reportError('Receiving media failed', err);
       }
     }
   } finally {
-    session.sub.running = false;
+    sub.running = false;
   }
 }
 
-async function applySubscribeOffer(msg) {
+async function applySubscribeOffer(sub, msg) {
   const pc = ensureSubscribePc();
   // The mapping must be in place before setRemoteDescription, which fires `track` events.
   rememberStreams(msg.streams, msg.sdp);
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
-  if (pc !== session.subscribePc) return;
-  session.sub.lastVersion = msg.version;
-  send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp, version: msg.version });
+  if (pc !== session.subscribePc || sub !== session.sub) return;
+  sub.lastVersion = msg.version;
+  send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp, version: msg.version, epoch: session.topologyEpoch });
   pruneInactiveReceivers(pc);
 }
 
@@ -793,6 +871,277 @@ function detachTrack(trackId) {
   for (const tile of remoteTiles.values()) {
     tile.streamOf.delete(trackId);
     if (tile.tracks.delete(trackId)) renderTile(tile);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topology: build what the room's mode asks for, tear it down when the mode switches.
+// ---------------------------------------------------------------------------------------------
+
+function topologyFor(mode) {
+  return mode === 'c2c' || mode === 'p2p' ? 'mesh' : 'sfu';
+}
+
+/**
+ * Brings the peer connections in line with the room's mode and epoch. Idempotent: called on join,
+ * when local media is ready, on every `mode` message with a new epoch and when people come and go.
+ */
+function syncTopology() {
+  if (session.state !== 'joined') return;
+  const want = topologyFor(session.mode);
+  if (session.topology !== want || session.topologyEpoch !== session.epoch) {
+    if (session.topology !== null) teardownTopology();
+    session.topology = want;
+    session.topologyEpoch = session.epoch;
+  }
+  // Sending (and, in the mesh, offering) waits for the camera and microphone.
+  if (!session.mediaSettled) return;
+  if (want === 'sfu') {
+    // The server offers the subscribe connection once there is something to receive.
+    if (!session.published) startPublishing(session.localStream);
+  } else {
+    syncMesh();
+  }
+}
+
+/** Closes every peer connection of the current topology and takes their tracks off the tiles. */
+function teardownTopology() {
+  rejectPublishAnswer(new Error('the room switched mode'));
+  session.sub.pending = null;
+  for (const pc of [session.publishPc, session.subscribePc]) closePc(pc);
+  session.publishPc = null;
+  session.subscribePc = null;
+  session.pub = { running: false, wanted: false, pendingAnswer: null };
+  session.sub = { running: false, pending: null, lastVersion: -Infinity };
+  session.published = false;
+  if (session.screen) session.screen.transceiver = null;
+  session.streamToParticipant.clear();
+  session.midToStream = new Map();
+  session.midToParticipant = new Map();
+  for (const id of [...session.peers.keys()]) closePeer(id);
+}
+
+function closePc(pc) {
+  if (!pc) return;
+  try {
+    for (const t of pc.getTransceivers()) detachTrack(t.receiver.track.id);
+    pc.close();
+  } catch (err) {
+    console.warn('[switchyard] closing a peer connection', err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mesh (C2C, P2P): one peer connection per other participant, signaling relayed by the server.
+// Whoever joined earlier offers first; later renegotiations (screen share) may come from either
+// side and follow the "perfect negotiation" pattern: the later joiner is the polite peer.
+// ---------------------------------------------------------------------------------------------
+
+/** Offers to everyone who joined after us and has no connection yet; closes connections to leavers. */
+function syncMesh() {
+  for (const id of [...session.peers.keys()]) {
+    if (!session.participants.has(id)) closePeer(id);
+  }
+  for (const id of session.participants.keys()) {
+    if (!session.earlier.has(id) && !session.peers.has(id)) createPeer(id, true);
+  }
+}
+
+function sendPeer(type, to, fields) {
+  return send({ type, to, ...fields, epoch: session.topologyEpoch });
+}
+
+function createPeer(id, initiator) {
+  const pc = newPeerConnection();
+  const peer = {
+    id,
+    pc,
+    initiator,
+    polite: session.earlier.has(id), // the later joiner yields when offers cross
+    attached: initiator, // our media is on the connection (an answerer attaches it to the first offer)
+    makingOffer: false,
+    ignoreOffer: false,
+    closed: false,
+    screen: null, // the screen's transceiver while sharing
+    chain: Promise.resolve(), // signaling for this pair, one step at a time
+  };
+  session.peers.set(id, peer);
+  pc.addEventListener('icecandidate', (e) => {
+    if (!peer.closed) sendPeer('peer-candidate', id, { candidate: e.candidate ? e.candidate.toJSON() : null });
+  });
+  pc.addEventListener('track', (e) => onPeerTrack(peer, e));
+  pc.addEventListener('negotiationneeded', () => enqueuePeer(peer, () => negotiatePeer(peer)));
+  pc.addEventListener('connectionstatechange', () => {
+    console.info(`[switchyard] peer connection with ${id}`, pc.connectionState);
+    if (pc.connectionState === 'failed' && !peer.closed && !peer.polite) pc.restartIce();
+  });
+  if (initiator) addLocalMedia(peer);
+  return peer;
+}
+
+function closePeer(id) {
+  const peer = session.peers.get(id);
+  if (!peer) return;
+  peer.closed = true;
+  session.peers.delete(id);
+  closePc(peer.pc);
+}
+
+function enqueuePeer(peer, step) {
+  peer.chain = peer.chain.then(async () => {
+    if (peer.closed) return;
+    try {
+      await step();
+    } catch (err) {
+      if (!peer.closed) console.warn(`[switchyard] signaling with ${peer.id} failed`, err);
+    }
+  });
+}
+
+/** The offerer's media: one m-line per local track, and receive-only ones for what we lack. */
+function addLocalMedia(peer) {
+  const stream = session.localStream;
+  const kinds = new Set();
+  for (const track of stream ? stream.getTracks() : []) {
+    peer.pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
+    kinds.add(track.kind);
+  }
+  for (const kind of ['audio', 'video']) {
+    if (!kinds.has(kind)) peer.pc.addTransceiver(kind, { direction: 'recvonly' });
+  }
+  addScreenToPeer(peer);
+}
+
+/** The answerer's media: our tracks go on the m-lines the first offer created. */
+async function attachLocalMedia(peer) {
+  peer.attached = true;
+  const stream = session.localStream;
+  const used = new Set();
+  for (const track of stream ? stream.getTracks() : []) {
+    const t = peer.pc.getTransceivers().find((x) => !used.has(x) && !x.stopped && !x.sender.track
+      && x.receiver.track.kind === track.kind && x.direction !== 'inactive');
+    if (t) {
+      used.add(t);
+      await t.sender.replaceTrack(track);
+      t.sender.setStreams?.(stream);
+      t.direction = 'sendrecv';
+    } else {
+      peer.pc.addTransceiver(track, { direction: 'sendrecv', streams: [stream] });
+    }
+  }
+  addScreenToPeer(peer);
+}
+
+function addScreenToPeer(peer) {
+  const share = session.screen;
+  if (!share || peer.screen || peer.closed) return;
+  peer.screen = peer.pc.addTransceiver(share.track, { direction: 'sendonly', streams: [share.stream] });
+}
+
+function removeScreenFromPeer(peer) {
+  const t = peer.screen;
+  if (!t) return;
+  peer.screen = null;
+  t.sender.replaceTrack(null).catch(() => {});
+  if (!t.stopped) t.direction = 'inactive';
+}
+
+async function negotiatePeer(peer) {
+  const pc = peer.pc;
+  // An answerer does not offer before it has seen the first offer (that would be glare).
+  if (!peer.attached || pc.signalingState !== 'stable') return;
+  try {
+    peer.makingOffer = true;
+    const offer = await pc.createOffer();
+    if (peer.closed || pc.signalingState !== 'stable') return;
+    await pc.setLocalDescription(offer);
+    sendPeer('peer-offer', peer.id, { sdp: pc.localDescription.sdp });
+  } finally {
+    peer.makingOffer = false;
+  }
+}
+
+function onPeerMessage(msg) {
+  if (session.state !== 'joined' || session.topology !== 'mesh') return;
+  const from = msg.from;
+  if (typeof from !== 'string' || from === session.participantId) return;
+  let peer = session.peers.get(from);
+  if (!peer) {
+    // Only an offer opens a connection (from someone who joined before us); anything else is for a
+    // connection we have already closed.
+    if (msg.type !== 'peer-offer' || !session.participants.has(from)) return;
+    peer = createPeer(from, false);
+    enqueuePeer(peer, () => session.mediaReady);
+  }
+  if (msg.type === 'peer-candidate') {
+    enqueuePeer(peer, () => addPeerCandidate(peer, msg.candidate));
+  } else if (typeof msg.sdp === 'string') {
+    const type = msg.type === 'peer-offer' ? 'offer' : 'answer';
+    enqueuePeer(peer, () => onPeerDescription(peer, type, msg.sdp));
+  }
+}
+
+async function onPeerDescription(peer, type, sdp) {
+  const pc = peer.pc;
+  const collision = type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
+  peer.ignoreOffer = !peer.polite && collision;
+  if (peer.ignoreOffer) return; // ours wins; they roll back and answer it
+  if (type === 'answer' && pc.signalingState !== 'have-local-offer') return;
+  await pc.setRemoteDescription({ type, sdp }); // rolls our own offer back if needed
+  if (type !== 'offer' || peer.closed) return;
+  if (!peer.attached) await attachLocalMedia(peer);
+  await pc.setLocalDescription(await pc.createAnswer());
+  if (!peer.closed) sendPeer('peer-answer', peer.id, { sdp: pc.localDescription.sdp });
+}
+
+async function addPeerCandidate(peer, candidate) {
+  if (candidate === null || candidate === undefined) return;
+  const init = typeof candidate === 'string' ? { candidate, sdpMLineIndex: 0 } : candidate;
+  try {
+    await peer.pc.addIceCandidate(init);
+  } catch (err) {
+    if (!peer.ignoreOffer) console.warn(`[switchyard] candidate from ${peer.id} refused`, err);
+  }
+}
+
+function onPeerTrack(peer, event) {
+  if (peer.closed) return;
+  const { track } = event;
+  const stream = event.streams[0] || null;
+  detachTrack(track.id);
+  session.trackToParticipant.set(track.id, peer.id);
+  if (!watchedTracks.has(track)) {
+    watchedTracks.add(track);
+    track.addEventListener('ended', () => detachTrack(track.id));
+  }
+  if (stream && !watchedStreams.has(stream)) {
+    watchedStreams.add(stream);
+    stream.addEventListener('removetrack', (e) => detachTrack(e.track.id));
+  }
+  const tile = ensureRemoteTile(peer.id);
+  tile.tracks.set(track.id, track);
+  if (stream) tile.streamOf.set(track.id, stream.id);
+  renderTile(tile);
+}
+
+/**
+ * After a switch, notes when video (or, from someone without a camera, audio) from every other
+ * participant is decoding on the new connections: `lastSwitch.recoveredAt`.
+ */
+async function watchRecovery(sw) {
+  const deadline = sw.announcedAt + RECOVERY_WATCH_MS;
+  while (session.lastSwitch === sw && session.state === 'joined' && Date.now() < deadline) {
+    const s = await collectStats();
+    const everyone = [...session.participants.values()].every((p) => {
+      const got = s.perParticipant[p.id];
+      return got && (p.video ? got.framesDecoded > 0 : got.audioBytes > 0);
+    });
+    if (everyone && session.lastSwitch === sw) {
+      sw.recoveredAt = Date.now();
+      console.info(`[switchyard] media from everyone again ${sw.recoveredAt - sw.announcedAt} ms after the switch`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -1213,9 +1562,18 @@ function resetSession() {
   session.leaving = false;
   session.participantId = null;
   session.mode = null;
+  session.epoch = null;
+  session.topology = null;
+  session.topologyEpoch = null;
+  session.mediaSettled = false;
+  session.published = false;
   session.serverCount = null;
   session.iceServers = [];
   session.participants.clear();
+  session.earlier.clear();
+  session.peers.clear();
+  session.lastSwitch = null;
+  session.switches = [];
   session.streamToParticipant.clear();
   session.midToStream = new Map();
   session.midToParticipant = new Map();
@@ -1227,19 +1585,10 @@ function resetSession() {
   ui.chatLog.replaceChildren();
 }
 
-/** Stops media and closes both peer connections and all tiles. Leaves the socket alone. */
+/** Stops media and closes every peer connection and all tiles. Leaves the socket alone. */
 function teardownCall() {
-  rejectPublishAnswer(new Error('call ended'));
-  session.sub.pending = null;
-  for (const pc of [session.publishPc, session.subscribePc]) {
-    try {
-      pc?.close();
-    } catch (err) {
-      console.warn('[switchyard] closing a peer connection', err);
-    }
-  }
-  session.publishPc = null;
-  session.subscribePc = null;
+  teardownTopology();
+  session.topology = null;
   if (session.screen) {
     session.screen.stream.getTracks().forEach((t) => t.stop());
     session.screen = null;
@@ -1280,18 +1629,35 @@ function leave() {
 // Stats for tests and diagnostics
 // ---------------------------------------------------------------------------------------------
 
-/** Sums the subscribe connection's inbound-rtp stats, overall and per sending participant. */
+/**
+ * Sums inbound-rtp stats, overall and per sending participant: from the subscribe connection in
+ * the SFU, from each participant's own peer connection in the mesh.
+ */
 async function collectStats() {
   const result = { framesDecoded: 0, audioBytesReceived: 0, videoBytesReceived: 0, perParticipant: {} };
-  const pc = session.subscribePc;
-  if (!pc || pc.signalingState === 'closed') return result;
-  const report = await pc.getStats();
+  const sources = [];
+  if (session.subscribePc) sources.push({ pc: session.subscribePc, owner: null });
+  for (const peer of session.peers.values()) sources.push({ pc: peer.pc, owner: peer.id });
+  const reports = await Promise.all(sources.map(async ({ pc, owner }) => {
+    if (pc.signalingState === 'closed') return null;
+    try {
+      return { owner, report: await pc.getStats() };
+    } catch {
+      return null; // closed meanwhile
+    }
+  }));
+  for (const r of reports) if (r) addInbound(result, r.report, r.owner);
+  return result;
+}
+
+function addInbound(result, report, owner) {
   report.forEach((s) => {
     if (s.type !== 'inbound-rtp') return;
     const kind = s.kind || s.mediaType;
     const bytes = s.bytesReceived || 0;
     const frames = s.framesDecoded || 0;
-    const pid = (s.mid !== undefined && session.midToParticipant.get(s.mid))
+    const pid = owner
+      || (s.mid !== undefined && session.midToParticipant.get(s.mid))
       || session.trackToParticipant.get(s.trackIdentifier)
       || null;
     const per = pid ? (result.perParticipant[pid] ||= { framesDecoded: 0, audioBytes: 0, videoBytes: 0 }) : null;
@@ -1307,7 +1673,6 @@ async function collectStats() {
       if (per) per.audioBytes += bytes;
     }
   });
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1319,6 +1684,15 @@ window.switchyard = {
   get connection() { return session.connection; },
   get participantId() { return session.participantId; },
   get mode() { return session.mode; },
+  get epoch() { return session.epoch; },
+  /** What the client has built: 'sfu' (publish + subscribe connections) or 'mesh'. */
+  get topology() { return session.topology; },
+  get iceServers() { return session.iceServers; },
+  /** Mesh: the participants we hold a peer connection with, and its state. */
+  peers: () => Object.fromEntries([...session.peers.values()].map((p) => [p.id, p.pc.connectionState])),
+  /** The latest mode switch: { from, mode, epoch, announcedAt, recoveredAt } (ms since the epoch). */
+  get lastSwitch() { return session.lastSwitch; },
+  get switches() { return session.switches; },
   get room() { return session.room; },
   /** Ids of the other participants currently in the room (not including ourselves). */
   participants: () => [...session.participants.keys()],

@@ -42,6 +42,11 @@ export async function startServer(extraArgs = []) {
       const r = await fetch(`${url}/api/rooms`);
       return r.json();
     },
+    /** Engine transports across workers (0 when no room uses the SFU). */
+    async transports() {
+      const r = await fetch(`${url}/api/stats`);
+      return (await r.json()).workers.reduce((n, w) => n + w.transports, 0);
+    },
     stop() {
       proc.kill('SIGTERM');
     },
@@ -68,13 +73,17 @@ export async function launchBrowser() {
   });
 }
 
-/** Opens the web client in its own browser context and joins `room` as `name`. */
-export async function join(browser, url, room, name) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+/**
+ * Opens the web client in its own browser context and joins `room` as `name`. `options.query` adds
+ * URL options (e.g. `{ video: '320x180', fps: '15' }`); `options.viewport` the window size.
+ */
+export async function join(browser, url, room, name, options = {}) {
+  const context = await browser.newContext({ viewport: options.viewport || { width: 1280, height: 720 } });
   await context.grantPermissions(['camera', 'microphone']);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  await page.goto(`${url}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}&autojoin=1`);
+  const query = new URLSearchParams({ room, name, autojoin: '1', ...(options.query || {}) });
+  await page.goto(`${url}/?${query}`);
   await page.waitForFunction(() => window.switchyard && window.switchyard.state === 'joined', null, { timeout: 20000 });
   const id = await page.evaluate(() => window.switchyard.participantId);
   return { page, context, name, id };
