@@ -736,3 +736,264 @@ fn client_kind(msg: &ClientMsg) -> &'static str {
         ClientMsg::Leave => "leave",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The hub against a real engine (in-process, one worker) with fake WebSocket connections.
+
+    use super::*;
+    use crate::signaling::parse_client;
+    use serde_json::Value;
+    use switchyard_engine::{Engine, EngineConfig};
+
+    const CHROME_OFFER: &str = include_str!("../../lib/sdp/tests/fixtures/chrome_offer.sdp");
+    const LOOPBACK_CANDIDATE: &str = "a=candidate:9 1 udp 2122260223 127.0.0.1 50000 typ host generation 0";
+
+    struct Rig {
+        engine: Option<Engine>,
+        link: EngineLink,
+        hub: mpsc::UnboundedSender<HubMsg>,
+        next_conn: ConnId,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            if let Some(e) = self.engine.take() {
+                e.stop();
+            }
+        }
+    }
+
+    struct Client {
+        conn: ConnId,
+        hub: mpsc::UnboundedSender<HubMsg>,
+        rx: mpsc::UnboundedReceiver<ServerMsg>,
+    }
+
+    async fn rig(modes: ModePolicy) -> Rig {
+        let socket = std::env::temp_dir().join(format!("sy-hub-{}-{}.sock", std::process::id(), rand::random::<u64>()));
+        let engine = Engine::start(&EngineConfig { workers: 1, pin: false, socket: socket.clone(), ..Default::default() })
+            .expect("engine starts");
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let link = EngineLink::connect(&socket, events_tx).await.expect("engine link");
+        let (hub, inbox) = mpsc::unbounded_channel();
+        let cfg = HubConfig {
+            modes,
+            turn: TurnSettings {
+                urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+                secret: "s3cret".into(),
+                ttl: Duration::from_secs(600),
+            },
+            ..HubConfig::default()
+        };
+        let identity = Arc::new(Identity::generate().expect("identity"));
+        tokio::spawn(Hub::new(cfg, link.clone(), identity, hub.clone()).run(inbox));
+        let pump = hub.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events_rx.recv().await {
+                if pump.send(HubMsg::Engine(ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        Rig { engine: Some(engine), link, hub, next_conn: 1 }
+    }
+
+    impl Rig {
+        fn connect(&mut self) -> Client {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let conn = self.next_conn;
+            self.next_conn += 1;
+            self.hub.send(HubMsg::Connected { conn, tx }).unwrap();
+            Client { conn, hub: self.hub.clone(), rx }
+        }
+
+        /// Joins `room`; returns the client and its `joined` message.
+        async fn join(&mut self, room: &str, name: &str, mesh: bool) -> (Client, Value) {
+            let mut c = self.connect();
+            c.send(serde_json::json!({"type": "join", "room": room, "name": name, "mesh": mesh}));
+            let joined = c.next().await;
+            assert_eq!(joined["type"], "joined", "{joined}");
+            (c, joined)
+        }
+
+        async fn transports(&self) -> usize {
+            match self.link.request(Request::Stats).await.unwrap() {
+                Reply::Stats(s) => s.workers.iter().map(|w| w.transports as usize).sum(),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Waits until the hub has handled everything sent before.
+        async fn settle(&self) {
+            let (tx, rx) = oneshot::channel();
+            self.hub.send(HubMsg::Rooms(tx)).unwrap();
+            rx.await.unwrap();
+        }
+    }
+
+    impl Client {
+        fn send(&self, msg: Value) {
+            let msg = parse_client(&msg.to_string()).unwrap();
+            self.hub.send(HubMsg::Client { conn: self.conn, msg }).unwrap();
+        }
+
+        async fn next(&mut self) -> Value {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("a message").unwrap();
+            serde_json::to_value(m).unwrap()
+        }
+
+        /// Nothing more was sent to this client (call after `Rig::settle`).
+        fn quiet(&mut self) {
+            if let Ok(m) = self.rx.try_recv() {
+                panic!("unexpected message {}", m.to_json());
+            }
+        }
+    }
+
+    fn loopback_only() -> ModePolicy {
+        ModePolicy { allowed_candidate_nets: vec!["127.0.0.0/8".parse().unwrap()], ..ModePolicy::default() }
+    }
+
+    #[tokio::test]
+    async fn mesh_signaling_is_relayed_within_the_pair_and_filtered() {
+        let mut rig = rig(loopback_only()).await;
+        let (mut a, joined) = rig.join("duo", "Ada", true).await;
+        assert_eq!((joined["mode"].as_str(), joined["epoch"].as_u64()), (Some("c2c"), Some(1)));
+        let ice = &joined["iceServers"][0];
+        assert_eq!(ice["urls"][0], "turn:127.0.0.1:3478?transport=udp");
+        assert!(ice["username"].as_str().unwrap().ends_with(":p1"), "{ice}");
+        assert_eq!(ice["credential"].as_str().unwrap().len(), 28);
+        assert_eq!(a.next().await["type"], "mode");
+        let (mut b, joined) = rig.join("duo", "Grace", true).await;
+        assert_eq!(joined["participants"][0]["id"], "p1");
+        assert_eq!(b.next().await["participants"], 2);
+        assert_eq!(a.next().await["type"], "participant-joined");
+        let mode = a.next().await;
+        assert_eq!((mode["mode"].as_str(), mode["participants"].as_u64(), mode["epoch"].as_u64()), (Some("c2c"), Some(2), Some(1)));
+        assert!(mode.get("iceServers").is_none(), "no new credentials without a switch");
+
+        // An offer reaches the other participant without candidates outside 127.0.0.0/8.
+        let sdp = CHROME_OFFER.replacen("a=ice-ufrag", &format!("{LOOPBACK_CANDIDATE}\r\na=ice-ufrag"), 1);
+        a.send(serde_json::json!({"type": "peer-offer", "to": "p2", "sdp": sdp, "epoch": 1}));
+        let got = b.next().await;
+        assert_eq!((got["type"].as_str(), got["from"].as_str()), (Some("peer-offer"), Some("p1")));
+        let relayed = got["sdp"].as_str().unwrap();
+        assert_eq!(relayed.matches("a=candidate:").count(), 1, "{relayed}");
+        assert!(relayed.contains(LOOPBACK_CANDIDATE));
+        let expected: String =
+            sdp.split_inclusive('\n').filter(|l| !l.starts_with("a=candidate:") || l.contains("127.0.0.1")).collect();
+        assert_eq!(relayed, expected, "only the candidate lines outside 127.0.0.0/8 are removed");
+        b.send(serde_json::json!({"type": "peer-answer", "to": "p1", "sdp": "v=0\r\n", "epoch": 1}));
+        assert_eq!(a.next().await["type"], "peer-answer");
+
+        // Candidates: loopback and end-of-candidates pass, others are dropped.
+        for c in [
+            serde_json::json!({"candidate": "candidate:1 1 udp 2122260223 10.1.2.3 5000 typ host", "sdpMid": "0"}),
+            serde_json::json!({"candidate": "candidate:2 1 udp 2122260223 abc.local 5000 typ host", "sdpMid": "0"}),
+            serde_json::json!({"candidate": "candidate:3 1 udp 2122260223 127.0.0.1 5000 typ host", "sdpMid": "0"}),
+            Value::Null,
+        ] {
+            b.send(serde_json::json!({"type": "peer-candidate", "to": "p1", "candidate": c, "epoch": 1}));
+        }
+        let got = a.next().await;
+        assert_eq!((got["from"].as_str(), got["candidate"]["candidate"].as_str().map(|c| c.contains("127.0.0.1"))), (Some("p2"), Some(true)));
+        assert_eq!(a.next().await["candidate"], Value::Null);
+
+        // Stale epochs and departed recipients are dropped silently; yourself and SFU messages are errors.
+        a.send(serde_json::json!({"type": "peer-offer", "to": "p2", "sdp": "v=0\r\n", "epoch": 0}));
+        a.send(serde_json::json!({"type": "peer-offer", "to": "p99", "sdp": "v=0\r\n"}));
+        a.send(serde_json::json!({"type": "peer-offer", "to": "p1", "sdp": "v=0\r\n"}));
+        let err = a.next().await;
+        assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("bad-message"), Some("peer-offer")));
+        a.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER}));
+        let err = a.next().await;
+        assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("out-of-order"), Some("publish")));
+        rig.settle().await;
+        a.quiet();
+        b.quiet();
+        assert_eq!(rig.transports().await, 0);
+    }
+
+    #[tokio::test]
+    async fn switching_to_the_sfu_and_back_announces_epochs_and_removes_transports() {
+        let mut rig = rig(ModePolicy { p2p_max: 2, hysteresis: 0, ..ModePolicy::default() }).await;
+        let (mut a, _) = rig.join("r", "Ada", true).await;
+        let (mut b, _) = rig.join("r", "Grace", true).await;
+        rig.settle().await;
+        while a.rx.try_recv().is_ok() || b.rx.try_recv().is_ok() {}
+
+        // The third joiner moves the room to the SFU: the others hear `mode` (a new epoch, fresh
+        // credentials) before `participant-joined`.
+        let (mut c, joined) = rig.join("r", "Linus", true).await;
+        assert_eq!((joined["mode"].as_str(), joined["epoch"].as_u64()), (Some("sfu"), Some(2)));
+        for x in [&mut a, &mut b] {
+            let mode = x.next().await;
+            assert_eq!((mode["mode"].as_str(), mode["epoch"].as_u64(), mode["participants"].as_u64()), (Some("sfu"), Some(2), Some(3)));
+            assert!(mode["iceServers"][0]["username"].is_string(), "{mode}");
+            assert_eq!(x.next().await["type"], "participant-joined");
+        }
+        assert_eq!(c.next().await["epoch"], 2);
+
+        // Everyone publishes; a publish from the old epoch is dropped.
+        a.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER, "epoch": 1}));
+        rig.settle().await;
+        a.quiet();
+        for x in [&mut a, &mut b, &mut c] {
+            x.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER, "epoch": 2}));
+        }
+        for x in [&mut a, &mut b, &mut c] {
+            loop {
+                let m = x.next().await;
+                if m["type"] == "publish-answer" {
+                    break;
+                }
+                assert_eq!(m["type"], "subscribe-offer", "{m}");
+            }
+        }
+        rig.settle().await;
+        assert_eq!(rig.transports().await, 6, "a publish and a subscribe transport each");
+
+        // One leaves: back to the mesh, every engine transport removed.
+        c.send(serde_json::json!({"type": "leave"}));
+        for x in [&mut a, &mut b] {
+            let mut m = x.next().await;
+            while m["type"] == "subscribe-offer" {
+                m = x.next().await;
+            }
+            assert_eq!(m["type"], "participant-left", "{m}");
+            let mode = x.next().await;
+            assert_eq!((mode["mode"].as_str(), mode["epoch"].as_u64()), (Some("c2c"), Some(3)));
+        }
+        rig.settle().await;
+        assert_eq!(rig.transports().await, 0);
+        a.send(serde_json::json!({"type": "subscribe-answer", "sdp": "v=0\r\n", "version": 1, "epoch": 2}));
+        b.send(serde_json::json!({"type": "peer-offer", "to": "p1", "sdp": "v=0\r\n", "epoch": 3}));
+        assert_eq!(a.next().await["type"], "peer-offer");
+        rig.settle().await;
+        a.quiet();
+        b.quiet();
+    }
+
+    #[tokio::test]
+    async fn sfu_only_clients_keep_rooms_in_the_sfu_and_cannot_join_pinned_meshes() {
+        let mut rig = rig(ModePolicy { pinned: vec!["duo=p2p".parse().unwrap()], ..ModePolicy::default() }).await;
+        let mut bot = rig.connect();
+        bot.send(serde_json::json!({"type": "join", "room": "duo", "name": "bot"}));
+        let err = bot.next().await;
+        assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("unsupported"), Some("join")));
+        let (_, joined) = rig.join("duo", "Ada", true).await;
+        assert_eq!(joined["mode"], "p2p", "pinned, whatever the size");
+
+        let (mut bot, joined) = rig.join("open", "bot", false).await;
+        assert_eq!(joined["mode"], "sfu");
+        let (mut ada, joined) = rig.join("open", "Ada", true).await;
+        assert_eq!((joined["mode"].as_str(), joined["epoch"].as_u64()), (Some("sfu"), Some(1)));
+        bot.send(serde_json::json!({"type": "leave"}));
+        assert_eq!(ada.next().await["type"], "mode");
+        assert_eq!(ada.next().await["type"], "participant-left");
+        let mode = ada.next().await;
+        assert_eq!((mode["mode"].as_str(), mode["epoch"].as_u64()), (Some("c2c"), Some(2)));
+        let _ = bot.rx.try_recv();
+    }
+}
