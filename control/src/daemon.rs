@@ -81,7 +81,13 @@ pub async fn run(cfg: ControlConfig) -> anyhow::Result<()> {
     let url = format!("http://{}/", listener.local_addr().unwrap_or(cfg.http));
     tracing::info!(%url, "web client ready");
     println!("Switchyard is running: open {url}");
-    axum::serve(listener, router(state)).await.context("HTTP server")?;
+    let status = format!("serving {url}; engine: {} workers ({})", state.engine.workers.len(), state.engine.io);
+    let shutdown = crate::notify::shutdown_signal();
+    let _watchdog = crate::notify::ready(&status, state.hub.clone());
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
     Ok(())
 }
 
@@ -90,5 +96,6 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/rooms", get(rooms))
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus))
@@ -64,6 +65,19 @@ async fn engine_stats(engine: &EngineLink) -> Result<switchyard_protocol::Engine
         Ok(Reply::Stats(s)) => Ok(s),
         Ok(_) => Err((StatusCode::BAD_GATEWAY, "unexpected engine reply").into_response()),
         Err(e) => Err((StatusCode::BAD_GATEWAY, format!("engine: {e}")).into_response()),
+    }
+}
+
+/// Ready when the engine is connected and answers Stats within 2 s; 503 with the reason otherwise
+/// (for load balancers and probes: `/healthz` only says the process is up).
+async fn readyz(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), engine_stats(&s.engine)).await {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        Ok(Err(mut r)) => {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine: no Stats reply within 2 s").into_response(),
     }
 }
 

@@ -15,12 +15,14 @@
 //! records the engine punts up, installs the exported SRTP keys, and tells the engine who subscribes
 //! to which SSRC.
 
+pub mod config;
 pub mod daemon;
 pub mod engine_link;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod mode;
+pub mod notify;
 pub mod room;
 pub mod signaling;
 pub mod turn;

@@ -146,7 +146,8 @@ pub mod check {
         Value::deserialize(d)
     }
 
-    fn got(v: &Value) -> String {
+    /// A value as an error shows it: strings quoted, arrays and tables by kind.
+    pub fn got(v: &Value) -> String {
         match v {
             Value::String(s) => format!("{s:?}"),
             Value::Integer(i) => i.to_string(),
@@ -307,6 +308,9 @@ pub struct TurnSection {
     /// Most allocations one TURN username may hold (`--turn-max-allocations-per-user`).
     #[serde(default, deserialize_with = "check::int::<_, u32, 1, 1_000_000>")]
     pub max_allocations_per_user: Option<u32>,
+    /// Most allocations the engine holds (`--turn-max-allocations`).
+    #[serde(default, deserialize_with = "check::int::<_, u32, 1, 1_000_000>")]
+    pub max_allocations: Option<u32>,
     /// Shared secret of the TURN REST credentials (engine and control `--turn-secret`).
     #[serde(default, deserialize_with = "check::text")]
     pub secret: Option<String>,
@@ -356,6 +360,7 @@ impl TurnSection {
         out.value("realm", "turn-realm", self.realm.as_ref());
         out.value("relay_ports", "relay-ports", self.relay_ports.as_ref());
         out.value("max_allocations_per_user", "turn-max-allocations-per-user", self.max_allocations_per_user);
+        out.value("max_allocations", "turn-max-allocations", self.max_allocations);
         out.value("secret", "turn-secret", self.secret.as_ref());
     }
 

@@ -232,3 +232,61 @@ test('joins and leaves during a switch converge; an SFU-only client keeps the ro
     server.stop();
   }
 });
+
+// A stand-in for getDisplayMedia (headless Chromium has no screen to pick): a moving canvas.
+const FAKE_SCREEN = () => {
+  navigator.mediaDevices.getDisplayMedia = async () => {
+    const canvas = Object.assign(document.createElement('canvas'), { width: 320, height: 180 });
+    const ctx = canvas.getContext('2d');
+    let n = 0;
+    setInterval(() => {
+      ctx.fillStyle = `hsl(${(n += 7) % 360} 60% 50%)`;
+      ctx.fillRect(0, 0, 320, 180);
+    }, 66);
+    return canvas.captureStream(15);
+  };
+};
+
+/** The number of live video tracks on `viewer`'s tile for participant `id`. */
+const videosOf = (viewer, id) => viewer.page.evaluate((id) => {
+  const tile = document.querySelector(`.tile[data-participant="${id}"]`);
+  return tile ? [...tile.querySelectorAll('video')].filter((v) => !v.hidden && v.srcObject?.getVideoTracks()[0]?.readyState === 'live').length : 0;
+}, id);
+
+test('a screen share renegotiates the mesh from either side and survives a switch', { timeout: 180000 }, async () => {
+  const server = await startServer([...LOOPBACK, '--p2p-max', '2', '--hysteresis', '0']);
+  const browser = await launchBrowser();
+  const joinRoom = async (name) => {
+    const p = await join(browser, server.url, 'screens', name, { query: SMALL });
+    await p.page.evaluate(FAKE_SCREEN);
+    return p;
+  };
+  try {
+    const [a, b] = [await joinRoom('Ada'), await joinRoom('Grace')];
+    await everyoneReceives([a, b]);
+    // The later joiner (the polite peer, which never made an offer yet) shares: it offers now.
+    await b.page.click('#screen-button');
+    assert.ok(await until(async () => (await videosOf(a, b.id)) === 2, 20000), 'Ada sees Grace\'s camera and screen');
+    // The earlier joiner shares too.
+    await a.page.click('#screen-button');
+    assert.ok(await until(async () => (await videosOf(b, a.id)) === 2, 20000), 'Grace sees Ada\'s camera and screen');
+    // A third person moves the room to the SFU: the shares come along.
+    const c = await joinRoom('Linus');
+    for (const [viewer, sharer] of [[c, a], [c, b], [a, b], [b, a]]) {
+      assert.ok(await until(async () => (await videosOf(viewer, sharer.id)) === 2, 30000), `${viewer.name} sees ${sharer.name}'s screen in the SFU`);
+    }
+    await everyoneReceives([a, b, c]);
+    // Back to the mesh; Grace stops sharing there.
+    await c.page.evaluate(() => window.switchyard.leave());
+    await c.context.close();
+    assert.ok(await until(async () => (await modeOf(a)) === 'c2c', 15000));
+    assert.ok(await until(async () => (await videosOf(a, b.id)) === 2 && (await videosOf(b, a.id)) === 2, 30000), 'screens again in the mesh');
+    await b.page.click('#screen-button');
+    assert.ok(await until(async () => (await videosOf(a, b.id)) === 1, 20000), 'Grace\'s screen is gone for Ada');
+    assert.equal(await videosOf(b, a.id), 2);
+    await everyoneReceives([a, b]);
+  } finally {
+    await browser.close();
+    server.stop();
+  }
+});

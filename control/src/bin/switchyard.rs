@@ -2,16 +2,23 @@
 //! machine. Operators run the two daemons separately under systemd; this is the quick start.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use switchyard_control::config::AllInOneFile;
 use switchyard_control::daemon::{self, ControlConfig};
+use switchyard_engine::config;
 use switchyard_engine::{Engine, EngineConfig};
 
 /// Switchyard all-in-one: a WebRTC SFU with its web client.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
+    /// Configuration file (the daemons' file: [control], [modes], [turn], and [engine] bind, port_base,
+    /// workers, io, pin, socket_buffer); command-line flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     control: ControlConfig,
     /// Address the engine's workers bind and advertise to browsers.
@@ -27,7 +34,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     daemon::init_logging();
-    let mut args = Args::parse();
+    let mut file = AllInOneFile::default();
+    let mut args: Args = config::parse_args(|path| {
+        file = config::load(path)?;
+        Ok(file.all_in_one_flags())
+    })?;
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     if args.control.engine_socket == std::path::Path::new("/run/switchyard/engine.sock") {
         args.control.engine_socket = runtime_dir.join(format!("switchyard-{}.sock", std::process::id()));
@@ -41,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(w) = args.workers {
         cfg.workers = w;
     }
+    file.apply_engine(&mut cfg);
     let engine = Engine::start(&cfg).context("starting the engine")?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(async {
