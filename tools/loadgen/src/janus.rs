@@ -166,7 +166,7 @@ impl Room {
         let feed = event.pointer("/plugindata/data/id").and_then(Value::as_u64).ok_or_else(|| anyhow!("no feed id in {event}"))?;
         let desc = SessionDescription::parse(&sdp).map_err(|e| anyhow!("Janus answer: {e}"))?;
         let params = remote_transport(&desc).map_err(|e| anyhow!("Janus answer: {e}"))?;
-        let cand = session::remote_candidate(&desc).ok_or_else(|| anyhow!("Janus answer has no usable IPv4 candidate"))?;
+        let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus answer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
         let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
         let ep = Endpoint { socket: c.socket, remote: c.remote, tx: Some(c.tx), rx: Some(c.rx), role: Role::Publisher(tracks), room, keepalive: c.keepalive, dtls: Some(c.dtls) };
         anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
@@ -194,7 +194,7 @@ impl Room {
         let answer = answer_subscribe_client(&desc, &lt).map_err(|e| anyhow!("subscribe answer: {e}"))?;
         self.message(h, json!({"request": "start", "room": self.room}), Some(json!({"type": "answer", "sdp": answer}))).await?;
         let params = remote_transport(&desc).map_err(|e| anyhow!("Janus offer: {e}"))?;
-        let cand = session::remote_candidate(&desc).ok_or_else(|| anyhow!("Janus offer has no usable IPv4 candidate"))?;
+        let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus offer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
         let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
         let ep = Endpoint { socket: c.socket, remote: c.remote, tx: Some(c.tx), rx: Some(c.rx), role: Role::Subscriber, room, keepalive: c.keepalive, dtls: Some(c.dtls) };
         anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");

@@ -101,6 +101,8 @@ pub enum Keepalive {
         username: String,
         /// The server's ICE password.
         password: String,
+        /// Our ICE password, to answer the server's own checks.
+        local_pwd: String,
     },
     /// Resend this datagram (raw mode registration).
     Datagram(Vec<u8>),
@@ -543,7 +545,7 @@ impl Worker {
         let Some(buf) = self.batch.next_buf() else { return };
         let len = match &ep.keepalive {
             Keepalive::None => return,
-            Keepalive::Ice { username, password } => {
+            Keepalive::Ice { username, password, .. } => {
                 let req = BindingRequest {
                     transaction_id: tid,
                     username: username.as_bytes(),
@@ -645,10 +647,7 @@ impl Worker {
     fn drain(&mut self, i: usize) {
         let Some(fd) = self.eps.get(i).map(|e| e.socket.as_raw_fd()) else { return };
         loop {
-            let n = match self.batch.recv(fd) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = self.batch.recv(fd).unwrap_or_default();
             if n == 0 {
                 break;
             }
@@ -674,6 +673,12 @@ impl Worker {
         match first {
             0..=3 => {
                 self.report.rx_stun += 1;
+                if let (Keepalive::Ice { local_pwd, .. }, Some(from)) = (&ep.keepalive, self.batch.addr(k)) {
+                    let mut reply = [0u8; 128];
+                    if let Some(n) = crate::session::answer_check(self.batch.get_mut(k), from, local_pwd, &mut reply) {
+                        let _ = ep.socket.send_to(&reply[..n], from);
+                    }
+                }
                 return;
             }
             20..=63 => {
@@ -684,6 +689,8 @@ impl Worker {
                 return;
             }
             128..=191 => {}
+            // The raw forwarder's acknowledgements of our keep-alive registrations.
+            b'S' if ep.rx.is_none() && buf.starts_with(b"SYOK") => return,
             _ => {
                 self.report.corrupt += 1;
                 return;

@@ -11,7 +11,7 @@ use rand::Rng;
 use switchyard_dtls::{Identity, Role, Session};
 use switchyard_sdp::{RemoteTransport, SessionDescription, Setup};
 use switchyard_srtp::{split_keying_material, Context, Profile};
-use switchyard_stun::{BindingRequest, Class, Message};
+use switchyard_stun::{write_binding_success, BindingRequest, Class, Message, Method};
 use tokio::time::Instant;
 
 use crate::media::Keepalive;
@@ -72,14 +72,30 @@ impl LocalSide {
     }
 }
 
-/// The server's candidate: the first UDP `a=candidate` with an IP address on an m-line in use.
-pub fn remote_candidate(sdp: &SessionDescription) -> Option<SocketAddr> {
+/// The server's candidate: the first UDP `a=candidate` with an IP address on an m-line in use
+/// that `bind` can reach. A load generator bound to loopback only ever sends to loopback addresses:
+/// a server that offers only other addresses is refused rather than sent traffic.
+pub fn remote_candidate(sdp: &SessionDescription, bind: IpAddr) -> Option<SocketAddr> {
     sdp.media
         .iter()
         .filter(|m| !m.is_rejected())
         .flat_map(|m| m.candidates.iter())
         .filter(|c| c.transport.eq_ignore_ascii_case("udp") && c.component == 1)
-        .find_map(|c| c.socket_addr().filter(|a| a.is_ipv4()))
+        .filter_map(|c| c.socket_addr())
+        .find(|a| a.is_ipv4() == bind.is_ipv4() && (!bind.is_loopback() || a.ip().is_loopback()))
+}
+
+/// Answers a connectivity check the server sends us (full ICE agents such as Janus's libnice
+/// check the pair back before they nominate it). Returns true if `d` was a Binding request.
+pub fn answer_check(d: &[u8], from: SocketAddr, local_pwd: &str, out: &mut [u8]) -> Option<usize> {
+    let m = Message::parse(d).ok()?;
+    if m.class() != Class::Request || m.method() != Method::BINDING {
+        return None;
+    }
+    if !m.verify_integrity(local_pwd.as_bytes()) {
+        return None;
+    }
+    write_binding_success(out, &m, from, local_pwd.as_bytes()).ok()
 }
 
 /// Runs ICE then DTLS on `local.socket` towards `remote` and derives the SRTP contexts.
@@ -91,7 +107,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> anyhow::Result<Connected> {
     let deadline = Instant::now() + timeout;
-    let std_sock = local.socket;
+    let std_sock = local.socket.try_clone()?;
     std_sock.set_nonblocking(true)?;
     let sock = tokio::net::UdpSocket::from_std(std_sock.try_clone()?)?;
     let username = format!("{}:{}", params.ice_ufrag, local.ufrag);
@@ -101,6 +117,9 @@ pub async fn connect(
     let tie_breaker: u64 = rand::random();
     let mut buf = vec![0u8; 2048];
     let mut early_dtls: Vec<Vec<u8>> = Vec::new();
+    // Regular nomination, as browsers do: checks without USE-CANDIDATE until one succeeds, then
+    // one with it (Janus's libnice in ICE-lite mode only nominates a pair that already succeeded).
+    let mut succeeded = false;
     'ice: loop {
         if Instant::now() >= deadline {
             bail!("ICE: no answer from {remote}");
@@ -111,7 +130,7 @@ pub async fn connect(
             username: username.as_bytes(),
             password: password.as_bytes(),
             priority: 0x6e00_1eff,
-            use_candidate: true,
+            use_candidate: succeeded,
             controlling: Some(tie_breaker),
             controlled: None,
         };
@@ -128,12 +147,29 @@ pub async fn connect(
             let d = &buf[..n];
             match d.first() {
                 Some(0..=3) => {
-                    let Ok(m) = Message::parse(d) else { continue };
+                    let mut reply = [0u8; 128];
+                    if let Some(n) = answer_check(d, from, &local.pwd, &mut reply) {
+                        let _ = sock.send_to(&reply[..n], from).await;
+                        continue;
+                    }
+                    let m = match Message::parse(d) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            if std::env::var_os("LOADGEN_DEBUG").is_some() {
+                                eprintln!("ICE: unparsable STUN from {from}: {e:?} {:02x?}", d);
+                            }
+                            continue;
+                        }
+                    };
                     if m.transaction_id() != &tid {
                         continue;
                     }
                     match m.class() {
-                        Class::SuccessResponse => break 'ice,
+                        Class::SuccessResponse if succeeded => break 'ice,
+                        Class::SuccessResponse => {
+                            succeeded = true;
+                            continue 'ice;
+                        }
                         Class::ErrorResponse => bail!("ICE: {remote} answered the check with an error {:?}", m.error_code().map(|e| e.code)),
                         _ => continue,
                     }
@@ -159,17 +195,29 @@ pub async fn connect(
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let waiter = Arc::clone(&session);
-    let established = waiter.established(left);
-    tokio::pin!(established);
-    let export = loop {
+    let export = {
+        let established = waiter.established(left);
+        tokio::pin!(established);
+        loop {
         tokio::select! {
             r = &mut established => break r.map_err(|e| anyhow!("DTLS with {remote}: {e}"))?,
             r = sock.recv_from(&mut buf) => {
                 let (n, from) = r.context("receiving")?;
-                if from == remote && matches!(buf.get(..n).and_then(|d| d.first()), Some(20..=63)) {
-                    session.feed(buf[..n].to_vec());
+                if from != remote {
+                    continue;
+                }
+                match buf.get(..n).and_then(|d| d.first()) {
+                    Some(20..=63) => session.feed(buf[..n].to_vec()),
+                    Some(0..=3) => {
+                        let mut reply = [0u8; 128];
+                        if let Some(k) = answer_check(&buf[..n], from, &local.pwd, &mut reply) {
+                            let _ = sock.send_to(&reply[..k], from).await;
+                        }
+                    }
+                    _ => {}
                 }
             }
+        }
         }
     };
     let profile = Profile::from_rfc5764_id(export.profile_id).ok_or_else(|| anyhow!("unsupported SRTP profile {:#06x}", export.profile_id))?;
@@ -177,7 +225,6 @@ pub async fn connect(
     let (mine, theirs) = if role == Role::Client { (client, server) } else { (server, client) };
     let tx = Context::new(profile, &mine.key, &mine.salt).map_err(|e| anyhow!("SRTP: {e}"))?;
     let rx = Context::new(profile, &theirs.key, &theirs.salt).map_err(|e| anyhow!("SRTP: {e}"))?;
-    drop(established);
     drop(sock);
-    Ok(Connected { socket: std_sock, remote, tx, rx, dtls: session, keepalive: Keepalive::Ice { username, password } })
+    Ok(Connected { socket: std_sock, remote, tx, rx, dtls: session, keepalive: Keepalive::Ice { username, password, local_pwd: local.pwd } })
 }

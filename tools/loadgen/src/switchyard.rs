@@ -75,7 +75,7 @@ pub async fn publisher(sh: Arc<Shared>, url: String, room_name: String, name: St
     let sdp = answer.get("sdp").and_then(Value::as_str).ok_or_else(|| anyhow!("publish-answer without sdp"))?;
     let desc = SessionDescription::parse(sdp).map_err(|e| anyhow!("publish answer: {e}"))?;
     let params = remote_transport(&desc).map_err(|e| anyhow!("publish answer: {e}"))?;
-    let cand = session::remote_candidate(&desc).ok_or_else(|| anyhow!("publish answer has no usable candidate"))?;
+    let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("publish answer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
     let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
     let ep = Endpoint {
         socket: c.socket,
@@ -105,7 +105,7 @@ pub async fn subscriber(sh: Arc<Shared>, url: String, room_name: String, name: S
     let (answer, version, desc) = answer_offer(&sh, &local, &offer, 1, session_id)?;
     send(&mut ws, json!({"type": "subscribe-answer", "sdp": answer, "version": version})).await?;
     let params = remote_transport(&desc).map_err(|e| anyhow!("subscribe offer: {e}"))?;
-    let cand = session::remote_candidate(&desc).ok_or_else(|| anyhow!("subscribe offer has no usable candidate"))?;
+    let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("subscribe offer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
     let lt = local_transport(&sh, &local, 1, session_id)?;
     let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
     let ep = Endpoint {
