@@ -683,7 +683,16 @@ impl Hub {
             streams.insert(s.stream_id.clone(), owner);
         }
         let local = self.local(transport).ok_or_else(|| SignalError::new("internal", "transport vanished"))?;
-        let sdp = offer_subscribe(&slots, &local).map_err(|e| SignalError::new("internal", e.to_string()))?;
+        let sdp = match offer_subscribe(&slots, &local) {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                // Do not leave the participant waiting for an answer to an offer never sent.
+                if let Some(p) = self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) {
+                    p.sub.abandon_offer();
+                }
+                return Err(SignalError::new("internal", e.to_string()));
+            }
+        };
         self.send(conn, ServerMsg::SubscribeOffer { sdp, version, streams });
         Ok(())
     }

@@ -141,6 +141,19 @@ impl Subscription {
             if have.contains(&key(source, track)) {
                 continue;
             }
+            // The engine forwards payload types unchanged, and one BUNDLE group cannot use one payload
+            // type for two codecs: a track that would clash with one already offered is left out
+            // (rooms of one kind of client never clash; mixed rooms may).
+            if let Some(clash) = self.payload_type_clash(track) {
+                tracing::warn!(
+                    ssrc = track.ssrc,
+                    pt = track.codec.pt,
+                    codec = %track.codec.name,
+                    offered = %clash,
+                    "track not offered: its payload type is already used for another codec"
+                );
+                continue;
+            }
             self.next_mid += 1;
             self.slots.push(SubscribeSlot {
                 mid: mid_for(&track.kind, self.next_mid),
@@ -150,6 +163,21 @@ impl Subscription {
             self.sources.push(Some(source.clone()));
             self.dirty = true;
         }
+    }
+
+    /// The codec name already offered on `track`'s payload type, if it is a different codec.
+    fn payload_type_clash(&self, track: &PublishedTrack) -> Option<String> {
+        let c = &track.codec;
+        self.slots.iter().filter_map(|s| s.track.as_ref()).map(|t| &t.codec).find_map(|o| {
+            let same = o.name.eq_ignore_ascii_case(&c.name) && o.clock_rate == c.clock_rate && o.channels == c.channels && o.fmtp == c.fmtp;
+            (o.pt == c.pt && !same).then(|| o.name.clone())
+        })
+    }
+
+    /// Forgets an offer that could not be sent, so later changes can be offered.
+    pub fn abandon_offer(&mut self) {
+        self.in_flight = None;
+        self.dirty = true;
     }
 
     /// The next offer to send, if the slots changed and no offer awaits an answer: (version, slots).
@@ -368,6 +396,19 @@ mod tests {
         assert!(r.mesh_capable());
         r.participants.insert(2, Participant::new("p2".into(), "bot".into()));
         assert!(!r.mesh_capable());
+    }
+
+    #[test]
+    fn a_track_whose_payload_type_clashes_with_an_offered_codec_is_left_out() {
+        let mut sub = Subscription { transport: Some(1), ..Default::default() };
+        let src = |t| SlotSource { owner: "p9".into(), transport: t };
+        let vp8 = track(MediaKind::Video, 1);
+        let mut opus96 = track(MediaKind::Audio, 2);
+        opus96.codec = Codec { pt: 96, name: "opus".into(), clock_rate: 48000, channels: Some(2), fmtp: None, rtcp_fb: vec![] };
+        let vp8_again = track(MediaKind::Video, 3);
+        sub.reconcile(&[(src(10), vp8), (src(20), opus96), (src(30), vp8_again)]);
+        let ssrcs: Vec<u32> = sub.slots.iter().filter_map(|s| s.track.as_ref().map(|t| t.ssrc)).collect();
+        assert_eq!(ssrcs, vec![1, 3], "Opus on 96 clashes with VP8 on 96; a second VP8 on 96 does not");
     }
 
     #[test]
