@@ -46,6 +46,12 @@ impl SocketId {
     pub fn as_u32(self) -> u32 {
         self.0
     }
+
+    /// An id from a raw value, for test doubles of code that takes ids. A made-up value names no
+    /// socket (sends through it fail) unless it happens to equal a live socket's id.
+    pub const fn from_raw(raw: u32) -> SocketId {
+        SocketId(raw)
+    }
 }
 
 /// The largest number of extra sockets one [`UdpIo`](crate::UdpIo) can hold.

@@ -11,6 +11,12 @@ use crate::sock::describe;
 /// implies multishot `RECVMSG` with provided buffer rings. `Err` carries a one-line reason such as
 /// `"io_uring_setup: EPERM (blocked by seccomp, ...)"`, suitable for the engine's log.
 pub fn probe_uring() -> Result<(), String> {
+    // On a thread of its own (see `off_thread`): tearing the probe ring down must not interrupt
+    // the caller's blocking calls later with EINTR.
+    crate::uring::off_thread(|| Ok(probe_here())).unwrap_or_else(|e| Err(describe("io_uring probe thread", &e)))
+}
+
+fn probe_here() -> Result<(), String> {
     let ring: IoUring = IoUring::new(8).map_err(|e| describe("io_uring_setup", &e))?;
     if !ring.params().is_feature_ext_arg() {
         return Err("io_uring lacks IORING_FEAT_EXT_ARG (kernel older than 5.11)".to_string());

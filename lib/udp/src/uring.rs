@@ -196,13 +196,14 @@ impl Uring {
         let v6 = attempt!("getsockname", sock::local_addr(&socket)).is_ipv6();
         let batch = batch.clamp(1, 4096);
         let entries = (batch * 2).next_power_of_two().clamp(8, 32768);
-        let rx: IoUring = attempt!(
+        let (rx, tx): (IoUring, IoUring) = attempt!(
             "io_uring_setup",
-            IoUring::builder()
-                .setup_cqsize(entries as u32 * 2 + 16)
-                .build(8)
+            off_thread(|| {
+                let rx = IoUring::builder().setup_cqsize(entries as u32 * 2 + 16).build(8)?;
+                let tx = IoUring::new(batch.next_power_of_two() as u32)?;
+                Ok((rx, tx))
+            })
         );
-        let tx: IoUring = attempt!("io_uring_setup", IoUring::new(batch.next_power_of_two() as u32));
         if !rx.params().is_feature_ext_arg() {
             return Err((socket, "io_uring lacks IORING_FEAT_EXT_ARG (kernel older than 5.11)".into()));
         }
@@ -535,6 +536,24 @@ impl Uring {
         }
         Ok(report)
     }
+}
+
+/// Runs ring set-up (`io_uring_setup`) on a short-lived thread of its own and returns the result.
+///
+/// The kernel registers the task that creates a ring as one of the ring's users, and when the
+/// ring is torn down it sends every registered task a signal-like task_work (`TWA_SIGNAL`) and
+/// waits for it: a blocking call in the creating thread (a receive with `SO_RCVTIMEO`, say) then
+/// fails with `EINTR`, possibly long after creation. A thread that exits drops its registration,
+/// so creating rings on a throw-away thread leaves only the worker thread, which submits and tears
+/// down the ring itself, registered.
+pub(crate) fn off_thread<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("io_uring-setup".into())
+            .spawn_scoped(s, f)?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("io_uring set-up thread panicked")))
+    })
 }
 
 /// Errors of `io_uring_enter` after which simply trying again is right.
