@@ -8,11 +8,14 @@ pub enum Kind {
     Stun,
     /// First byte 20..=63.
     Dtls,
+    /// First byte 64..=79: TURN ChannelData (RFC 7983). The TURN server has its own port
+    /// (`turn/`); on a media port these are dropped as `turn_wrong_port`.
+    ChannelData,
     /// First byte 128..=191, payload type not in the RTCP range.
     Rtp,
     /// First byte 128..=191, second byte 192..=223 (RTCP packet types 192..=223, RFC 5761 §4).
     Rtcp,
-    /// Anything else (ZRTP, TURN channel data on this port, garbage, empty).
+    /// Anything else (ZRTP, garbage, empty).
     Other,
 }
 
@@ -22,6 +25,7 @@ pub fn classify(buf: &[u8]) -> Kind {
     match buf.first() {
         Some(0..=3) => Kind::Stun,
         Some(20..=63) => Kind::Dtls,
+        Some(64..=79) => Kind::ChannelData,
         Some(128..=191) => match buf.get(1) {
             Some(192..=223) => Kind::Rtcp,
             Some(_) => Kind::Rtp,
@@ -42,6 +46,7 @@ mod tests {
             let expect = match b {
                 0..=3 => Kind::Stun,
                 20..=63 => Kind::Dtls,
+                64..=79 => Kind::ChannelData,
                 128..=191 => Kind::Rtp,
                 _ => Kind::Other,
             };

@@ -41,6 +41,8 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Socket receive/send buffer size in bytes.
     pub socket_buffer: usize,
+    /// The TURN server (`turn/`), or `None` for none (the default here; the binary's default is on).
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +55,7 @@ impl Default for EngineConfig {
             socket: PathBuf::from("/run/switchyard/engine.sock"),
             pin: true,
             socket_buffer: 4 << 20,
+            turn: None,
         }
     }
 }
@@ -65,6 +68,8 @@ pub struct Engine {
     pub io: IoKind,
     /// The control socket path.
     pub socket: PathBuf,
+    /// Where the TURN server (and its STUN binding service) listens, if it runs.
+    pub turn: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     wakers: Vec<switchyard_udp::Waker>,
@@ -164,6 +169,13 @@ impl Engine {
         }
         let io_kind = kind.unwrap_or(IoKind::Mmsg);
         tracing::info!(io = %io_kind, workers = cfg.workers, "I/O backend selected");
+        // TURN is an extra, not a reason to leave media unserved: a TURN set-up that fails (port in
+        // use, no concrete --bind) is logged and the engine runs without it (`Engine::turn` is None).
+        let turn = cfg.turn.as_ref().and_then(|tc| {
+            crate::turn::io::start(&mut ios, cfg.bind, tc, cfg.socket_buffer)
+                .inspect_err(|e| tracing::error!(error = %e, "TURN server not started"))
+                .ok()
+        });
 
         let cores = if cfg.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let wakers: Vec<_> = ios.iter().map(|io| io.waker()).collect();
@@ -188,6 +200,7 @@ impl Engine {
                 counters: Arc::clone(&counters),
             });
             infos.push(info);
+            let worker_turn = turn.as_ref().map(|t| t.worker(i, &counters));
             let worker = Worker {
                 index: i as u16,
                 io,
@@ -197,6 +210,7 @@ impl Engine {
                 events: ev_tx.clone(),
                 core,
                 stop: Arc::clone(&stop),
+                turn: worker_turn,
             };
             let t = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -221,7 +235,8 @@ impl Engine {
             .spawn(move || control::forward_events(ev_rx, state))
             .map_err(StartError::Thread)?;
         tracing::info!(socket = %cfg.socket.display(), "control socket listening");
-        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), stop, threads, wakers, probe })
+        let turn = turn.map(|t| t.addr);
+        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), turn, stop, threads, wakers, probe })
     }
 
     /// A probe of the worker loops (see [`WorkerProbe`]).

@@ -322,6 +322,7 @@ impl Forwarder {
             Kind::Dtls => self.handle_dtls(now, from, buf, out),
             Kind::Rtp => self.handle_srtp(now, from, buf, false, out),
             Kind::Rtcp => self.handle_srtp(now, from, buf, true, out),
+            Kind::ChannelData => self.counters.drop_one(DropReason::TurnWrongPort),
             Kind::Other => self.counters.drop_one(DropReason::NotWebrtc),
         }
     }

@@ -29,6 +29,7 @@ pub mod latency;
 pub mod pool;
 pub mod stats;
 pub mod transport;
+pub mod turn;
 pub mod worker;
 
 pub use engine::{Engine, EngineConfig, StartError, WorkerProbe};

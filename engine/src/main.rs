@@ -40,6 +40,9 @@ struct Args {
     /// above net.core.rmem_max/wmem_max only with CAP_NET_ADMIN).
     #[arg(long, value_name = "BYTES")]
     socket_buffer: Option<usize>,
+    /// TURN server flags (--turn-port, --turn-secret, --turn-realm, --relay-ports, --no-turn, ...).
+    #[command(flatten)]
+    turn: switchyard_engine::turn::TurnArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,12 +60,16 @@ fn main() -> anyhow::Result<()> {
     if let Some(b) = args.socket_buffer {
         cfg.socket_buffer = b;
     }
+    cfg.turn = args.turn.config();
     // Block SIGINT/SIGTERM before any thread starts so every thread inherits the mask and the main
     // thread alone receives them through sigwait.
     let signals = block_signals();
     let engine = Engine::start(&cfg).context("starting the engine")?;
     for w in &engine.workers {
         tracing::info!(worker = w.index, addr = %w.addr, core = ?w.core, "worker listening");
+    }
+    if let Some(addr) = engine.turn {
+        tracing::info!(%addr, "TURN listening");
     }
     anyhow::ensure!(engine.probe().alive(Duration::from_secs(5)), "a worker did not start");
     let watchdog = notify_ready(&engine);

@@ -43,11 +43,20 @@ pub enum DropReason {
     StaleHandoff,
     /// Encrypting for a subscriber failed (no keys yet, packet too large).
     ProtectFailed,
+    // ---- TURN (engine/src/turn) ----
+    /// A datagram on the TURN port that is neither STUN nor ChannelData, or does not parse.
+    TurnMalformed,
+    /// TURN data (ChannelData, Send indication, a peer's datagram) for no live allocation.
+    TurnNoAllocation,
+    /// TURN data to or from a peer without a permission (or on an unbound channel).
+    TurnNoPermission,
+    /// ChannelData (first byte 64..=79) on a media port: TURN listens on its own port.
+    TurnWrongPort,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::NotWebrtc,
         DropReason::StunMalformed,
         DropReason::StunUnexpected,
@@ -66,6 +75,10 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::StaleHandoff,
         DropReason::ProtectFailed,
+        DropReason::TurnMalformed,
+        DropReason::TurnNoAllocation,
+        DropReason::TurnNoPermission,
+        DropReason::TurnWrongPort,
     ];
 
     /// The metrics label.
@@ -89,6 +102,10 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::StaleHandoff => "stale_handoff",
             DropReason::ProtectFailed => "protect_failed",
+            DropReason::TurnMalformed => "turn_malformed",
+            DropReason::TurnNoAllocation => "turn_no_allocation",
+            DropReason::TurnNoPermission => "turn_no_permission",
+            DropReason::TurnWrongPort => "turn_wrong_port",
         }
     }
 }
@@ -119,11 +136,27 @@ pub enum Counter {
     HandoffsOut,
     /// Packets received from another worker.
     HandoffsIn,
+    // ---- TURN (engine/src/turn) ----
+    /// TURN allocations created.
+    TurnAllocations,
+    /// TURN allocations ended (deleted by the client or expired).
+    TurnAllocationsClosed,
+    /// Datagrams relayed from a TURN client to a peer.
+    TurnRelayedToPeer,
+    /// Datagrams relayed from a peer to a TURN client.
+    TurnRelayedToClient,
+    /// TURN requests refused for bad, unknown or expired credentials (not counting the first 401
+    /// challenge every client gets).
+    TurnAuthFailures,
+    /// Allocate requests refused with 486 Allocation Quota Reached.
+    TurnQuotaRejections,
+    /// STUN Binding requests answered on the TURN port (NAT discovery).
+    TurnBindings,
 }
 
 impl Counter {
     /// Every counter, in order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 18] = [
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::TxPackets,
@@ -135,6 +168,13 @@ impl Counter {
         Counter::DtlsOut,
         Counter::HandoffsOut,
         Counter::HandoffsIn,
+        Counter::TurnAllocations,
+        Counter::TurnAllocationsClosed,
+        Counter::TurnRelayedToPeer,
+        Counter::TurnRelayedToClient,
+        Counter::TurnAuthFailures,
+        Counter::TurnQuotaRejections,
+        Counter::TurnBindings,
     ];
 
     /// The metrics name suffix.
@@ -151,6 +191,13 @@ impl Counter {
             Counter::DtlsOut => "dtls_out",
             Counter::HandoffsOut => "handoffs_out",
             Counter::HandoffsIn => "handoffs_in",
+            Counter::TurnAllocations => "turn_allocations",
+            Counter::TurnAllocationsClosed => "turn_allocations_closed",
+            Counter::TurnRelayedToPeer => "turn_relayed_to_peer",
+            Counter::TurnRelayedToClient => "turn_relayed_to_client",
+            Counter::TurnAuthFailures => "turn_auth_failures",
+            Counter::TurnQuotaRejections => "turn_quota_rejections",
+            Counter::TurnBindings => "turn_bindings",
         }
     }
 }

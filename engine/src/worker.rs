@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use switchyard_protocol::{Event, KeySalt, LatencySummary, TransportId, TransportInfo};
-use switchyard_udp::{SendBatch, UdpIo};
+use switchyard_udp::{SendBatch, SocketId, UdpIo};
 
 use crate::forwarder::{CommandError, Dest, Forwarder, Output};
 use crate::handoff::{Handoff, HandoffMesh};
@@ -88,6 +88,9 @@ pub struct Worker {
     pub core: Option<core_affinity::CoreId>,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
+    /// This worker's TURN server (its listener and relay sockets are extra sockets of `io`), unless
+    /// TURN is off.
+    pub turn: Option<crate::turn::WorkerTurn>,
 }
 
 struct Sink<'a> {
@@ -131,7 +134,7 @@ impl Output for Sink<'_> {
 impl Worker {
     /// Runs the loop until `stop` is set.
     pub fn run(self) {
-        let Worker { index, mut io, counters, commands, mesh, events, core, stop } = self;
+        let Worker { index, mut io, counters, commands, mesh, events, core, stop, mut turn } = self;
         if let Some(core) = core {
             if !core_affinity::set_for_current(core) {
                 tracing::warn!(worker = index, core = core.id, "could not pin worker to its core");
@@ -188,11 +191,18 @@ impl Worker {
                 last_fanout = fanout;
             }
             let reserve = fanout;
-            let res = io.recv(Some(timeout), |buf, from| {
+            let res = io.recv_any(Some(timeout), |buf, from, via| {
                 let t = *now.get_or_insert_with(Instant::now);
                 if SEND_BATCH - sink.batch.len() < reserve {
                     // Only when the batch already held hand-offs or answers: counted, never silent.
                     counters.drop_one(DropReason::SendBatchFull);
+                    return;
+                }
+                // TURN: the only extra sockets are the TURN listener and relay sockets.
+                if via != SocketId::PRIMARY {
+                    if let Some(turn) = turn.as_mut() {
+                        turn.on_datagram(t, via, from, buf, sink.batch, sink.received);
+                    }
                     return;
                 }
                 fwd.handle_datagram(t, from, buf, &mut sink);
@@ -203,6 +213,14 @@ impl Worker {
             wake_peers(&mesh, sink.to_wake);
             if !sink.batch.is_empty() {
                 flush(&mut io, &mut sink, &counters, &mut latency);
+            }
+            // TURN: Allocates (they bind relay sockets into `io`), expiry, closing relay sockets.
+            if let Some(turn) = turn.as_mut() {
+                turn.poll(Instant::now(), &mut io, sink.batch, sink.received);
+                if !sink.batch.is_empty() {
+                    flush(&mut io, &mut sink, &counters, &mut latency);
+                }
+                turn.close_relays(&mut io);
             }
         }
         tracing::info!(worker = index, "worker stopped");
