@@ -264,7 +264,9 @@ pub fn start(ios: &mut [UdpIo], bind: IpAddr, cfg: &super::TurnConfig, buffer: u
     }
     let (listeners, addr) = bind_listeners(ios, bind, cfg.port, buffer)
         .map_err(|source| crate::StartError::Bind { worker: 0, addr: SocketAddr::new(bind, cfg.port), source })?;
-    let shared = Arc::new(TurnShared::new(cfg.clone(), bind));
+    let mut own_ports: Vec<u16> = ios.iter().filter_map(|io| io.local_addr().ok()).map(|a| a.port()).collect();
+    own_ports.push(addr.port());
+    let shared = Arc::new(TurnShared::new(cfg.clone(), bind).with_own_ports(own_ports));
     tracing::info!(%addr, relay_ports = ?cfg.relay_ports, realm = %cfg.realm, "TURN server listening");
     if cfg.secret == super::DEFAULT_SECRET {
         tracing::warn!("TURN uses the built-in development secret: set --turn-secret (or SWITCHYARD_TURN_SECRET) in production");

@@ -272,7 +272,7 @@ impl TurnServer {
         let (Some(peer), Some(data)) = (msg.xor_peer_address(), msg.data()) else {
             return self.counters.drop_one(DropReason::TurnMalformed);
         };
-        if peer.is_ipv4() != a.relayed.is_ipv4() || !a.permitted(peer.ip(), now) {
+        if peer.is_ipv4() != a.relayed.is_ipv4() || !a.permitted(peer.ip(), now) || self.shared.is_own(peer) {
             return self.counters.drop_one(DropReason::TurnNoPermission);
         }
         relay_to_peer(&self.counters, a.relay, peer, data, out);

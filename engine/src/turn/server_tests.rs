@@ -81,9 +81,13 @@ struct Setup {
     t0: Instant,
 }
 
+/// The engine's own TURN and media ports (never peers).
+const OWN: [u16; 2] = [3478, 40_001];
+
 fn setup_with(cfg: TurnConfig) -> Setup {
     let counters = Arc::new(WorkerCounters::default());
-    let shared = Arc::new(TurnShared::with_keys(cfg, IpAddr::from([127, 0, 0, 1]), [1; 32], [2; 32]));
+    let shared = TurnShared::with_keys(cfg, IpAddr::from([127, 0, 0, 1]), [1; 32], [2; 32]).with_own_ports(OWN.to_vec());
+    let shared = Arc::new(shared);
     let t0 = Instant::now();
     let server = TurnServer::with_clock(Arc::clone(&shared), Arc::clone(&counters), LISTENER, t0, T0);
     Setup { server, shared, counters, out: Fake::default(), t0 }
@@ -692,4 +696,29 @@ fn garbage_never_panics_and_is_counted() {
         s.out.sent.clear();
     }
     assert!(s.counters.dropped(DropReason::TurnMalformed) > 1000);
+}
+
+#[test]
+fn the_engines_own_ports_are_not_peers() {
+    let mut s = setup();
+    let from = addr(CLIENT);
+    let username = user("alice");
+    let (_, relay) = s.allocate(s.t0, from, &username);
+    // The IP is fine (loopback relays may reach loopback peers)...
+    let r = s.authed(s.t0, from, &username, Req::new(Method::CREATE_PERMISSION, 3).peer(addr("127.0.0.1:3478")));
+    assert_eq!(code(&r), None);
+    // ... but not the TURN listener or a media port.
+    for own in OWN {
+        let r = s.authed(s.t0, from, &username, Req::new(Method::CHANNEL_BIND, 4).channel(0x4100).peer(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), own)));
+        assert_eq!(code(&r), Some(403), "port {own}");
+        let mut send = vec![0u8; 100];
+        let n = write_send_indication(&mut send, &[1; 12], SocketAddr::new(IpAddr::from([127, 0, 0, 1]), own), b"loop").unwrap();
+        s.client(s.t0, from, &send[..n]);
+        assert!(s.out.sent.is_empty(), "sent to own port {own}");
+    }
+    // Another port of the same IP is a peer like any other.
+    let mut send = vec![0u8; 100];
+    let n = write_send_indication(&mut send, &[1; 12], addr("127.0.0.1:3479"), b"ok").unwrap();
+    s.client(s.t0, from, &send[..n]);
+    assert_eq!(s.out.take_one().0, relay);
 }

@@ -49,6 +49,8 @@ pub struct TurnShared {
     pub allow_loopback_peers: bool,
     /// Issues and checks nonces.
     pub nonces: Nonces,
+    /// The engine's own listening ports on `relay_ip` (TURN listener, media ports): never peers.
+    own_ports: Vec<u16>,
     token_key: [u8; 32],
     token_counter: AtomicU64,
     quota: Mutex<Quota>,
@@ -102,12 +104,20 @@ impl TurnShared {
             relay_ip,
             allow_loopback_peers,
             nonces: Nonces::new(nonce_key),
+            own_ports: Vec::new(),
             token_key,
             token_counter: AtomicU64::new(0),
             quota: Mutex::new(Quota::default()),
             port_cursor: AtomicU32::new(start),
             reservations: Mutex::new(FxHashMap::default()),
         }
+    }
+
+    /// Declares the engine's own listening ports on the relay address: a client may not make the
+    /// relay send to them (its Allocate requests or media would then come from the relay).
+    pub fn with_own_ports(mut self, ports: Vec<u16>) -> TurnShared {
+        self.own_ports = ports;
+        self
     }
 
     /// Takes one allocation of `user`'s quota and the global one.
@@ -190,9 +200,16 @@ impl TurnShared {
         }
     }
 
-    /// Whether data may be relayed to `peer`: see [`ip_allowed`](Self::ip_allowed); port 0 never.
+    /// Whether data may be relayed to `peer`: see [`ip_allowed`](Self::ip_allowed); port 0 never,
+    /// nor the engine's own listening ports.
     pub fn peer_allowed(&self, peer: SocketAddr) -> bool {
-        peer.port() != 0 && self.ip_allowed(peer.ip())
+        peer.port() != 0 && self.ip_allowed(peer.ip()) && !self.is_own(peer)
+    }
+
+    /// Whether `peer` is one of the engine's own listening sockets (TURN listener, media ports).
+    #[inline]
+    pub fn is_own(&self, peer: SocketAddr) -> bool {
+        !self.own_ports.is_empty() && peer.ip() == self.relay_ip && self.own_ports.contains(&peer.port())
     }
 
     /// Whether permissions for `ip` may be installed: never unspecified, multicast or broadcast
