@@ -209,6 +209,7 @@ pub fn client_tracks(tracks: &[Track], name: &str) -> Vec<ClientTrack> {
 
 /// Runs the load described by `cfg` and returns what it measured.
 pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
+    raise_fd_limit();
     let control = Arc::new(Control::default());
     let live = Arc::new(Live::default());
     let interval = Arc::new(Mutex::new(media::new_histogram()));
@@ -623,4 +624,17 @@ async fn raw_subscriber(sh: &Shared, addrs: &[SocketAddr], tracks: &[Track], roo
     let ep = Endpoint { socket, remote, tx: None, rx: None, role: Role::Subscriber, room, keepalive: Keepalive::Datagram(reg), dtls: None };
     anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
     Ok(())
+}
+
+/// Thousands of participants need thousands of sockets (two descriptors each while DTLS runs):
+/// raise the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }

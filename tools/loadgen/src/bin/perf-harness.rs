@@ -254,7 +254,7 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
 /// 127.0.0.3 on syjanus1 for the load generator, routed to each other. Every address stays in
 /// 127.0.0.0/8 on this machine.
 fn janus_network() -> anyhow::Result<()> {
-    let ip = |args: &str| Command::new("ip").args(args.split_whitespace()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ip = |args: &str| Command::new("ip").args(args.split_whitespace()).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
     if !ip("link show syjanus0") {
         if !ip("link add syjanus0 type veth peer name syjanus1") {
             bail!("cannot create the veth pair for Janus (needs root and `ip`)");
