@@ -63,7 +63,10 @@ impl<'a> Message<'a> {
 
     /// The first XOR-PEER-ADDRESS, decoded.
     pub fn xor_peer_address(&self) -> Option<SocketAddr> {
-        decode_xor_address(self.attr(AttrType::XOR_PEER_ADDRESS)?, self.transaction_id())
+        decode_xor_address(
+            self.attr(AttrType::XOR_PEER_ADDRESS)?,
+            self.transaction_id(),
+        )
     }
 
     /// Every XOR-PEER-ADDRESS before MESSAGE-INTEGRITY (CreatePermission may
@@ -77,7 +80,10 @@ impl<'a> Message<'a> {
 
     /// XOR-RELAYED-ADDRESS of an Allocate success response, decoded.
     pub fn xor_relayed_address(&self) -> Option<SocketAddr> {
-        decode_xor_address(self.attr(AttrType::XOR_RELAYED_ADDRESS)?, self.transaction_id())
+        decode_xor_address(
+            self.attr(AttrType::XOR_RELAYED_ADDRESS)?,
+            self.transaction_id(),
+        )
     }
 
     /// The DATA attribute's value (Send and Data indications).
@@ -139,7 +145,10 @@ pub fn write_channel_data_header(out: &mut [u8], channel: u16, len: usize) -> Re
     let header = out
         .get_mut(..CHANNEL_DATA_HEADER_LEN)
         .filter(|_| total <= available)
-        .ok_or(Error::BufferTooSmall { needed: total, available })?;
+        .ok_or(Error::BufferTooSmall {
+            needed: total,
+            available,
+        })?;
     header[0..2].copy_from_slice(&channel.to_be_bytes());
     header[2..4].copy_from_slice(&wire_len.to_be_bytes());
     Ok(total)
@@ -163,7 +172,11 @@ pub fn write_data_indication_with(
     len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> Result<usize, Error> {
-    let mut w = MessageWriter::new(out, MessageType::new(Class::Indication, Method::DATA), transaction_id)?;
+    let mut w = MessageWriter::new(
+        out,
+        MessageType::new(Class::Indication, Method::DATA),
+        transaction_id,
+    )?;
     w.add_xor_address(AttrType::XOR_PEER_ADDRESS, peer)?;
     w.add_attr_with(AttrType::DATA, len, fill)?;
     Ok(w.finish())
@@ -176,7 +189,11 @@ pub fn write_send_indication(
     peer: SocketAddr,
     data: &[u8],
 ) -> Result<usize, Error> {
-    let mut w = MessageWriter::new(out, MessageType::new(Class::Indication, Method::SEND), transaction_id)?;
+    let mut w = MessageWriter::new(
+        out,
+        MessageType::new(Class::Indication, Method::SEND),
+        transaction_id,
+    )?;
     w.add_xor_address(AttrType::XOR_PEER_ADDRESS, peer)?;
     w.add_attr(AttrType::DATA, data)?;
     Ok(w.finish())
@@ -194,7 +211,10 @@ mod tests {
         assert!(is_channel_data(&buf[..n]));
         assert_eq!(parse_channel_data(&buf[..n]), Some((0x4001, &b"hello"[..])));
         // Padding to 4 bytes is accepted, more trailing bytes are not.
-        assert_eq!(parse_channel_data(&buf[..12]), Some((0x4001, &b"hello"[..])));
+        assert_eq!(
+            parse_channel_data(&buf[..12]),
+            Some((0x4001, &b"hello"[..]))
+        );
         assert_eq!(parse_channel_data(&buf[..13]), None);
         // Length beyond the datagram, short header, channel out of range.
         assert_eq!(parse_channel_data(&buf[..8]), None);
@@ -207,10 +227,25 @@ mod tests {
 
     #[test]
     fn method_bits_of_turn_messages() {
-        assert_eq!(MessageType::new(Class::Request, Method::ALLOCATE).bits(), 0x0003);
-        assert_eq!(MessageType::new(Class::Indication, Method::SEND).bits(), 0x0016);
-        assert_eq!(MessageType::new(Class::Indication, Method::DATA).bits(), 0x0017);
-        assert_eq!(MessageType::new(Class::SuccessResponse, Method::CHANNEL_BIND).bits(), 0x0109);
-        assert_eq!(MessageType::new(Class::ErrorResponse, Method::REFRESH).bits(), 0x0114);
+        assert_eq!(
+            MessageType::new(Class::Request, Method::ALLOCATE).bits(),
+            0x0003
+        );
+        assert_eq!(
+            MessageType::new(Class::Indication, Method::SEND).bits(),
+            0x0016
+        );
+        assert_eq!(
+            MessageType::new(Class::Indication, Method::DATA).bits(),
+            0x0017
+        );
+        assert_eq!(
+            MessageType::new(Class::SuccessResponse, Method::CHANNEL_BIND).bits(),
+            0x0109
+        );
+        assert_eq!(
+            MessageType::new(Class::ErrorResponse, Method::REFRESH).bits(),
+            0x0114
+        );
     }
 }
