@@ -122,7 +122,10 @@ impl TurnOutput for BatchOut<'_> {
             RelayWant::Even { reserve_next } => (true, reserve_next),
             _ => (false, false),
         };
-        for port in shared.relay_port_candidates(even).take(MAX_PORT_TRIES) {
+        let last = shared.cfg.relay_ports.1;
+        // With R, the next port must be in the range too.
+        let candidates = shared.relay_port_candidates(even).filter(|&p| !reserve_next || p < last);
+        for port in candidates.take(MAX_PORT_TRIES) {
             let id = match io.add_socket(SocketAddr::new(ip, port), self.relay_cfg) {
                 Ok(id) => id,
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,

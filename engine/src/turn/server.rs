@@ -302,6 +302,8 @@ impl TurnServer {
             (Class::Request, _) => {
                 self.error(from, &msg, 400, "Bad Request: unknown method", None, out);
             }
+            // Keepalives.
+            (Class::Indication, Method::BINDING) => {}
             // Responses and other indications have no business here.
             _ => self.counters.drop_one(DropReason::TurnMalformed),
         }
