@@ -32,6 +32,12 @@
 //! destination. [`UdpIo::bind`] picks io_uring when
 //! [`probe_uring`] says it works and falls back to mmsg otherwise. Every buffer is allocated at
 //! construction: receiving and sending perform no heap allocation in steady state. Linux only.
+//!
+//! A `UdpIo` may also hold *extra sockets* ([`UdpIo::add_socket`], e.g. the engine's TURN listener
+//! and one relay socket per TURN allocation): [`UdpIo::recv_any`] delivers datagrams from all of
+//! them in one call, tagged with a [`SocketId`], and a [`SendBatch`] slot queued with
+//! [`SendBatch::push_with_via`] leaves through the socket it names. Extra sockets are watched by one
+//! epoll instance and read with `recvmmsg` on either backend; the backend's wait includes it.
 
 #![cfg(target_os = "linux")]
 #![warn(missing_docs)]
