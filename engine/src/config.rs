@@ -615,6 +615,29 @@ mod tests {
     }
 
     #[test]
+    fn the_turn_section_configures_the_engines_turn_server() {
+        #[derive(Parser)]
+        struct A {
+            #[arg(long)]
+            config: Option<PathBuf>,
+            #[command(flatten)]
+            turn: crate::turn::TurnArgs,
+        }
+        let parse_with = |file: &'static str, cli: &[&str]| {
+            let argv = ["engine", "--config", "x"].iter().chain(cli).map(OsString::from).collect();
+            parse_args_from::<A>(argv, |_| Ok(parse::<EngineFile>(file, "switchyard.toml")?.flags())).map_err(|e| e.to_string())
+        };
+        let file = "[turn]\nport = 3479\nrealm = \"r\"\nrelay_ports = \"50000-50100\"\nmax_allocations_per_user = 3\n\
+                    max_allocations = 20\nsecret = \"s\"\nurls = [\"turn:x\"]\nttl_secs = 600\n";
+        let c = parse_with(file, &[]).unwrap().turn.config().unwrap();
+        assert_eq!((c.port, c.realm.as_str(), c.relay_ports), (3479, "r", (50000, 50100)));
+        assert_eq!((c.max_allocations_per_user, c.max_allocations, c.secret.as_str()), (3, 20, "s"));
+        assert_eq!(parse_with(file, &["--turn-port", "4000"]).unwrap().turn.config().unwrap().port, 4000);
+        assert!(parse_with("[turn]\nenabled = false\n", &[]).unwrap().turn.config().is_none());
+        assert!(parse_with("[turn]\nenabled = true\n", &[]).unwrap().turn.config().is_some());
+    }
+
+    #[test]
     fn a_key_whose_flag_this_binary_lacks_is_an_error() {
         let e = args(&["--config", "x"], "[engine]\nio = \"mmsg\"\n").unwrap_err();
         assert!(e.starts_with("x: [engine] io: ") && e.contains("has no --io flag"), "{e}");

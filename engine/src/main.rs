@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args: Args = config::parse_args(|path| Ok(config::load::<EngineFile>(path)?.flags()))?;
     let mut cfg = EngineConfig { bind: args.bind, port_base: args.port_base, io: args.io, socket: args.socket, pin: !args.no_pin, ..Default::default() };

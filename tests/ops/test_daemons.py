@@ -107,13 +107,6 @@ def stop(proc, timeout=10.0):
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def turn(bins):
-    """Whether this engine has a TURN server (its flags come with the TURN work)."""
-    out = subprocess.run([bins["engine"], "--help"], capture_output=True, text=True, check=True).stdout
-    return "--no-turn" in out
-
-
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -126,11 +119,9 @@ def write_config(tmp: Path, text: str) -> Path:
     return path
 
 
-def engine_config(tmp: Path, turn: bool, turn_port: int = 0) -> str:
-    """Two workers on loopback; the TURN server off, or on `turn_port`."""
-    if not turn:
-        turn_section = ""
-    elif turn_port:
+def engine_config(tmp: Path, turn_port: int = 0) -> str:
+    """Two workers on loopback; the TURN server on `turn_port`, or off."""
+    if turn_port:
         turn_section = f'[turn]\nport = {turn_port}\nsecret = "ops-test"\n'
     else:
         turn_section = "[turn]\nenabled = false\n"
@@ -150,19 +141,18 @@ def get(url):
         return e.code, e.read().decode()
 
 
-def test_engine_notifies_ready_then_feeds_the_watchdog_and_drains_on_sigterm(bins, tmp, turn):
+def test_engine_notifies_ready_then_feeds_the_watchdog_and_drains_on_sigterm(bins, tmp):
     notify = NotifySocket(tmp / "notify")
     turn_port = free_udp_port()
-    config = write_config(tmp, engine_config(tmp, turn, turn_port))
+    config = write_config(tmp, engine_config(tmp, turn_port))
     engine = start(bins["engine"], ["--config", str(config)], notify, watchdog_usec=400_000)
     try:
         ready = notify.expect("READY=1")
         assert "forwarding on 2 workers" in ready["STATUS"], ready
         assert (tmp / "engine.sock").exists(), "READY=1 only once the control socket listens"
         assert oct((tmp / "engine.sock").stat().st_mode & 0o777) == oct(0o660)
-        if turn:
-            with pytest.raises(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", turn_port))  # [turn] port reached the engine: it listens there
+        with pytest.raises(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", turn_port))  # [turn] port reached the engine: its TURN server listens there
         # WatchdogSec=0.4s: a ping every 0.2 s.
         t0 = time.time()
         for _ in range(3):
@@ -177,9 +167,9 @@ def test_engine_notifies_ready_then_feeds_the_watchdog_and_drains_on_sigterm(bin
         notify.close()
 
 
-def test_engine_command_line_beats_the_file(bins, tmp, turn):
+def test_engine_command_line_beats_the_file(bins, tmp):
     notify = NotifySocket(tmp / "notify", abstract=True)
-    config = write_config(tmp, engine_config(tmp, turn))
+    config = write_config(tmp, engine_config(tmp))
     engine = start(bins["engine"], ["--config", str(config), "--workers", "1"], notify)
     try:
         assert "forwarding on 1 workers" in notify.expect("READY=1")["STATUS"]
@@ -191,10 +181,10 @@ def test_engine_command_line_beats_the_file(bins, tmp, turn):
         notify.close()
 
 
-def test_control_notifies_ready_serves_health_and_exits_cleanly(bins, tmp, turn):
+def test_control_notifies_ready_serves_health_and_exits_cleanly(bins, tmp):
     import websockets.sync.client
 
-    config = write_config(tmp, engine_config(tmp, turn))
+    config = write_config(tmp, engine_config(tmp))
     engine_notify = NotifySocket(tmp / "engine-notify")
     engine = start(bins["engine"], ["--config", str(config)], engine_notify)
     control_notify = NotifySocket(tmp / "control-notify", abstract=True)
@@ -232,15 +222,15 @@ def test_control_notifies_ready_serves_health_and_exits_cleanly(bins, tmp, turn)
         control_notify.close()
 
 
-def test_the_example_config_starts_both_daemons_with_command_line_overrides(bins, tmp, turn):
+def test_the_example_config_starts_both_daemons_with_command_line_overrides(bins, tmp):
     """systemd/switchyard.toml as shipped, with only its paths and ports moved by flags."""
     sock = str(tmp / "engine.sock")
     engine_notify = NotifySocket(tmp / "engine-notify")
     control_notify = NotifySocket(tmp / "control-notify")
     engine = start(
         bins["engine"],
-        ["--config", str(EXAMPLE_CONFIG), "--socket", sock, "--port-base", "0", "--workers", "1", "--no-pin"]
-        + (["--no-turn"] if turn else []),
+        ["--config", str(EXAMPLE_CONFIG), "--socket", sock, "--port-base", "0", "--workers", "1", "--no-pin",
+         "--no-turn"],
         engine_notify,
     )
     control = None
@@ -264,7 +254,7 @@ def test_the_example_config_starts_both_daemons_with_command_line_overrides(bins
         control_notify.close()
 
 
-def test_every_documented_key_is_accepted(bins, tmp, turn):
+def test_every_documented_key_is_accepted(bins, tmp):
     """The example file with every commented-out key switched on: each is a real flag of its daemon."""
     lines = []
     for line in EXAMPLE_CONFIG.read_text().splitlines():
@@ -275,19 +265,13 @@ def test_every_documented_key_is_accepted(bins, tmp, turn):
     text = "\n".join(lines) + "\n"
     for key in ["workers", "io", "pin", "socket_buffer", "dtls_timeout_secs", "max_participants", "c2c_max",
                 "p2p_max", "hysteresis", "sfu_only", "allowed_candidate_nets", "[modes.pinned]", "secret", "urls",
-                "ttl_secs"]:
+                "ttl_secs", "enabled", "port", "realm", "relay_ports", "max_allocations_per_user", "max_allocations"]:
         assert re.search(rf"^{re.escape(key)}", text, re.M), f"{key} is not in the example file"
-    if not turn:
-        # Before the engine had TURN: its [turn] keys stay commented out.
-        text = re.sub(r"^(enabled|port|realm|relay_ports|max_allocations_per_user|max_allocations) = .*$", "", text,
-                      flags=re.M)
     config = write_config(tmp, text)
     sock = str(tmp / "engine.sock")
     engine_notify = NotifySocket(tmp / "engine-notify")
     control_notify = NotifySocket(tmp / "control-notify")
-    engine_args = ["--config", str(config), "--socket", sock, "--port-base", "0"]
-    if turn:
-        engine_args += ["--turn-port", str(free_udp_port())]
+    engine_args = ["--config", str(config), "--socket", sock, "--port-base", "0", "--turn-port", str(free_udp_port())]
     engine = start(bins["engine"], engine_args, engine_notify)
     control = None
     try:
