@@ -196,21 +196,23 @@ fn allocations_and_permissions_expire() {
         let mut r = start(io, "expiry", turn);
         let (username, password) = mint(SECRET, "alice", 600);
         let mut c = Client::new(r.server, &username, &password);
-        let start = Instant::now();
         let relayed = c.allocate(None).unwrap();
+        // Both were created before their responses arrived: they expire before these + lifetime.
+        let allocated = Instant::now();
         let (p, pa) = peer();
         c.create_permission(pa).unwrap();
+        let permitted = Instant::now();
         let mut buf = [0u8; 256];
         p.send_to(b"in time", relayed).unwrap();
         let (n, _) = turn_support::recv(&c.sock, &mut buf).unwrap();
         assert_eq!(Message::parse(&buf[..n]).unwrap().data(), Some(&b"in time"[..]));
         // After the permission's second, the peer is cut off.
-        std::thread::sleep(Duration::from_millis(1200).saturating_sub(start.elapsed()));
+        std::thread::sleep(Duration::from_millis(1200).saturating_sub(permitted.elapsed()));
         p.send_to(b"too late", relayed).unwrap();
         c.sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
         assert!(turn_support::recv(&c.sock, &mut buf).is_err(), "{io}: permission outlived its lifetime");
         // After the allocation's 2 s (and the next sweep), its relay socket is closed.
-        std::thread::sleep(Duration::from_millis(3500).saturating_sub(start.elapsed()));
+        std::thread::sleep(Duration::from_millis(3500).saturating_sub(allocated.elapsed()));
         let stats = r.ctl.request(&Request::Stats).unwrap();
         assert_eq!(counter(&stats, "turn_allocations_closed", false), 1, "{io}");
         drop(UdpSocket::bind(relayed).unwrap_or_else(|e| panic!("{io}: relay port {relayed} still bound: {e}")));
