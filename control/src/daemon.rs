@@ -47,7 +47,8 @@ pub struct ControlConfig {
     pub turn_ttl_secs: u64,
 }
 
-/// Runs the control daemon until the HTTP server stops.
+/// Runs the control daemon until SIGTERM or SIGINT (then it stops accepting connections and returns,
+/// see `notify`), or until the HTTP server fails.
 pub async fn run(cfg: ControlConfig) -> anyhow::Result<()> {
     let identity = match &cfg.identity {
         Some(path) => Identity::load_or_create(path).with_context(|| format!("DTLS identity {}", path.display()))?,
