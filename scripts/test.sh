@@ -12,6 +12,10 @@ cargo test --workspace --no-fail-fast
 echo "== build the switchyard binary for end-to-end tests =="
 cargo build --bin switchyard
 
+echo "== ops: systemd units, daemons under sd_notify, malformed config =="
+bash tests/ops/verify-units.sh
+python3 -m pytest -q tests/ops
+
 echo "== interop: aiortc (pytest) =="
 python3 -m pytest -q tests/interop
 
