@@ -25,6 +25,9 @@ const TOAST_TIMEOUT_MS = 8000;
 const URL_PARAMS = new URLSearchParams(location.search);
 const CAMERA_CONSTRAINTS = cameraConstraints(URL_PARAMS);
 const MESH_CAPABLE = URL_PARAMS.get('mesh') !== '0';
+// `?relay=1`: browser-to-browser connections use only TURN-relayed candidates (iceTransportPolicy
+// "relay"), the way a client behind a restrictive NAT ends up; tests use it to prove our TURN path.
+const RELAY_ONLY = URL_PARAMS.get('relay') === '1';
 // After a mode switch, how long to watch for media from everyone before giving up on timing it.
 const RECOVERY_WATCH_MS = 120000;
 
@@ -615,8 +618,10 @@ async function stopScreenShare() {
 // Publish connection: we offer, the server answers. One offer in flight at a time.
 // ---------------------------------------------------------------------------------------------
 
-function newPeerConnection() {
-  return new RTCPeerConnection({ iceServers: session.iceServers });
+function newPeerConnection(mesh = false) {
+  const config = { iceServers: session.iceServers };
+  if (mesh && RELAY_ONLY) config.iceTransportPolicy = 'relay';
+  return new RTCPeerConnection(config);
 }
 
 function ensurePublishPc() {
@@ -952,7 +957,7 @@ function sendPeer(type, to, fields) {
 }
 
 function createPeer(id, initiator) {
-  const pc = newPeerConnection();
+  const pc = newPeerConnection(true);
   const peer = {
     id,
     pc,
@@ -1690,6 +1695,22 @@ window.switchyard = {
   get iceServers() { return session.iceServers; },
   /** Mesh: the participants we hold a peer connection with, and its state. */
   peers: () => Object.fromEntries([...session.peers.values()].map((p) => [p.id, p.pc.connectionState])),
+  /** Per mesh peer: the candidate types of the selected pair, e.g. { p2: { local: 'relay', remote: 'relay' } }. */
+  peerPaths: async () => {
+    const out = {};
+    for (const peer of session.peers.values()) {
+      const report = await peer.pc.getStats();
+      let pair = null;
+      report.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+      });
+      if (!pair) report.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+      const local = pair && report.get(pair.localCandidateId);
+      const remote = pair && report.get(pair.remoteCandidateId);
+      out[peer.id] = { local: local ? local.candidateType : null, remote: remote ? remote.candidateType : null };
+    }
+    return out;
+  },
   /** The latest mode switch: { from, mode, epoch, announcedAt, recoveredAt } (ms since the epoch). */
   get lastSwitch() { return session.lastSwitch; },
   get switches() { return session.switches; },

@@ -16,7 +16,7 @@ export function serverBinary() {
 
 /** Starts `switchyard` on free ports; resolves to { url, stop, stats }. */
 export async function startServer(extraArgs = []) {
-  const proc = spawn(serverBinary(), ['--http', '127.0.0.1:0', '--workers', '2', ...extraArgs], {
+  const proc = spawn(serverBinary(), ['--http', '127.0.0.1:0', '--workers', '2', '--turn-port', '0', ...extraArgs], {
     stdio: ['ignore', 'pipe', process.env.SWITCHYARD_LOG ? 'inherit' : 'ignore'],
   });
   const url = await new Promise((resolve, reject) => {

@@ -22,7 +22,7 @@ def server_binary() -> str:
 class Server:
     def __init__(self, extra_args=()):
         self.proc = subprocess.Popen(
-            [server_binary(), "--http", "127.0.0.1:0", "--workers", "2", *extra_args],
+            [server_binary(), "--http", "127.0.0.1:0", "--workers", "2", "--turn-port", "0", *extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL if not os.environ.get("SWITCHYARD_LOG") else None,
             text=True,

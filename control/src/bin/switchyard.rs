@@ -30,6 +30,13 @@ struct Args {
     /// First UDP media port (worker i uses port + i); 0 lets the kernel choose.
     #[arg(long, default_value_t = 0)]
     media_port: u16,
+    /// UDP port of the built-in TURN/STUN server (0: the kernel picks one); clients get
+    /// `turn:<media-addr>:<port>` with fresh credentials unless --turn-url is given.
+    #[arg(long, default_value_t = 3478)]
+    turn_port: u16,
+    /// Run without the built-in TURN/STUN server.
+    #[arg(long)]
+    no_turn: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +60,20 @@ fn main() -> anyhow::Result<()> {
         cfg.workers = w;
     }
     file.apply_engine(&mut cfg);
+    if !args.no_turn && cfg.turn.is_none() {
+        cfg.turn = Some(switchyard_engine::turn::TurnConfig {
+            port: args.turn_port,
+            secret: args.control.turn_secret.clone(),
+            ..Default::default()
+        });
+    }
     let engine = Engine::start(&cfg).context("starting the engine")?;
+    if let Some(turn) = engine.turn {
+        if args.control.turn_urls.is_empty() {
+            args.control.turn_urls = vec![format!("stun:{turn}"), format!("turn:{turn}?transport=udp")];
+        }
+        tracing::info!(%turn, "TURN/STUN server listening");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(async {
         tokio::select! {
