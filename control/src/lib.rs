@@ -9,8 +9,10 @@
 //!                                        engine_link.rs ──Unix socket──> switchyard-engine
 //! ```
 //!
-//! Each browser holds two peer connections to the server (publish and subscribe, see
-//! docs/signaling.md); each is an engine transport. The hub creates transports, answers publish
+//! A room runs browser to browser (C2C, P2P mesh: the hub only relays offers, answers and candidates)
+//! or through the SFU, chosen by `mode.rs` as people join and leave. In SFU mode each browser holds two
+//! peer connections to the server (publish and subscribe, see docs/signaling.md); each is an engine
+//! transport. The hub creates transports, answers publish
 //! offers, offers every other participant's tracks on the subscribe connection, runs DTLS over the
 //! records the engine punts up, installs the exported SRTP keys, and tells the engine who subscribes
 //! to which SSRC.
