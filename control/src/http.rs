@@ -5,17 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use switchyard_protocol::{Reply, Request};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine_link::EngineLink;
-use crate::hub::{ConnId, HubMsg};
+use crate::hub::{ConnId, HubCounters, HubMsg};
 use crate::metrics;
 use crate::signaling::{parse_client, SignalError, MAX_MESSAGE};
 
@@ -45,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/rooms", get(rooms))
         .route("/api/stats", get(stats))
+        .route("/api/rooms/{room}/participants/{id}/kick", post(kick))
+        .route("/api/rooms/{room}/close", post(close_room))
+        .route("/api/drain", get(drain_state).post(drain).delete(undrain))
+        .route("/api/undrain", post(undrain))
         .route("/metrics", get(prometheus))
         .with_state(state)
 }
@@ -60,6 +64,69 @@ async fn rooms(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Asks the hub something; 503 if it has stopped.
+async fn ask<T>(s: &AppState, msg: impl FnOnce(oneshot::Sender<T>) -> HubMsg) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    let stopped = || (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "hub stopped"}))).into_response();
+    if s.hub.send(msg(tx)).is_err() {
+        return Err(stopped());
+    }
+    rx.await.map_err(|_| stopped())
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": what}))).into_response()
+}
+
+/// `POST /api/rooms/{room}/participants/{id}/kick`: the participant gets an error `kicked` and is
+/// removed as if they had left (their WebSocket stays open; they may join again).
+async fn kick(State(s): State<AppState>, Path((room, id)): Path<(String, String)>) -> Response {
+    match ask(&s, |reply| HubMsg::Kick { room: room.clone(), id: id.clone(), reply }).await {
+        Ok(true) => Json(serde_json::json!({"kicked": id, "room": room})).into_response(),
+        Ok(false) => not_found(format!("no participant {id} in room {room}")),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/rooms/{room}/close`: everyone gets an error `room-closed` and is removed.
+async fn close_room(State(s): State<AppState>, Path(room): Path<String>) -> Response {
+    match ask(&s, |reply| HubMsg::CloseRoom { room: room.clone(), reply }).await {
+        Ok(Some(n)) => Json(serde_json::json!({"closed": room, "removed": n})).into_response(),
+        Ok(None) => not_found(format!("no room {room}")),
+        Err(r) => r,
+    }
+}
+
+async fn drain_reply(s: &AppState, set: Option<bool>) -> Response {
+    match ask(s, |reply| HubMsg::Drain { set, reply }).await {
+        Ok(draining) => match ask(s, HubMsg::Counters).await {
+            Ok(c) => Json(serde_json::json!({
+                "draining": draining,
+                "rooms": c.rooms.values().sum::<usize>(),
+                "participants": c.participants,
+            }))
+            .into_response(),
+            Err(r) => r,
+        },
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/drain`: `{draining, rooms, participants}`.
+async fn drain_state(State(s): State<AppState>) -> Response {
+    drain_reply(&s, None).await
+}
+
+/// `POST /api/drain`: no new rooms from now on; existing rooms carry on; `/readyz` says 503.
+async fn drain(State(s): State<AppState>) -> Response {
+    drain_reply(&s, Some(true)).await
+}
+
+/// `DELETE /api/drain` or `POST /api/undrain`: back to normal.
+async fn undrain(State(s): State<AppState>) -> Response {
+    drain_reply(&s, Some(false)).await
+}
+
 async fn engine_stats(engine: &EngineLink) -> Result<switchyard_protocol::EngineStats, Response> {
     match engine.request(Request::Stats).await {
         Ok(Reply::Stats(s)) => Ok(s),
@@ -71,6 +138,14 @@ async fn engine_stats(engine: &EngineLink) -> Result<switchyard_protocol::Engine
 /// Ready when the engine is connected and answers Stats within 2 s; 503 with the reason otherwise
 /// (for load balancers and probes: `/healthz` only says the process is up).
 async fn readyz(State(s): State<AppState>) -> Response {
+    match ask(&s, |reply| HubMsg::Drain { set: None, reply }).await {
+        Ok(true) => return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+        Ok(false) => {}
+        Err(mut r) => {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(2), engine_stats(&s.engine)).await {
         Ok(Ok(_)) => "ready\n".into_response(),
         Ok(Err(mut r)) => {
@@ -88,11 +163,21 @@ async fn stats(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus text: the hub's rooms, participants, connections and DTLS counts, then the engine's
+/// counters (left out, with `switchyard_engine_up 0`, when the engine does not answer).
 async fn prometheus(State(s): State<AppState>) -> Response {
-    match engine_stats(&s.engine).await {
-        Ok(st) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&st)).into_response(),
-        Err(r) => r,
+    let hub: HubCounters = match ask(&s, HubMsg::Counters).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let engine =
+        tokio::time::timeout(std::time::Duration::from_secs(2), engine_stats(&s.engine)).await.ok().and_then(Result::ok);
+    let mut body = metrics::render_hub(&hub);
+    body.push_str(&metrics::render_engine_up(engine.is_some()));
+    if let Some(st) = engine {
+        body.push_str(&metrics::render(&st));
     }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {

@@ -4,6 +4,45 @@ use std::fmt::Write as _;
 
 use switchyard_protocol::EngineStats;
 
+use crate::hub::HubCounters;
+
+/// Prometheus exposition of what the hub counts: rooms by mode, participants, WebSocket
+/// connections, DTLS handshakes by result, operator removals, draining.
+pub fn render_hub(h: &HubCounters) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP switchyard_rooms Rooms, by mode.");
+    let _ = writeln!(out, "# TYPE switchyard_rooms gauge");
+    for (mode, n) in &h.rooms {
+        let _ = writeln!(out, "switchyard_rooms{{mode=\"{mode}\"}} {n}");
+    }
+    let gauges = [
+        ("participants", "Participants in all rooms.", h.participants as u64),
+        ("websocket_connections", "Open signaling WebSocket connections.", h.connections as u64),
+        ("draining", "1 while the node is draining (no new rooms).", u64::from(h.draining)),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP switchyard_{name} {help}");
+        let _ = writeln!(out, "# TYPE switchyard_{name} gauge");
+        let _ = writeln!(out, "switchyard_{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP switchyard_dtls_handshakes_total DTLS handshakes with clients, by result.");
+    let _ = writeln!(out, "# TYPE switchyard_dtls_handshakes_total counter");
+    let _ = writeln!(out, "switchyard_dtls_handshakes_total{{result=\"ok\"}} {}", h.dtls_ok);
+    let _ = writeln!(out, "switchyard_dtls_handshakes_total{{result=\"failed\"}} {}", h.dtls_failed);
+    let _ = writeln!(out, "# HELP switchyard_participants_removed_total Participants removed by an operator (kick, close).");
+    let _ = writeln!(out, "# TYPE switchyard_participants_removed_total counter");
+    let _ = writeln!(out, "switchyard_participants_removed_total {}", h.kicked);
+    out
+}
+
+/// `switchyard_engine_up`: whether the engine answered the Stats request for this scrape.
+pub fn render_engine_up(up: bool) -> String {
+    format!(
+        "# HELP switchyard_engine_up 1 when the engine answered this scrape.\n# TYPE switchyard_engine_up gauge\nswitchyard_engine_up {}\n",
+        u8::from(up)
+    )
+}
+
 /// Prometheus exposition of the engine's per-worker counters, drops and latency histogram.
 pub fn render(s: &EngineStats) -> String {
     let mut out = String::new();
@@ -17,6 +56,7 @@ pub fn render(s: &EngineStats) -> String {
     }
     let names: Vec<&str> = s.workers.first().map(|w| w.counters.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
     for name in names {
+        let _ = writeln!(out, "# HELP switchyard_engine_{name}_total Engine counter {name}, per worker.");
         let _ = writeln!(out, "# TYPE switchyard_engine_{name}_total counter");
         for w in &s.workers {
             let v = w.counters.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
