@@ -62,55 +62,9 @@ pub enum HubMsg {
     },
     /// A snapshot of rooms for the HTTP API.
     Rooms(oneshot::Sender<Vec<RoomSummary>>),
-    /// Operator: remove participant `id` (`p7`) from `room`; they get an error `kicked` first.
-    /// Replies whether they were there.
-    Kick {
-        /// Room name.
-        room: String,
-        /// Participant id.
-        id: String,
-        /// Whether someone was removed.
-        reply: oneshot::Sender<bool>,
-    },
-    /// Operator: remove everyone from `room` (each gets an error `room-closed`). Replies how many
-    /// were removed, `None` when there is no such room.
-    CloseRoom {
-        /// Room name.
-        room: String,
-        /// Participants removed.
-        reply: oneshot::Sender<Option<usize>>,
-    },
-    /// Operator: set (`Some`) or read (`None`) draining: while draining, joins that would create a
-    /// room are refused with `draining`. Replies the state after the change.
-    Drain {
-        /// The new state, or none to read it.
-        set: Option<bool>,
-        /// The state.
-        reply: oneshot::Sender<bool>,
-    },
-    /// The hub's gauges and counters for `/metrics`.
-    Counters(oneshot::Sender<HubCounters>),
-}
-
-/// A participant as the operator API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ParticipantSummary {
-    /// Id (`p7`).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Microphone, camera, screen share on.
-    pub audio: bool,
-    /// Camera on.
-    pub video: bool,
-    /// Sharing a screen.
-    pub screen: bool,
-    /// Whether the client can run the mesh.
-    pub mesh: bool,
-    /// Tracks published through the SFU.
-    pub tracks: usize,
-    /// Engine transports (publish, subscribe) held.
-    pub transports: usize,
+    /// The engine link reconnected to a (restarted, empty) engine: re-install every live transport,
+    /// its SRTP keys and bound address, every subscription, and ask for keyframes.
+    EngineRestarted,
 }
 
 /// A room as the operator API shows it.
@@ -120,29 +74,8 @@ pub struct RoomSummary {
     pub name: String,
     /// Mode.
     pub mode: String,
-    /// Epoch (changes at every mode switch).
-    pub epoch: u64,
-    /// Participants.
-    pub participants: Vec<ParticipantSummary>,
-}
-
-/// What the hub counts, for `/metrics`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct HubCounters {
-    /// Rooms per mode (`sfu`, `p2p`, `c2c`), every mode present.
-    pub rooms: BTreeMap<String, usize>,
-    /// Participants in all rooms.
-    pub participants: usize,
-    /// Open WebSocket connections.
-    pub connections: usize,
-    /// DTLS handshakes that finished with keys.
-    pub dtls_ok: u64,
-    /// DTLS handshakes that failed or timed out.
-    pub dtls_failed: u64,
-    /// Participants removed by an operator (kick or close).
-    pub kicked: u64,
-    /// Whether the node is draining.
-    pub draining: bool,
+    /// Participants: (id, name).
+    pub participants: Vec<(String, String)>,
 }
 
 /// Hub settings.
@@ -212,6 +145,12 @@ struct TransportState {
     session: Option<Arc<Session>>,
     early: Vec<Vec<u8>>,
     srtp: bool,
+    /// The worker the engine placed it on: a restarted engine gets it on the same worker (same port).
+    worker: u16,
+    /// The address the engine last reported bound (`IceBound`), re-bound in a restarted engine.
+    remote: Option<std::net::SocketAddr>,
+    /// The SRTP keys exported from DTLS (profile, inbound, outbound), re-installed in a restarted engine.
+    keys: Option<(u16, KeySalt, KeySalt)>,
 }
 
 struct Conn {
@@ -230,10 +169,6 @@ pub struct Hub {
     transports: HashMap<TransportId, TransportState>,
     next_transport: TransportId,
     next_participant: u64,
-    draining: bool,
-    dtls_ok: u64,
-    dtls_failed: u64,
-    kicked: u64,
 }
 
 fn now_ms() -> u64 {
@@ -261,17 +196,32 @@ impl Hub {
             transports: HashMap::new(),
             next_transport: 1,
             next_participant: 1,
-            draining: false,
-            dtls_ok: 0,
-            dtls_failed: 0,
-            kicked: 0,
         }
     }
 
     /// Handles messages until every sender is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubMsg>) {
-        while let Some(msg) = rx.recv().await {
-            self.handle(msg).await;
+        self.skip_engine_ids().await;
+        let mut restarts = self.engine.restarts();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => return,
+                },
+                Ok(()) = restarts.changed() => self.handle(HubMsg::EngineRestarted).await,
+            }
+        }
+    }
+
+    /// A control daemon that starts while the engine still carries calls of its predecessor leaves
+    /// them alone: its transport ids start above every id the engine holds.
+    async fn skip_engine_ids(&mut self) {
+        if let Ok(Reply::Snapshot(ts)) = self.engine.request(Request::Snapshot).await {
+            if let Some(max) = ts.iter().map(|t| t.transport).max() {
+                tracing::info!(transports = ts.len(), "the engine carries transports of an earlier control daemon; leaving them alone");
+                self.next_transport = self.next_transport.max(max + 1);
+            }
         }
     }
 
@@ -301,7 +251,11 @@ impl Hub {
             }
             HubMsg::Engine(Event::IceBound { transport, addr }) => {
                 tracing::debug!(transport, %addr, "ICE bound");
+                if let Some(t) = self.transports.get_mut(&transport) {
+                    t.remote = Some(addr);
+                }
             }
+            HubMsg::EngineRestarted => self.engine_restarted().await,
             HubMsg::DtlsDone { transport, result } => self.dtls_done(transport, result).await,
             HubMsg::Rooms(reply) => {
                 let mut v: Vec<RoomSummary> = self
@@ -310,76 +264,11 @@ impl Hub {
                     .map(|(name, r)| RoomSummary {
                         name: name.clone(),
                         mode: r.mode.to_string(),
-                        epoch: r.epoch,
-                        participants: r
-                            .participants
-                            .values()
-                            .map(|p| ParticipantSummary {
-                                id: p.id.clone(),
-                                name: p.name.clone(),
-                                audio: p.audio,
-                                video: p.video,
-                                screen: p.screen,
-                                mesh: p.mesh,
-                                tracks: p.tracks.len(),
-                                transports: [p.publish, p.sub.transport].iter().flatten().count(),
-                            })
-                            .collect(),
+                        participants: r.participants.values().map(|p| (p.id.clone(), p.name.clone())).collect(),
                     })
                     .collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 let _ = reply.send(v);
-            }
-            HubMsg::Kick { room, id, reply } => {
-                let conn = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok()).and_then(|pid| self.conn_of(&room, pid));
-                if let Some(conn) = conn {
-                    tracing::info!(%room, participant = %id, "kicked by an operator");
-                    self.send(conn, SignalError::new("kicked", "an operator removed you from the room").to_msg());
-                    self.leave(conn).await;
-                    self.kicked += 1;
-                }
-                let _ = reply.send(conn.is_some());
-            }
-            HubMsg::CloseRoom { room, reply } => {
-                let conns: Vec<ConnId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.joined.as_ref().is_some_and(|(r, _)| *r == room))
-                    .map(|(id, _)| *id)
-                    .collect();
-                let existed = self.rooms.contains_key(&room);
-                tracing::info!(%room, participants = conns.len(), "closed by an operator");
-                for &conn in &conns {
-                    self.send(conn, SignalError::new("room-closed", "an operator closed the room").to_msg());
-                    self.leave(conn).await;
-                    self.kicked += 1;
-                }
-                let _ = reply.send(existed.then_some(conns.len()));
-            }
-            HubMsg::Drain { set, reply } => {
-                if let Some(on) = set {
-                    if on != self.draining {
-                        tracing::info!(draining = on, rooms = self.rooms.len(), "drain");
-                    }
-                    self.draining = on;
-                }
-                let _ = reply.send(self.draining);
-            }
-            HubMsg::Counters(reply) => {
-                let mut rooms: BTreeMap<String, usize> =
-                    [Mode::Sfu, Mode::P2p, Mode::C2c].iter().map(|m| (m.to_string(), 0)).collect();
-                for r in self.rooms.values() {
-                    *rooms.entry(r.mode.to_string()).or_default() += 1;
-                }
-                let _ = reply.send(HubCounters {
-                    rooms,
-                    participants: self.rooms.values().map(|r| r.participants.len()).sum(),
-                    connections: self.conns.len(),
-                    dtls_ok: self.dtls_ok,
-                    dtls_failed: self.dtls_failed,
-                    kicked: self.kicked,
-                    draining: self.draining,
-                });
             }
         }
     }
@@ -569,9 +458,6 @@ impl Hub {
                 format!("room {room} is pinned to {pinned}, which needs a client that can run the mesh"),
             ));
         }
-        if self.draining && !self.rooms.contains_key(&room) {
-            return Err(SignalError::new("draining", "this node is draining: it takes no new rooms"));
-        }
         let r = self.rooms.entry(room.clone()).or_insert_with(|| Room::new(policy.decide(&room, None, 1, mesh)));
         if r.participants.len() >= self.cfg.max_participants {
             return Err(SignalError::new("room-full", format!("room {room} has {} participants", r.participants.len())));
@@ -630,6 +516,75 @@ impl Hub {
         self.renegotiate(&room).await;
     }
 
+    /// The engine restarted and holds nothing: re-installs every transport on its worker with its ICE
+    /// credentials, bound address and SRTP keys, every subscription, and asks video publishers for
+    /// keyframes, so calls resume without new ICE or DTLS handshakes (the peers never notice more than
+    /// the packets lost while the engine was down). Participants and rooms are untouched.
+    async fn engine_restarted(&mut self) {
+        let started = std::time::Instant::now();
+        let mut ids: Vec<TransportId> = self.transports.keys().copied().collect();
+        ids.sort_unstable();
+        let (mut restored, mut failed) = (0usize, 0usize);
+        for id in ids {
+            let Some(t) = self.transports.get(&id) else { continue };
+            let (keys, remote, old_addr) = (t.keys.clone(), t.remote, t.addr);
+            let add = Request::AddTransport { transport: id, worker: Some(t.worker), ufrag: t.ufrag.clone(), pwd: t.pwd.clone() };
+            match self.engine.request(add).await {
+                Ok(Reply::TransportAdded { addr, .. }) if addr != old_addr => {
+                    tracing::error!(transport = id, %old_addr, %addr, "transport re-installed on another address: its peer cannot reach it");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(transport = id, error = %e, "could not re-install transport");
+                    failed += 1;
+                    continue;
+                }
+            }
+            if let Some(addr) = remote {
+                if let Err(e) = self.engine.request(Request::BindRemote { transport: id, addr }).await {
+                    tracing::warn!(transport = id, %addr, error = %e, "could not re-bind the remote address");
+                }
+            }
+            if let Some((profile, inbound, outbound)) = keys {
+                if let Err(e) = self.engine.request(Request::SetSrtp { transport: id, profile, inbound, outbound }).await {
+                    tracing::warn!(transport = id, error = %e, "could not re-install SRTP keys");
+                }
+            }
+            restored += 1;
+        }
+        let mut subs: Vec<(TransportId, u32, TransportId, bool)> = Vec::new();
+        for r in self.rooms.values() {
+            for p in r.participants.values() {
+                let Some(sub) = p.sub.transport else { continue };
+                subs.extend(p.sub.installed.iter().map(|(&(publisher, ssrc), &video)| (publisher, ssrc, sub, video)));
+            }
+        }
+        let mut subscribed = 0usize;
+        let mut keyframes = std::collections::BTreeSet::new();
+        for (publisher, ssrc, subscriber, video) in subs {
+            match self.engine.request(Request::Subscribe { publisher, ssrc, subscriber }).await {
+                Ok(_) => subscribed += 1,
+                Err(e) => {
+                    tracing::warn!(publisher, ssrc, subscriber, error = %e, "could not re-install subscription");
+                    continue;
+                }
+            }
+            if video && self.transports.get(&subscriber).is_some_and(|t| t.keys.is_some()) {
+                keyframes.insert((publisher, ssrc));
+            }
+        }
+        for (publisher, ssrc) in keyframes {
+            let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+        }
+        tracing::info!(
+            transports = restored,
+            failed,
+            subscriptions = subscribed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "engine restarted: state re-installed"
+        );
+    }
+
     async fn remove_transport(&mut self, id: TransportId) {
         self.transports.remove(&id);
         if let Err(e) = self.engine.request(Request::RemoveTransport { transport: id }).await {
@@ -647,7 +602,7 @@ impl Hub {
             .request(Request::AddTransport { transport: id, worker: None, ufrag: ufrag.clone(), pwd: pwd.clone() })
             .await
             .map_err(|e| SignalError::new("internal", format!("engine: {e}")))?;
-        let Reply::TransportAdded { addr, .. } = reply else {
+        let Reply::TransportAdded { addr, worker } = reply else {
             return Err(SignalError::new("internal", "engine gave an unexpected reply to AddTransport"));
         };
         self.transports.insert(
@@ -665,6 +620,9 @@ impl Hub {
                 session: None,
                 early: Vec::new(),
                 srtp: false,
+                worker,
+                remote: None,
+                keys: None,
             },
         );
         Ok(id)
@@ -708,10 +666,6 @@ impl Hub {
     async fn dtls_done(&mut self, id: TransportId, result: Result<SrtpExport, switchyard_dtls::Error>) {
         let Some(t) = self.transports.get(&id) else { return };
         let (conn, room, pid, leg) = (t.conn, t.room.clone(), t.participant, t.leg);
-        match &result {
-            Ok(_) => self.dtls_ok += 1,
-            Err(_) => self.dtls_failed += 1,
-        }
         let export = match result {
             Ok(e) => e,
             Err(e) => {
@@ -747,6 +701,10 @@ impl Hub {
             inbound: KeySalt { key: client.key, salt: client.salt },
             outbound: KeySalt { key: server.key, salt: server.salt },
         };
+        if let (Some(t), Request::SetSrtp { profile, inbound, outbound, .. }) = (self.transports.get_mut(&id), &req) {
+            // Kept for a restarted engine (also when this request fails because the engine is away).
+            t.keys = Some((*profile, inbound.clone(), outbound.clone()));
+        }
         if let Err(e) = self.engine.request(req).await {
             tracing::warn!(transport = id, error = %e, "engine refused SRTP keys");
             return;

@@ -172,6 +172,11 @@ impl ControlState {
                 self.run(w, Op::RequestKeyframe { publisher, ssrc })?;
                 Ok(Reply::Ok)
             }
+            Request::BindRemote { transport, addr } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::BindRemote { id: transport, addr })?;
+                Ok(Reply::Ok)
+            }
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::Snapshot => {
                 let mut all = Vec::new();

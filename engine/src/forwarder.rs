@@ -188,6 +188,26 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Binds `addr` to a transport as if a check from it had passed and selects it for sending (the
+    /// control daemon re-installs the address a previous engine bound, after a restart).
+    pub fn bind_remote(&mut self, id: TransportId, addr: SocketAddr) -> Result<(), CommandError> {
+        let slot = self.slot(id)?;
+        if let Some(&other) = self.by_addr.get(&addr) {
+            if other != slot {
+                return Err((ErrorCode::Duplicate, format!("{addr} is bound to another transport")));
+            }
+        }
+        let Some(t) = self.transports[slot].as_mut() else {
+            return Err((ErrorCode::Internal, format!("transport {id} slot empty")));
+        };
+        if let Some(evicted) = t.validate(addr) {
+            self.by_addr.remove(&evicted);
+        }
+        t.remote = Some(addr);
+        self.by_addr.insert(addr, slot);
+        Ok(())
+    }
+
     /// Installs SRTP keys on a transport.
     pub fn set_srtp(&mut self, id: TransportId, profile: u16, inbound: &KeySalt, outbound: &KeySalt) -> Result<(), CommandError> {
         let slot = self.slot(id)?;

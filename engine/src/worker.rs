@@ -45,6 +45,8 @@ pub enum Op {
     DtlsOut { id: TransportId, datagram: Vec<u8> },
     /// Send a keyframe request to a local publisher.
     RequestKeyframe { publisher: TransportId, ssrc: u32 },
+    /// See `Request::BindRemote`.
+    BindRemote { id: TransportId, addr: SocketAddr },
     /// Report the latency histogram.
     Latency,
     /// Report transports.
@@ -289,6 +291,7 @@ fn apply(fwd: &mut Forwarder, op: Op, out: &mut Sink<'_>) -> Result<(), CommandE
             }
             fwd.request_keyframe(publisher, ssrc, now, out)
         }
+        Op::BindRemote { id, addr } => fwd.bind_remote(id, addr),
         Op::Latency | Op::Snapshot => Ok(()),
     }
 }

@@ -38,4 +38,4 @@ pub use message::{
 
 /// Version of the control protocol. Bumped on any change to the frames or messages; both daemons refuse
 /// to talk across a mismatch rather than misread each other.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;

@@ -87,6 +87,15 @@ pub enum Request {
         /// The video stream's SSRC.
         ssrc: u32,
     },
+    /// Binds `addr` to the transport as if it had passed an ICE check and selects it for sending. The
+    /// control daemon re-installs, in a restarted engine, the address the previous engine reported in
+    /// `IceBound`, so media flows before the peer's next check (hitless restarts).
+    BindRemote {
+        /// The transport.
+        transport: TransportId,
+        /// The peer's address.
+        addr: SocketAddr,
+    },
     /// Asks for per-worker counters and latency.
     Stats,
     /// Asks for every transport the engine holds (for resynchronisation after a restart).
@@ -279,6 +288,11 @@ impl Request {
                 w.u64(*publisher);
                 w.u32(*ssrc);
             }
+            Request::BindRemote { transport, addr } => {
+                w.u8(11);
+                w.u64(*transport);
+                w.addr(*addr);
+            }
             Request::Stats => w.u8(8),
             Request::Snapshot => w.u8(9),
         }
@@ -319,6 +333,7 @@ impl Request {
             },
             7 => Request::DtlsOut { transport: r.u64("transport")?, datagram: r.bytes("datagram")? },
             10 => Request::RequestKeyframe { publisher: r.u64("publisher")?, ssrc: r.u32("ssrc")? },
+            11 => Request::BindRemote { transport: r.u64("transport")?, addr: r.addr("addr")? },
             8 => Request::Stats,
             9 => Request::Snapshot,
             tag => return Err(DecodeError::UnknownTag { kind: "request", tag }),
@@ -569,6 +584,7 @@ mod tests {
             Request::Unsubscribe { publisher: 1, ssrc: 5, subscriber: 2 },
             Request::DtlsOut { transport: 4, datagram: vec![22, 254, 253] },
             Request::RequestKeyframe { publisher: 3, ssrc: 0x1234 },
+            Request::BindRemote { transport: 3, addr: "[::1]:5004".parse().unwrap() },
             Request::Stats,
             Request::Snapshot,
         ]
