@@ -65,6 +65,55 @@ pub enum HubMsg {
     /// The engine link reconnected to a (restarted, empty) engine: re-install every live transport,
     /// its SRTP keys and bound address, every subscription, and ask for keyframes.
     EngineRestarted,
+    /// Operator: remove participant `id` (`p7`) from `room`; they get an error `kicked` first.
+    /// Replies whether they were there.
+    Kick {
+        /// Room name.
+        room: String,
+        /// Participant id.
+        id: String,
+        /// Whether someone was removed.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Operator: remove everyone from `room` (each gets an error `room-closed`). Replies how many
+    /// were removed, `None` when there is no such room.
+    CloseRoom {
+        /// Room name.
+        room: String,
+        /// Participants removed.
+        reply: oneshot::Sender<Option<usize>>,
+    },
+    /// Operator: set (`Some`) or read (`None`) draining: while draining, joins that would create a
+    /// room are refused with `draining`. Replies the state after the change.
+    Drain {
+        /// The new state, or none to read it.
+        set: Option<bool>,
+        /// The state.
+        reply: oneshot::Sender<bool>,
+    },
+    /// The hub's gauges and counters for `/metrics`.
+    Counters(oneshot::Sender<HubCounters>),
+}
+
+/// A participant as the operator API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParticipantSummary {
+    /// Id (`p7`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Microphone, camera, screen share on.
+    pub audio: bool,
+    /// Camera on.
+    pub video: bool,
+    /// Sharing a screen.
+    pub screen: bool,
+    /// Whether the client can run the mesh.
+    pub mesh: bool,
+    /// Tracks published through the SFU.
+    pub tracks: usize,
+    /// Engine transports (publish, subscribe) held.
+    pub transports: usize,
 }
 
 /// A room as the operator API shows it.
@@ -74,8 +123,29 @@ pub struct RoomSummary {
     pub name: String,
     /// Mode.
     pub mode: String,
-    /// Participants: (id, name).
-    pub participants: Vec<(String, String)>,
+    /// Epoch (changes at every mode switch).
+    pub epoch: u64,
+    /// Participants.
+    pub participants: Vec<ParticipantSummary>,
+}
+
+/// What the hub counts, for `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HubCounters {
+    /// Rooms per mode (`sfu`, `p2p`, `c2c`), every mode present.
+    pub rooms: BTreeMap<String, usize>,
+    /// Participants in all rooms.
+    pub participants: usize,
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// DTLS handshakes that finished with keys.
+    pub dtls_ok: u64,
+    /// DTLS handshakes that failed or timed out.
+    pub dtls_failed: u64,
+    /// Participants removed by an operator (kick or close).
+    pub kicked: u64,
+    /// Whether the node is draining.
+    pub draining: bool,
 }
 
 /// Hub settings.
@@ -169,6 +239,10 @@ pub struct Hub {
     transports: HashMap<TransportId, TransportState>,
     next_transport: TransportId,
     next_participant: u64,
+    draining: bool,
+    dtls_ok: u64,
+    dtls_failed: u64,
+    kicked: u64,
 }
 
 fn now_ms() -> u64 {
@@ -196,6 +270,10 @@ impl Hub {
             transports: HashMap::new(),
             next_transport: 1,
             next_participant: 1,
+            draining: false,
+            dtls_ok: 0,
+            dtls_failed: 0,
+            kicked: 0,
         }
     }
 
@@ -264,11 +342,76 @@ impl Hub {
                     .map(|(name, r)| RoomSummary {
                         name: name.clone(),
                         mode: r.mode.to_string(),
-                        participants: r.participants.values().map(|p| (p.id.clone(), p.name.clone())).collect(),
+                        epoch: r.epoch,
+                        participants: r
+                            .participants
+                            .values()
+                            .map(|p| ParticipantSummary {
+                                id: p.id.clone(),
+                                name: p.name.clone(),
+                                audio: p.audio,
+                                video: p.video,
+                                screen: p.screen,
+                                mesh: p.mesh,
+                                tracks: p.tracks.len(),
+                                transports: [p.publish, p.sub.transport].iter().flatten().count(),
+                            })
+                            .collect(),
                     })
                     .collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 let _ = reply.send(v);
+            }
+            HubMsg::Kick { room, id, reply } => {
+                let conn = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok()).and_then(|pid| self.conn_of(&room, pid));
+                if let Some(conn) = conn {
+                    tracing::info!(%room, participant = %id, "kicked by an operator");
+                    self.send(conn, SignalError::new("kicked", "an operator removed you from the room").to_msg());
+                    self.leave(conn).await;
+                    self.kicked += 1;
+                }
+                let _ = reply.send(conn.is_some());
+            }
+            HubMsg::CloseRoom { room, reply } => {
+                let conns: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.joined.as_ref().is_some_and(|(r, _)| *r == room))
+                    .map(|(id, _)| *id)
+                    .collect();
+                let existed = self.rooms.contains_key(&room);
+                tracing::info!(%room, participants = conns.len(), "closed by an operator");
+                for &conn in &conns {
+                    self.send(conn, SignalError::new("room-closed", "an operator closed the room").to_msg());
+                    self.leave(conn).await;
+                    self.kicked += 1;
+                }
+                let _ = reply.send(existed.then_some(conns.len()));
+            }
+            HubMsg::Drain { set, reply } => {
+                if let Some(on) = set {
+                    if on != self.draining {
+                        tracing::info!(draining = on, rooms = self.rooms.len(), "drain");
+                    }
+                    self.draining = on;
+                }
+                let _ = reply.send(self.draining);
+            }
+            HubMsg::Counters(reply) => {
+                let mut rooms: BTreeMap<String, usize> =
+                    [Mode::Sfu, Mode::P2p, Mode::C2c].iter().map(|m| (m.to_string(), 0)).collect();
+                for r in self.rooms.values() {
+                    *rooms.entry(r.mode.to_string()).or_default() += 1;
+                }
+                let _ = reply.send(HubCounters {
+                    rooms,
+                    participants: self.rooms.values().map(|r| r.participants.len()).sum(),
+                    connections: self.conns.len(),
+                    dtls_ok: self.dtls_ok,
+                    dtls_failed: self.dtls_failed,
+                    kicked: self.kicked,
+                    draining: self.draining,
+                });
             }
         }
     }
@@ -457,6 +600,9 @@ impl Hub {
                 "unsupported",
                 format!("room {room} is pinned to {pinned}, which needs a client that can run the mesh"),
             ));
+        }
+        if self.draining && !self.rooms.contains_key(&room) {
+            return Err(SignalError::new("draining", "this node is draining: it takes no new rooms"));
         }
         let r = self.rooms.entry(room.clone()).or_insert_with(|| Room::new(policy.decide(&room, None, 1, mesh)));
         if r.participants.len() >= self.cfg.max_participants {
@@ -666,6 +812,10 @@ impl Hub {
     async fn dtls_done(&mut self, id: TransportId, result: Result<SrtpExport, switchyard_dtls::Error>) {
         let Some(t) = self.transports.get(&id) else { return };
         let (conn, room, pid, leg) = (t.conn, t.room.clone(), t.participant, t.leg);
+        match &result {
+            Ok(_) => self.dtls_ok += 1,
+            Err(_) => self.dtls_failed += 1,
+        }
         let export = match result {
             Ok(e) => e,
             Err(e) => {
