@@ -476,11 +476,15 @@ fn parse_criterion(text: &str) -> Vec<Bench> {
 
 #[derive(Debug, Clone, Serialize)]
 struct Profile {
+    /// Which server was profiled.
+    server: ServerKind,
     /// Whether hardware counters work (`perf stat -e instructions true`).
     hardware_counters: bool,
     /// What was sampled.
     event: String,
-    /// `perf report --stdio` top lines, or why there is none.
+    /// Share of samples per binary (`perf report --sort dso`).
+    by_dso: String,
+    /// `perf report --stdio` top symbols, or why there is none.
     report: String,
 }
 
@@ -495,12 +499,21 @@ fn hardware_counters() -> bool {
         .unwrap_or(false)
 }
 
-fn profile_engine(a: &Args, fanout: u32, rooms: u32) -> Profile {
+fn perf_report(data: &Path, args: &[&str], limit: usize) -> Result<String, String> {
+    let o = Command::new("perf").args(["report", "--stdio", "-i"]).arg(data).args(args).output().map_err(|e| format!("perf report: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("perf report failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(limit).collect::<Vec<_>>().join("\n"))
+}
+
+fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profile {
     let hw = hardware_counters();
     let event = if hw { "cycles" } else { "cpu-clock" };
-    let fail = |why: String| Profile { hardware_counters: hw, event: event.into(), report: why };
-    let Ok(server) = start(ServerKind::SwitchyardUring, a) else { return fail("could not start Switchyard".into()) };
-    let data = PathBuf::from("target/perf-logs/engine.perf.data");
+    let fail = |why: String| Profile { server: kind, hardware_counters: hw, event: event.into(), by_dso: String::new(), report: why };
+    let Ok(server) = start(kind, a) else { return fail("could not start Switchyard".into()) };
+    let data = PathBuf::from(format!("target/perf-logs/{}.perf.data", kind.name()));
     let secs = (rooms as f64 * (fanout + 1) as f64 / a.join_rate + a.duration + 3.0).ceil();
     let rec = Command::new("perf")
         .args(["record", "-e", event, "-g", "-F", "499", "-o"])
@@ -516,18 +529,11 @@ fn profile_engine(a: &Args, fanout: u32, rooms: u32) -> Profile {
     let _ = run_load(&server, a, rooms, fanout, a.duration);
     let _ = rec.wait();
     server.stop();
-    let rep = Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "--percent-limit", "1.5", "-g", "none", "-i"])
-        .arg(&data)
-        .output();
-    match rep {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(30).collect();
-            Profile { hardware_counters: hw, event: event.into(), report: lines.join("\n") }
-        }
-        Ok(o) => fail(format!("perf report failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or(""))),
-        Err(e) => fail(format!("perf report: {e}")),
+    let by_dso = perf_report(&data, &["--sort", "dso", "--percent-limit", "0.5"], 12);
+    let symbols = perf_report(&data, &["--no-children", "--sort", "dso,sym", "--percent-limit", "0.7", "-g", "none"], 32);
+    match (by_dso, symbols) {
+        (Ok(d), Ok(s)) => Profile { server: kind, hardware_counters: hw, event: event.into(), by_dso: d, report: s },
+        (Err(e), _) | (_, Err(e)) => fail(e),
     }
 }
 
@@ -556,7 +562,7 @@ struct Results {
     fixed: Vec<RunResult>,
     capacity: Vec<Capacity>,
     benches: Vec<Bench>,
-    profile: Option<Profile>,
+    profiles: Vec<Profile>,
     verdicts: Vec<String>,
     table: String,
 }
@@ -605,18 +611,21 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let profile = if a.skip_profile || !kinds.contains(&ServerKind::SwitchyardUring) {
-        None
-    } else {
+    let mut profiles = Vec::new();
+    if !a.skip_profile {
         let rooms = ((a.fixed_pps / pps_per_pub).round() as u32).max(1);
-        Some(profile_engine(&a, 1, rooms))
-    };
+        for kind in [ServerKind::SwitchyardMmsg, ServerKind::SwitchyardUring] {
+            if kinds.contains(&kind) {
+                profiles.push(profile_engine(&a, kind, 1, rooms));
+            }
+        }
+    }
     let (table, verdicts) = render(&m, &fixed, &caps, &benches);
     println!("{table}");
     for v in &verdicts {
         println!("{v}");
     }
-    let results = Results { machine: m, media: STANDARD, fixed, capacity: caps, benches, profile, verdicts, table };
+    let results = Results { machine: m, media: STANDARD, fixed, capacity: caps, benches, profiles, verdicts, table };
     std::fs::create_dir_all(&a.out_dir)?;
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(a.out_dir.join("latest.json"), &json)?;
@@ -668,8 +677,8 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
     let _ = writeln!(t);
     let _ = writeln!(t, "Capacity: most subscribers held (rooms of 1 + {} at the load above) with loss < {LOSS_LIMIT_PCT}% and p99 < {P99_LIMIT_MS} ms", caps.first().map_or(10, |c| c.fanout));
     let _ = writeln!(t);
-    let _ = writeln!(t, "| server | subs held | first failing | server cores | subs per core | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | tried (subs:ok) |");
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(t, "| server | subs held | first failing | fwd pkt/s | server cores | pkt/s per core | subs per core | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | loadgen cores | tried (subs:ok) |");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let janus_cap = caps.iter().find(|c| c.server == ServerKind::Janus).map(|c| c.subs_per_core).filter(|x| *x > 0.0);
     for c in caps {
         let tried: Vec<String> = c.tried.iter().map(|(s, ok, _, _)| format!("{s}:{}", if *ok { "ok" } else { "x" })).collect();
@@ -677,11 +686,13 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
             Some(r) => {
                 let _ = writeln!(
                     t,
-                    "| {} | {} | {} | {:.2} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} |",
+                    "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {:.2} | {} |",
                     c.server.name(),
                     r.subscribers,
                     c.failed_at.map_or("-".into(), |f| f.to_string()),
+                    r.forwarded_pps,
                     r.media_cores,
+                    r.pps_per_core,
                     c.subs_per_core,
                     janus_cap.map_or("-".into(), |j| format!("{:.2}", c.subs_per_core / j)),
                     r.p50_ms,
@@ -690,11 +701,12 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
                     r.loss_pct,
                     r.millicores_per_sub,
                     r.rss_kib_per_sub,
+                    r.loadgen_cores,
                     tried.join(" ")
                 );
             }
             None => {
-                let _ = writeln!(t, "| {} | none | {} | - | - | - | - | - | - | - | - | - | {} |", c.server.name(), c.failed_at.map_or("-".into(), |f| f.to_string()), tried.join(" "));
+                let _ = writeln!(t, "| {} | none | {} | - | - | - | - | - | - | - | - | - | - | - | - | {} |", c.server.name(), c.failed_at.map_or("-".into(), |f| f.to_string()), tried.join(" "));
             }
         }
     }
@@ -750,11 +762,13 @@ fn write_results_md(path: &Path, r: &Results) -> anyhow::Result<()> {
     for v in &r.verdicts {
         gen.push_str(&format!("- {v}\n"));
     }
-    if let Some(p) = &r.profile {
+    for p in &r.profiles {
         gen.push_str(&format!(
-            "\nEngine profile (`perf record -e {} -g` on switchyard-engine, io_uring, fan-out 1; hardware counters {}):\n\n```\n{}\n```\n",
+            "\nEngine profile, {} at fan-out 1 (`perf record -e {} -g` on switchyard-engine during the fixed-load run; hardware counters {}). By binary:\n\n```\n{}\n```\n\nTop symbols:\n\n```\n{}\n```\n",
+            p.server.name(),
             p.event,
-            if p.hardware_counters { "available" } else { "not supported on this machine (`perf stat -e instructions true` reports <not supported>), so the profile samples the cpu-clock software event" },
+            if p.hardware_counters { "available" } else { "not supported on this machine (`perf stat -e instructions true` reports <not supported>), so it samples the cpu-clock software event" },
+            p.by_dso,
             p.report
         ));
     }
