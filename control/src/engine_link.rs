@@ -4,7 +4,7 @@
 //! The link outlives the engine process: when the connection closes (the engine stopped or crashed),
 //! every request in flight and every request made while the engine is away fails at once with
 //! [`LinkError::Closed`], and the link reconnects to the same socket path with backoff (50 ms doubling
-//! to 1 s), says Hello again and bumps [`EngineLink::restarts`], so the hub can re-install what it
+//! to 0.5 s), says Hello again and bumps [`EngineLink::restarts`], so the hub can re-install what it
 //! holds in the new engine (docs/operations.md, "Restarts").
 
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ type Queued = (Request, oneshot::Sender<Reply>);
 
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Id of the Hello request on each connection (the writer numbers the others from 1).
 const HELLO_ID: u32 = u32::MAX;
 
