@@ -1263,4 +1263,51 @@ mod tests {
         assert_eq!((mode["mode"].as_str(), mode["epoch"].as_u64()), (Some("c2c"), Some(2)));
         let _ = bot.rx.try_recv();
     }
+
+    async fn ask<T>(rig: &Rig, msg: impl FnOnce(oneshot::Sender<T>) -> HubMsg) -> T {
+        let (tx, rx) = oneshot::channel();
+        rig.hub.send(msg(tx)).unwrap();
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn operators_kick_close_and_drain() {
+        let mut rig = rig(ModePolicy { sfu_only: true, ..ModePolicy::default() }).await;
+        let (mut a, _) = rig.join("r", "Ada", false).await;
+        let (mut b, joined) = rig.join("r", "Grace", false).await;
+        let pb = joined["participant"].as_str().unwrap().to_string();
+        rig.settle().await;
+        while a.rx.try_recv().is_ok() || b.rx.try_recv().is_ok() {}
+
+        // Kick: the participant hears `kicked`, the other sees them leave; unknown ids are refused.
+        assert!(ask(&rig, |reply| HubMsg::Kick { room: "r".into(), id: pb.clone(), reply }).await);
+        assert_eq!(b.next().await["code"], "kicked");
+        assert_eq!(a.next().await["type"], "participant-left");
+        assert!(!ask(&rig, |reply| HubMsg::Kick { room: "r".into(), id: pb.clone(), reply }).await);
+        let rooms = ask(&rig, HubMsg::Rooms).await;
+        assert_eq!(rooms[0].participants.len(), 1);
+        let c = ask(&rig, HubMsg::Counters).await;
+        assert_eq!((c.rooms["sfu"], c.rooms["c2c"], c.participants, c.connections, c.kicked), (1, 0, 1, 2, 1));
+
+        // Drain: no new rooms, the existing one still takes joins.
+        assert!(ask(&rig, |reply| HubMsg::Drain { set: Some(true), reply }).await);
+        b.send(serde_json::json!({"type": "join", "room": "new", "name": "Grace"}));
+        let err = b.next().await;
+        assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("draining"), Some("join")));
+        b.send(serde_json::json!({"type": "join", "room": "r", "name": "Grace"}));
+        assert_eq!(b.next().await["type"], "joined");
+
+        // Close: everyone hears `room-closed`; the room is gone.
+        assert_eq!(ask(&rig, |reply| HubMsg::CloseRoom { room: "r".into(), reply }).await, Some(2));
+        for x in [&mut a, &mut b] {
+            let mut m = x.next().await;
+            while m["type"] != "error" {
+                m = x.next().await;
+            }
+            assert_eq!(m["code"], "room-closed");
+        }
+        assert!(ask(&rig, HubMsg::Rooms).await.is_empty());
+        assert_eq!(ask(&rig, |reply| HubMsg::CloseRoom { room: "r".into(), reply }).await, None);
+        assert!(!ask(&rig, |reply| HubMsg::Drain { set: Some(false), reply }).await);
+    }
 }
