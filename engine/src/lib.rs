@@ -26,6 +26,7 @@ pub mod engine;
 pub mod forwarder;
 pub mod handoff;
 pub mod latency;
+pub mod media;
 pub mod pool;
 pub mod stats;
 pub mod transport;

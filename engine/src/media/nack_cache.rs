@@ -1,0 +1,198 @@
+//! Retransmission cache: the last N packets of one outgoing stream, by sequence number.
+//!
+//! A ring of `capacity` preallocated slots of `slot_size` bytes, indexed by `seq % capacity`. Each slot
+//! remembers the full sequence number it holds, so a lookup for a packet that was overwritten (or never
+//! stored) misses instead of returning the wrong packet. Storing and looking up never allocate.
+//!
+//! The cache holds plaintext (after SRTP decryption and after any sequence rewriting): a NACK from a
+//! subscriber names the sequence numbers *it* saw, and the answer is re-encrypted for it.
+
+use super::seq_newer;
+
+/// Per-stream ring of recent packets.
+pub struct NackCache {
+    slot_size: usize,
+    data: Box<[u8]>,
+    /// Per slot: (valid, seq, len).
+    meta: Box<[Slot]>,
+    /// Newest sequence number stored, if any.
+    highest: Option<u16>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    valid: bool,
+    seq: u16,
+    len: u16,
+}
+
+/// Why `put` refused a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutError {
+    /// Larger than a slot.
+    TooLarge,
+    /// Older than everything the ring can hold relative to the newest stored packet.
+    TooOld,
+}
+
+impl NackCache {
+    /// A cache of `capacity` packets (rounded up to a power of two, at most 32768) of up to `slot_size`
+    /// bytes each. All memory is allocated here.
+    pub fn new(capacity: usize, slot_size: usize) -> NackCache {
+        let capacity = capacity.clamp(1, 32768).next_power_of_two();
+        let slot_size = slot_size.clamp(1, u16::MAX as usize);
+        NackCache {
+            slot_size,
+            data: vec![0u8; capacity * slot_size].into_boxed_slice(),
+            meta: vec![Slot::default(); capacity].into_boxed_slice(),
+            highest: None,
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// The newest sequence number stored.
+    pub fn highest(&self) -> Option<u16> {
+        self.highest
+    }
+
+    #[inline]
+    fn index(&self, seq: u16) -> usize {
+        seq as usize & (self.meta.len() - 1)
+    }
+
+    /// Stores packet `seq`. A packet newer than the newest invalidates the slots it skips over (those
+    /// sequence numbers were lost, and their slots hold packets `capacity` older).
+    pub fn put(&mut self, seq: u16, bytes: &[u8]) -> Result<(), PutError> {
+        if bytes.len() > self.slot_size {
+            return Err(PutError::TooLarge);
+        }
+        let cap = self.meta.len();
+        match self.highest {
+            Some(h) if seq_newer(seq, h) => {
+                let jump = seq.wrapping_sub(h) as usize;
+                if jump >= cap {
+                    self.meta.iter_mut().for_each(|m| m.valid = false);
+                } else {
+                    // Invalidate the skipped-over slots h+1 .. seq-1.
+                    for k in 1..jump {
+                        let i = self.index(h.wrapping_add(k as u16));
+                        self.meta[i].valid = false;
+                    }
+                }
+                self.highest = Some(seq);
+            }
+            Some(h) => {
+                // Late (reordered) or duplicate packet: keep it only if the ring still covers it.
+                if h.wrapping_sub(seq) as usize >= cap {
+                    return Err(PutError::TooOld);
+                }
+            }
+            None => self.highest = Some(seq),
+        }
+        let i = self.index(seq);
+        let start = i * self.slot_size;
+        self.data[start..start + bytes.len()].copy_from_slice(bytes);
+        self.meta[i] = Slot { valid: true, seq, len: bytes.len() as u16 };
+        Ok(())
+    }
+
+    /// The stored packet `seq`, if the ring still holds it.
+    pub fn get(&self, seq: u16) -> Option<&[u8]> {
+        let h = self.highest?;
+        if seq_newer(seq, h) || h.wrapping_sub(seq) as usize >= self.meta.len() {
+            return None;
+        }
+        let i = self.index(seq);
+        let m = self.meta[i];
+        if !m.valid || m.seq != seq {
+            return None;
+        }
+        let start = i * self.slot_size;
+        Some(&self.data[start..start + m.len as usize])
+    }
+
+    /// Forgets everything (e.g. the stream's SSRC changed).
+    pub fn clear(&mut self) {
+        self.meta.iter_mut().for_each(|m| m.valid = false);
+        self.highest = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u16) -> [u8; 4] {
+        let s = seq.to_be_bytes();
+        [s[0], s[1], 0xAB, 0xCD]
+    }
+
+    #[test]
+    fn hits_and_misses() {
+        let mut c = NackCache::new(1024, 1500);
+        assert_eq!(c.capacity(), 1024);
+        assert_eq!(c.get(5), None, "empty");
+        for s in 100..200u16 {
+            c.put(s, &pkt(s)).unwrap();
+        }
+        assert_eq!(c.get(150), Some(&pkt(150)[..]));
+        assert_eq!(c.get(99), None, "never seen");
+        assert_eq!(c.get(200), None, "not yet seen");
+        // Push far ahead: old ones are too old / overwritten.
+        for s in 200..1200u16 {
+            c.put(s, &pkt(s)).unwrap();
+        }
+        assert_eq!(c.get(150), None, "too old (overwritten by 1174)");
+        assert_eq!(c.get(175), None, "just outside the window");
+        assert_eq!(c.get(176), Some(&pkt(176)[..]), "oldest still held");
+        assert_eq!(c.get(1199), Some(&pkt(1199)[..]));
+        assert_eq!(c.put(100, &pkt(100)), Err(PutError::TooOld));
+        assert_eq!(c.put(1, &[0u8; 1501]), Err(PutError::TooLarge));
+    }
+
+    #[test]
+    fn gaps_do_not_return_stale_packets() {
+        let mut c = NackCache::new(16, 100);
+        for s in 0..16u16 {
+            c.put(s, &pkt(s)).unwrap();
+        }
+        // 16..=19 lost; 20 arrives. Slots of 16..19 (held 0..3) must now miss, not return 0..3.
+        c.put(20, &pkt(20)).unwrap();
+        for s in 16..20u16 {
+            assert_eq!(c.get(s), None, "lost {s}");
+        }
+        assert_eq!(c.get(4), None, "overwritten by 20");
+        assert_eq!(c.get(5), Some(&pkt(5)[..]));
+        // A late 17 is still accepted and found.
+        c.put(17, &pkt(17)).unwrap();
+        assert_eq!(c.get(17), Some(&pkt(17)[..]));
+        // A big jump clears everything.
+        c.put(1000, &pkt(1000)).unwrap();
+        assert_eq!(c.get(17), None);
+        assert_eq!(c.get(1000), Some(&pkt(1000)[..]));
+    }
+
+    #[test]
+    fn wraps_at_65535() {
+        let mut c = NackCache::new(128, 100);
+        for i in 0..100u32 {
+            let s = (65500 + i) as u16;
+            c.put(s, &pkt(s)).unwrap();
+        }
+        // 65500+99 = 65599 -> 63.
+        assert_eq!(c.highest(), Some(63));
+        assert_eq!(c.get(65535), Some(&pkt(65535)[..]));
+        assert_eq!(c.get(0), Some(&pkt(0)[..]));
+        assert_eq!(c.get(63), Some(&pkt(63)[..]));
+        assert_eq!(c.get(65500), Some(&pkt(65500)[..]));
+        assert_eq!(c.get(65499), None, "never seen");
+        assert_eq!(c.get(63u16.wrapping_sub(128)), None, "too old across the wrap");
+        assert_eq!(c.get(64), None, "newer than newest");
+        c.clear();
+        assert_eq!(c.get(63), None);
+    }
+}
