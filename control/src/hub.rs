@@ -1310,4 +1310,54 @@ mod tests {
         assert_eq!(ask(&rig, |reply| HubMsg::CloseRoom { room: "r".into(), reply }).await, None);
         assert!(!ask(&rig, |reply| HubMsg::Drain { set: Some(false), reply }).await);
     }
+
+    async fn engine_transports(link: &EngineLink) -> Option<Vec<(TransportId, u16, String)>> {
+        match link.request(Request::Snapshot).await {
+            Ok(Reply::Snapshot(ts)) => Some(ts.into_iter().map(|t| (t.transport, t.worker, t.ufrag)).collect()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_engine_restart_reinstalls_every_transport_and_keeps_everyone_in_the_room() {
+        let mut rig = rig(ModePolicy::default()).await;
+        let (mut a, _) = rig.join("r", "Ada", false).await;
+        let (mut b, _) = rig.join("r", "Grace", false).await;
+        for x in [&mut a, &mut b] {
+            x.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER}));
+            while x.next().await["type"] != "publish-answer" {}
+        }
+        rig.settle().await;
+        let before = engine_transports(&rig.link).await.unwrap();
+        assert_eq!(before.len(), 4, "a publish and a subscribe transport each: {before:?}");
+
+        let engine = rig.engine.take().unwrap();
+        let (socket, port) = (engine.socket.clone(), engine.workers[0].addr.port());
+        engine.stop();
+        // While the engine is away requests fail at once, and the hub carries on.
+        assert!(rig.link.request(Request::Stats).await.is_err());
+        a.send(serde_json::json!({"type": "chat", "text": "still here"}));
+        for x in [&mut a, &mut b] {
+            let mut m = x.next().await;
+            while m["type"] != "chat" {
+                m = x.next().await;
+            }
+            assert_eq!(m["text"], "still here");
+        }
+
+        // A new engine on the same socket and port: the hub re-installs the same transports.
+        let cfg = EngineConfig { workers: 1, pin: false, socket, port_base: port, ..Default::default() };
+        rig.engine = Some(Engine::start(&cfg).expect("engine restarts"));
+        let mut after = None;
+        for _ in 0..100 {
+            after = engine_transports(&rig.link).await.filter(|t| t.len() == before.len());
+            if after.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(after.as_ref(), Some(&before));
+        rig.settle().await;
+        assert_eq!(ask(&rig, HubMsg::Rooms).await[0].participants.len(), 2);
+    }
 }

@@ -55,6 +55,17 @@ pub struct ControlState {
     io: String,
     registry: Mutex<Registry>,
     event_target: Mutex<Option<EventTarget>>,
+    /// Every open control connection by a serial number, so stopping the engine can close them.
+    clients: Mutex<(u64, HashMap<u64, UnixStream>)>,
+}
+
+/// Keeps a connection in `ControlState::clients` while its thread runs.
+struct Registered<'a>(&'a ControlState, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.clients).1.remove(&self.1);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -66,7 +77,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ControlState {
     /// Control state over the spawned workers.
     pub fn new(workers: Vec<WorkerHandle>, io: String) -> ControlState {
-        ControlState { workers, io, registry: Mutex::default(), event_target: Mutex::default() }
+        ControlState { workers, io, registry: Mutex::default(), event_target: Mutex::default(), clients: Mutex::default() }
+    }
+
+    /// Closes every control connection (the engine is stopping): clients see the socket close, as
+    /// they would if the process exited.
+    pub fn close_clients(&self) {
+        for (_, c) in lock(&self.clients).1.drain() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     fn worker(&self, w: u16) -> Result<&WorkerHandle, CommandError> {
@@ -297,6 +316,13 @@ fn connection(stream: UnixStream, state: Arc<ControlState>) {
             return;
         }
     };
+    let _registered = stream.try_clone().ok().map(|c| {
+        let mut clients = lock(&state.clients);
+        clients.0 += 1;
+        let id = clients.0;
+        clients.1.insert(id, c);
+        Registered(&state, id)
+    });
     let mut stream = stream;
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 64 * 1024];

@@ -74,6 +74,7 @@ pub struct Engine {
     threads: Vec<JoinHandle<()>>,
     wakers: Vec<switchyard_udp::Waker>,
     probe: WorkerProbe,
+    control: Arc<ControlState>,
 }
 
 /// Asks every worker loop whether it is turning, for the systemd watchdog: a worker that has died or
@@ -230,13 +231,14 @@ impl Engine {
                 .spawn(move || control::serve(listener, state, stop))
                 .map_err(StartError::Thread)?;
         }
+        let control = Arc::clone(&state);
         std::thread::Builder::new()
             .name("engine-events".into())
             .spawn(move || control::forward_events(ev_rx, state))
             .map_err(StartError::Thread)?;
         tracing::info!(socket = %cfg.socket.display(), "control socket listening");
         let turn = turn.map(|t| t.addr);
-        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), turn, stop, threads, wakers, probe })
+        Ok(Engine { workers: infos, io: io_kind, socket: cfg.socket.clone(), turn, stop, threads, wakers, probe, control })
     }
 
     /// A probe of the worker loops (see [`WorkerProbe`]).
@@ -253,6 +255,7 @@ impl Engine {
         for t in self.threads {
             let _ = t.join();
         }
+        self.control.close_clients();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
