@@ -53,7 +53,16 @@ pub struct KeyframeRequester {
 impl KeyframeRequester {
     /// At most one upstream request per `interval_ms` (e.g. 500).
     pub fn new(interval_ms: u64) -> KeyframeRequester {
-        KeyframeRequester { interval_ms, last_sent_ms: None, pending: None, outstanding: false, fir_seq: 0, fir_used: false, received: 0, sent: 0 }
+        KeyframeRequester {
+            interval_ms,
+            last_sent_ms: None,
+            pending: None,
+            outstanding: false,
+            fir_seq: 0,
+            fir_used: false,
+            received: 0,
+            sent: 0,
+        }
     }
 
     /// (requests received, requests sent upstream).

@@ -67,7 +67,14 @@ impl NackGenerator {
     /// A tracker with the missing ring allocated now.
     pub fn new(cfg: Config) -> NackGenerator {
         let cap = cfg.capacity.max(1);
-        NackGenerator { cfg, ring: vec![Missing::default(); cap].into_boxed_slice(), head: 0, len: 0, highest: None, stats: NackStats::default() }
+        NackGenerator {
+            cfg,
+            ring: vec![Missing::default(); cap].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            highest: None,
+            stats: NackStats::default(),
+        }
     }
 
     /// Counters so far.

@@ -184,8 +184,9 @@ impl<'a> Nack<'a> {
     }
     /// Every lost sequence number: each PID followed by the ones its BLP bits name.
     pub fn lost(&self) -> impl Iterator<Item = u16> + 'a {
-        self.pairs()
-            .flat_map(|(pid, blp)| core::iter::once(pid).chain((0..16u16).filter(move |i| blp & (1 << i) != 0).map(move |i| pid.wrapping_add(i + 1))))
+        self.pairs().flat_map(|(pid, blp)| {
+            core::iter::once(pid).chain((0..16u16).filter(move |i| blp & (1 << i) != 0).map(move |i| pid.wrapping_add(i + 1)))
+        })
     }
 }
 
@@ -795,7 +796,15 @@ mod tests {
 
     #[test]
     fn receiver_report_round_trip() {
-        let rb = ReportBlock { ssrc: 7, fraction_lost: 3, cumulative_lost: 0x7F_FFFF, highest_seq: 9, jitter: 1, last_sr: 2, delay_since_last_sr: 3 };
+        let rb = ReportBlock {
+            ssrc: 7,
+            fraction_lost: 3,
+            cumulative_lost: 0x7F_FFFF,
+            highest_seq: 9,
+            jitter: 1,
+            last_sr: 2,
+            delay_since_last_sr: 3,
+        };
         let mut out = [0u8; 64];
         let n = write_rr(&mut out, 42, &[rb, rb]).unwrap();
         assert_eq!(n, 56);
