@@ -63,6 +63,51 @@ pub(crate) mod testutil {
     }
 }
 
+/// Counts heap allocations per thread in this crate's unit-test binary (tests run on parallel threads,
+/// so a per-thread count is what one test can assert on). Passes everything through to `System`.
+#[cfg(test)]
+pub(crate) mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    fn bump() {
+        let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: delegates to the system allocator; only counts calls.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            bump();
+            System.alloc(l)
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            bump();
+            System.alloc_zeroed(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            System.dealloc(p, l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            bump();
+            System.realloc(p, l, n)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations made by this thread so far.
+    pub(crate) fn allocations() -> u64 {
+        COUNT.with(|c| c.get())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +121,106 @@ mod tests {
         assert_eq!(seq_diff(2, 65534), 4);
         assert_eq!(seq_diff(65534, 2), -4);
         assert_eq!(ts_diff(5, u32::MAX - 4), 10);
+    }
+
+    /// Every block's per-packet calls, in steady state, make no heap allocation.
+    #[test]
+    fn steady_state_does_not_allocate() {
+        use super::alloc_count::allocations;
+        use super::audio_level::{audio_level, DominantSpeaker};
+        use super::estimator::Estimator;
+        use super::keyframe::{KeyframeRequester, Kind};
+        use super::layer_selector::{Layer, LayerSelector};
+        use super::nack_cache::NackCache;
+        use super::nack_generator::NackGenerator;
+        use super::rtcp::{self, Packet, ReportBlock, SenderInfo};
+        use super::seq_rewriter::SeqRewriter;
+
+        // Construction allocates; everything after `before` must not.
+        let mut cache = NackCache::new(1024, 1500);
+        let mut gen = NackGenerator::new(Default::default());
+        let mut kf = KeyframeRequester::new(500);
+        let mut rw = SeqRewriter::new(1, 0, 0, 90_000);
+        let mut est = Estimator::new(Default::default());
+        let mut sel = LayerSelector::new(Default::default());
+        sel.set_layers(&[
+            Layer { ssrc: 10, height: 180, bitrate_bps: 150_000, active: true },
+            Layer { ssrc: 11, height: 720, bitrate_bps: 1_500_000, active: true },
+        ]);
+        let mut ds = DominantSpeaker::new(16, Default::default());
+        let mut rtp = [0u8; 1200];
+        rtp[..20].copy_from_slice(&[0x90, 111, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0xBE, 0xDE, 0, 1, 0x10, 0x9E, 0, 0]);
+        let mut nacks = [0u16; 64];
+        let mut rtcp_buf = [0u8; 1500];
+        let mut arrivals = [None; 50];
+        rw.select(Some(10));
+
+        let before = allocations();
+        for i in 0..10_000u32 {
+            let now = i as u64 * 5;
+            let seq = (i as u16).wrapping_add(60_000);
+            if i % 20 != 7 {
+                gen.on_packet(seq, now);
+            }
+            let n = gen.poll(now, 50, &mut nacks);
+            if let Some(r) = rw.rewrite(10, seq, i * 3000, i % 100 == 0, now) {
+                rtp[2..4].copy_from_slice(&r.seq.to_be_bytes());
+                cache.put(r.seq, &rtp).unwrap();
+                est.on_sent(r.seq, rtp.len(), now as i64 * 1000);
+                arrivals[i as usize % 50] = Some(now as i64 * 1000 + 30_000);
+            }
+            for &s in &nacks[..n] {
+                let _ = cache.get(s);
+            }
+            if n > 0 {
+                let (len, _) = rtcp::write_nack(&mut rtcp_buf, 1, 10, &nacks[..n]).unwrap();
+                for p in rtcp::parse(&rtcp_buf[..len]) {
+                    if let Ok(Packet::Nack(nk)) = p {
+                        nk.lost().for_each(|s| {
+                            let _ = cache.get(s);
+                        });
+                    }
+                }
+            }
+            let _ = kf.request(Kind::Pli, now);
+            let _ = kf.poll(now);
+            if i % 50 == 49 {
+                let base = rw_base(i);
+                let len = rtcp::write_twcc(&mut rtcp_buf, 1, 10, base, 0, &arrivals).unwrap();
+                let rb = ReportBlock {
+                    ssrc: 10,
+                    fraction_lost: 0,
+                    cumulative_lost: 0,
+                    highest_seq: 0,
+                    jitter: 0,
+                    last_sr: 0,
+                    delay_since_last_sr: 0,
+                };
+                let sr = SenderInfo { ssrc: 1, ntp: 0, rtp_ts: 0, packet_count: 0, octet_count: 0 };
+                let sr_len = rtcp::write_sr(&mut rtcp_buf[len..], &sr, &[rb]).unwrap();
+                for p in rtcp::parse(&rtcp_buf[..len + sr_len]) {
+                    match p {
+                        Ok(Packet::Twcc(fb)) => est.on_feedback(&fb, now as i64 * 1000),
+                        Ok(Packet::SenderReport(s)) => s.blocks().for_each(drop),
+                        _ => {}
+                    }
+                }
+                let _ = sel.select(est.estimate(now as i64 * 1000), 720, now);
+            }
+            if let Some(l) = audio_level(&rtp, 1) {
+                ds.add(i % 4, l, now);
+            }
+            let _ = ds.update(now);
+        }
+        assert_eq!(allocations() - before, 0, "heap allocations in steady state");
+        // The counter does count.
+        let v = std::hint::black_box(Vec::<u8>::with_capacity(16));
+        assert!(allocations() > before, "counting allocator inactive");
+        drop(v);
+
+        fn rw_base(i: u32) -> u16 {
+            // The rewriter started at out seq 0 on packet 0 (a keyframe): out seq = i.
+            (i - 49) as u16
+        }
     }
 }
