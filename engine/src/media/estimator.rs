@@ -158,7 +158,7 @@ impl Estimator {
     pub fn estimate(&self, now_us: i64) -> u64 {
         let own = self.estimate as u64;
         match self.remb {
-            Some((r, at)) if now_us - at <= self.cfg.remb_ttl_us => own.min(r),
+            Some((r, at)) if now_us.saturating_sub(at) <= self.cfg.remb_ttl_us => own.min(r),
             _ => own,
         }
     }
@@ -185,8 +185,8 @@ impl Estimator {
         }
         let first = self.acked[self.acked_head].0;
         let last = self.acked[(self.acked_head + self.acked_len - 1) % self.acked.len()].0;
-        let span = (last - first).max(self.cfg.rate_window_us / 4).max(1);
-        (self.acked_bytes * 8 * 1_000_000 / span as u64).min(u64::MAX / 2)
+        let span = last.saturating_sub(first).max(self.cfg.rate_window_us / 4).max(1);
+        (self.acked_bytes as u128 * 8 * 1_000_000 / span as u128).min(u64::MAX as u128 / 2) as u64
     }
 
     fn push_acked(&mut self, arrival: i64, bytes: u32) {
@@ -199,7 +199,7 @@ impl Estimator {
         self.acked[(self.acked_head + self.acked_len) % cap] = (arrival, bytes);
         self.acked_len += 1;
         self.acked_bytes += bytes as u64;
-        while self.acked_len > 1 && self.acked[self.acked_head].0 < arrival - self.cfg.rate_window_us {
+        while self.acked_len > 1 && self.acked[self.acked_head].0 < arrival.saturating_sub(self.cfg.rate_window_us) {
             self.acked_bytes -= self.acked[self.acked_head].1 as u64;
             self.acked_head = (self.acked_head + 1) % cap;
             self.acked_len -= 1;
@@ -238,7 +238,7 @@ impl Estimator {
         let delay = arrival.wrapping_sub(s.at_us);
         self.base_cur = self.base_cur.min(delay);
         let base = self.base_cur.min(self.base_prev);
-        let q = (delay - base).max(0) as f64;
+        let q = delay.saturating_sub(base).max(0) as f64;
         self.queuing_us += (q - self.queuing_us) * 0.1;
         self.push_acked(arrival, s.size);
         true
@@ -249,7 +249,7 @@ impl Estimator {
         // Rotate the base-delay windows.
         match self.base_rotated_us {
             None => self.base_rotated_us = Some(now_us),
-            Some(t) if now_us - t >= self.cfg.base_window_us => {
+            Some(t) if now_us.saturating_sub(t) >= self.cfg.base_window_us => {
                 self.base_prev = self.base_cur;
                 self.base_cur = i64::MAX;
                 self.base_rotated_us = Some(now_us);
@@ -260,13 +260,13 @@ impl Estimator {
         if total > 0 {
             self.loss = lost as f64 / total as f64;
         }
-        let dt = self.last_update_us.map_or(0, |t| (now_us - t).clamp(0, 1_000_000));
+        let dt = self.last_update_us.map_or(0, |t| now_us.saturating_sub(t).clamp(0, 1_000_000));
         self.last_update_us = Some(now_us);
         let q = self.queuing_us as i64;
         let acked = self.acked_bps() as f64;
         if q > self.cfg.overuse_us || self.loss > self.cfg.loss_high {
             self.signal = Signal::Overuse;
-            let may = self.last_decrease_us.is_none_or(|t| now_us - t >= self.cfg.decrease_interval_us);
+            let may = self.last_decrease_us.is_none_or(|t| now_us.saturating_sub(t) >= self.cfg.decrease_interval_us);
             if may {
                 let mut target = if acked > 0.0 { acked * self.cfg.decrease } else { self.estimate * self.cfg.decrease };
                 if self.loss > self.cfg.loss_high {
@@ -418,5 +418,20 @@ mod tests {
         assert_eq!(e.signal(), Signal::Overuse);
         assert!(e.estimate(200_000) < 1_000_000);
         assert!((e.loss() - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn extreme_inputs_do_not_panic() {
+        let mut e = Estimator::new(Config::default());
+        for (i, &t) in [i64::MIN, -1, 0, 1, i64::MAX].iter().enumerate() {
+            e.on_sent(i as u16, usize::MAX, t);
+        }
+        for (i, &a) in [i64::MAX, i64::MIN, 0, -5, 7].iter().enumerate() {
+            e.on_result(i as u16, Some(a));
+        }
+        e.update(5, 0, i64::MIN);
+        e.update(5, 0, i64::MAX);
+        e.on_remb(u64::MAX, i64::MIN);
+        let _ = (e.estimate(i64::MAX), e.acked_bps(), e.queuing_delay_us());
     }
 }
