@@ -223,4 +223,90 @@ mod tests {
             (i - 49) as u16
         }
     }
+
+    /// Random calls with random arguments into every stateful block: nothing panics, and the invariants
+    /// that must hold whatever the input do.
+    #[test]
+    fn random_inputs_never_panic() {
+        use super::audio_level::{AudioLevel, DominantSpeaker};
+        use super::keyframe::{KeyframeRequester, Kind};
+        use super::layer_selector::{Layer, LayerSelector};
+        use super::nack_cache::NackCache;
+        use super::nack_generator::{Config, NackGenerator};
+        use super::seq_rewriter::SeqRewriter;
+        use super::testutil::Rng;
+
+        let mut rng = Rng(0xFEED);
+        let mut cache = NackCache::new(64, 32);
+        let mut gen = NackGenerator::new(Config { capacity: 16, max_gap: 40, ..Config::default() });
+        let mut kf = KeyframeRequester::new(500);
+        let mut rw = SeqRewriter::new(7, 65530, u32::MAX - 10, 90_000);
+        let mut sel = LayerSelector::new(Default::default());
+        let mut ds = DominantSpeaker::new(3, Default::default());
+        let mut out = [0u16; 8];
+        let mut bytes = [0u8; 40];
+        let mut now = 0u64;
+        for _ in 0..200_000 {
+            let r = rng.next_u64();
+            now = now.wrapping_add(r % 50);
+            let seq = (rng.next_u64() % 128) as u16 ^ if r & 1 == 0 { 0 } else { 0xFFC0 };
+            match r % 11 {
+                0 => {
+                    let len = (r >> 8) as usize % 40;
+                    rng.fill(&mut bytes[..len]);
+                    if cache.put(seq, &bytes[..len]).is_ok() {
+                        assert_eq!(cache.get(seq), Some(&bytes[..len]));
+                    }
+                }
+                1 => {
+                    if let Some(b) = cache.get(seq) {
+                        assert!(b.len() <= 32);
+                    }
+                }
+                2 => {
+                    gen.on_packet(seq, now);
+                }
+                3 => {
+                    let n = gen.poll(now, r >> 60, &mut out);
+                    assert!(n <= out.len());
+                }
+                4 => {
+                    let _ = kf.request(if r & 2 == 0 { Kind::Pli } else { Kind::Fir }, now);
+                }
+                5 => {
+                    let _ = kf.poll(now);
+                    if r & 4 == 0 {
+                        kf.on_keyframe();
+                    }
+                }
+                6 => rw.select(if r & 8 == 0 { None } else { Some((r >> 4) as u32 % 3) }),
+                7 => {
+                    let _ = rw.rewrite((r >> 4) as u32 % 3, seq, rng.next_u64() as u32, r & 16 == 0, now);
+                    let _ = rw.skip((r >> 4) as u32 % 3, seq);
+                }
+                8 => {
+                    let layers: Vec<Layer> = (0..(r >> 5) % 6)
+                        .map(|i| Layer {
+                            ssrc: i as u32,
+                            height: rng.next_u64() as u16,
+                            bitrate_bps: rng.next_u64() >> 20,
+                            active: r & 32 == 0,
+                        })
+                        .collect();
+                    sel.set_layers(&layers);
+                    sel.update_layer((r >> 7) as usize % 6, rng.next_u64(), true);
+                }
+                9 => {
+                    let _ = sel.select(rng.next_u64() >> (r % 64), rng.next_u64() as u16, now);
+                }
+                _ => {
+                    ds.add((r >> 8) as u32 % 5, AudioLevel { voice: true, level: (r >> 16) as u8 }, now);
+                    let _ = ds.update(now);
+                    if r & 64 == 0 {
+                        ds.remove((r >> 8) as u32 % 5);
+                    }
+                }
+            }
+        }
+    }
 }
