@@ -24,7 +24,12 @@ struct Sink {
 }
 
 impl Output for Sink {
-    fn send<F: FnOnce(&mut [u8]) -> Option<usize>>(&mut self, _to: SocketAddr, _received: Instant, fill: F) -> bool {
+    fn send<F: FnOnce(&mut [u8]) -> Option<usize>>(
+        &mut self,
+        _to: SocketAddr,
+        _received: Instant,
+        fill: F,
+    ) -> bool {
         match fill(&mut self.buf) {
             Some(n) => {
                 self.sent += n as u64;
@@ -45,7 +50,10 @@ const PWD: &str = "bench-password-0123456789ab";
 const SSRC: u32 = 0x1234_5678;
 
 fn keys(b: u8) -> KeySalt {
-    KeySalt { key: vec![b; 16], salt: vec![b ^ 0x55; 12] }
+    KeySalt {
+        key: vec![b; 16],
+        salt: vec![b ^ 0x55; 12],
+    }
 }
 
 fn bind(fwd: &mut Forwarder, ufrag: &str, from: SocketAddr, out: &mut Sink) {
@@ -66,21 +74,39 @@ fn bind(fwd: &mut Forwarder, ufrag: &str, from: SocketAddr, out: &mut Sink) {
 
 fn setup(fanout: u16) -> (Forwarder, Sink, Context) {
     let mut fwd = Forwarder::new(0, Arc::new(WorkerCounters::default()), 1024);
-    let mut out = Sink { buf: vec![0u8; 2048], sent: 0 };
+    let mut out = Sink {
+        buf: vec![0u8; 2048],
+        sent: 0,
+    };
     let now = Instant::now();
     let profile = 0x0007;
-    fwd.add_transport(1, "pub".into(), PWD.into(), now).expect("publisher");
-    bind(&mut fwd, "pub", SocketAddr::from(([127, 0, 0, 1], 10_000)), &mut out);
+    fwd.add_transport(1, "pub".into(), PWD.into(), now)
+        .expect("publisher");
+    bind(
+        &mut fwd,
+        "pub",
+        SocketAddr::from(([127, 0, 0, 1], 10_000)),
+        &mut out,
+    );
     fwd.set_srtp(1, profile, &keys(1), &keys(2)).expect("keys");
     for i in 0..fanout {
         let id = 100 + u64::from(i);
         let ufrag = format!("sub{i}");
-        fwd.add_transport(id, ufrag.clone(), PWD.into(), now).expect("subscriber");
-        bind(&mut fwd, &ufrag, SocketAddr::from(([127, 0, 0, 1], 20_000 + i)), &mut out);
-        fwd.set_srtp(id, profile, &keys(3), &keys(4 + i as u8)).expect("keys");
-        fwd.add_route(1, SSRC, Dest::Local(id), 1000).expect("route");
+        fwd.add_transport(id, ufrag.clone(), PWD.into(), now)
+            .expect("subscriber");
+        bind(
+            &mut fwd,
+            &ufrag,
+            SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+            &mut out,
+        );
+        fwd.set_srtp(id, profile, &keys(3), &keys(4 + i as u8))
+            .expect("keys");
+        fwd.add_route(1, SSRC, Dest::Local(id), 1000)
+            .expect("route");
     }
-    let client = Context::new(Profile::AeadAes128Gcm, &keys(1).key, &keys(1).salt).expect("client keys");
+    let client =
+        Context::new(Profile::AeadAes128Gcm, &keys(1).key, &keys(1).salt).expect("client keys");
     (fwd, out, client)
 }
 

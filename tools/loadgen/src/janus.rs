@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::{json, Value};
-use switchyard_sdp::{answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport, SessionDescription};
+use switchyard_sdp::{
+    answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport,
+    SessionDescription,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,14 +28,23 @@ use crate::run::{Config, Shared};
 use crate::session::{self, LocalSide};
 
 /// A minimal HTTP/1.1 client: one connection per request (`Connection: close`), JSON in and out.
-async fn http(url: &str, method: &str, body: Option<&Value>, timeout: Duration) -> anyhow::Result<Value> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
+async fn http(
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let fut = async {
-        let mut s = tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {authority}"))?;
+        let mut s = tokio::net::TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
@@ -41,7 +53,10 @@ async fn http(url: &str, method: &str, body: Option<&Value>, timeout: Duration) 
         s.write_all(req.as_bytes()).await?;
         let mut resp = Vec::new();
         s.read_to_end(&mut resp).await?;
-        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP response"))?;
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| anyhow!("malformed HTTP response"))?;
         let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
         let status_ok = head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200");
         let mut body = resp[split + 4..].to_vec();
@@ -49,11 +64,17 @@ async fn http(url: &str, method: &str, body: Option<&Value>, timeout: Duration) 
             body = dechunk(&body).ok_or_else(|| anyhow!("malformed chunked body"))?;
         }
         if !status_ok {
-            bail!("HTTP {}: {}", head.lines().next().unwrap_or(""), String::from_utf8_lossy(&body));
+            bail!(
+                "HTTP {}: {}",
+                head.lines().next().unwrap_or(""),
+                String::from_utf8_lossy(&body)
+            );
         }
         serde_json::from_slice::<Value>(&body).context("Janus sent something that is not JSON")
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| anyhow!("HTTP {method} {url} timed out"))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| anyhow!("HTTP {method} {url} timed out"))?
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
@@ -98,12 +119,34 @@ impl Room {
     pub async fn create(base: &str, id: u32, cfg: &Config) -> anyhow::Result<Room> {
         let timeout = cfg.setup_timeout;
         let base = base.trim_end_matches('/').to_string();
-        let v = http(&base, "POST", Some(&json!({"janus": "create", "transaction": transaction()})), timeout).await?;
+        let v = http(
+            &base,
+            "POST",
+            Some(&json!({"janus": "create", "transaction": transaction()})),
+            timeout,
+        )
+        .await?;
         janus_ok(&v, "create session")?;
-        let session = v.pointer("/data/id").and_then(Value::as_u64).ok_or_else(|| anyhow!("no session id: {v}"))?;
-        let room_id = 1_000_000 + u64::from(rand::random::<u32>() % 1_000_000) * 1000 + u64::from(id % 1000) + NEXT_ROOM.fetch_add(1, Ordering::Relaxed);
-        let r = Room { base, session, room: room_id, handles: Arc::new(Mutex::new(HashMap::new())), timeout };
-        tokio::spawn(poll_events(format!("{}/{}", r.base, r.session), Arc::clone(&r.handles), cfg_shutdown()));
+        let session = v
+            .pointer("/data/id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no session id: {v}"))?;
+        let room_id = 1_000_000
+            + u64::from(rand::random::<u32>() % 1_000_000) * 1000
+            + u64::from(id % 1000)
+            + NEXT_ROOM.fetch_add(1, Ordering::Relaxed);
+        let r = Room {
+            base,
+            session,
+            room: room_id,
+            handles: Arc::new(Mutex::new(HashMap::new())),
+            timeout,
+        };
+        tokio::spawn(poll_events(
+            format!("{}/{}", r.base, r.session),
+            Arc::clone(&r.handles),
+            cfg_shutdown(),
+        ));
         let (h, _rx) = r.attach().await?;
         let body = json!({
             "request": "create",
@@ -116,7 +159,9 @@ impl Room {
             "notify_joining": false,
         });
         let v = r.message(h, body, None).await?;
-        let created = v.pointer("/plugindata/data/videoroom").and_then(Value::as_str);
+        let created = v
+            .pointer("/plugindata/data/videoroom")
+            .and_then(Value::as_str);
         if created != Some("created") {
             bail!("Janus did not create room {room_id}: {v}");
         }
@@ -127,7 +172,10 @@ impl Room {
         let url = format!("{}/{}", self.base, self.session);
         let v = http(&url, "POST", Some(&json!({"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": transaction()})), self.timeout).await?;
         janus_ok(&v, "attach")?;
-        let h = v.pointer("/data/id").and_then(Value::as_u64).ok_or_else(|| anyhow!("no handle id: {v}"))?;
+        let h = v
+            .pointer("/data/id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no handle id: {v}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut m) = self.handles.lock() {
             m.insert(h, tx);
@@ -135,7 +183,12 @@ impl Room {
         Ok((h, rx))
     }
 
-    async fn message(&self, handle: u64, body: Value, jsep: Option<Value>) -> anyhow::Result<Value> {
+    async fn message(
+        &self,
+        handle: u64,
+        body: Value,
+        jsep: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/{}/{}", self.base, self.session, handle);
         let mut msg = json!({"janus": "message", "transaction": transaction(), "body": body});
         if let Some(j) = jsep {
@@ -147,7 +200,14 @@ impl Room {
     }
 
     /// Joins as a publisher of `tracks`; returns the feed id once media is handed to the thread.
-    pub async fn publisher(&self, sh: Arc<Shared>, who: String, tracks: Vec<Track>, room: Arc<RoomShared>, thread: usize) -> anyhow::Result<u64> {
+    pub async fn publisher(
+        &self,
+        sh: Arc<Shared>,
+        who: String,
+        tracks: Vec<Track>,
+        room: Arc<RoomShared>,
+        thread: usize,
+    ) -> anyhow::Result<u64> {
         let deadline = Instant::now() + sh.setup_timeout;
         let (h, mut events) = self.attach().await?;
         let local = LocalSide::new(sh.bind)?;
@@ -159,22 +219,50 @@ impl Room {
             session_id: rand::random::<u64>() >> 2,
             session_version: 1,
         };
-        let offer = offer_publish_client(&crate::run::client_tracks(&tracks, &who), &lt).map_err(|e| anyhow!("publish offer: {e}"))?;
+        let offer = offer_publish_client(&crate::run::client_tracks(&tracks, &who), &lt)
+            .map_err(|e| anyhow!("publish offer: {e}"))?;
         let body = json!({"request": "joinandconfigure", "room": self.room, "ptype": "publisher", "display": who, "audio": true, "video": true});
-        self.message(h, body, Some(json!({"type": "offer", "sdp": offer}))).await?;
+        self.message(h, body, Some(json!({"type": "offer", "sdp": offer})))
+            .await?;
         let (event, sdp) = wait_jsep(&mut events, deadline, "the publisher's answer").await?;
-        let feed = event.pointer("/plugindata/data/id").and_then(Value::as_u64).ok_or_else(|| anyhow!("no feed id in {event}"))?;
+        let feed = event
+            .pointer("/plugindata/data/id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("no feed id in {event}"))?;
         let desc = SessionDescription::parse(&sdp).map_err(|e| anyhow!("Janus answer: {e}"))?;
         let params = remote_transport(&desc).map_err(|e| anyhow!("Janus answer: {e}"))?;
         let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus answer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
-        let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
-        let ep = Endpoint { socket: c.socket, remote: c.remote, tx: Some(c.tx), rx: Some(c.rx), role: Role::Publisher(tracks), room, keepalive: c.keepalive, dtls: Some(c.dtls) };
+        let c = session::connect(
+            local,
+            cand,
+            &params,
+            &sh.identity,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await?;
+        let ep = Endpoint {
+            socket: c.socket,
+            remote: c.remote,
+            tx: Some(c.tx),
+            rx: Some(c.rx),
+            role: Role::Publisher(tracks),
+            room,
+            keepalive: c.keepalive,
+            dtls: Some(c.dtls),
+        };
         anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
         Ok(feed)
     }
 
     /// Joins as a subscriber of `feeds`.
-    pub async fn subscriber(&self, sh: Arc<Shared>, who: String, feeds: &[u64], room: Arc<RoomShared>, thread: usize) -> anyhow::Result<()> {
+    pub async fn subscriber(
+        &self,
+        sh: Arc<Shared>,
+        who: String,
+        feeds: &[u64],
+        room: Arc<RoomShared>,
+        thread: usize,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + sh.setup_timeout;
         let (h, mut events) = self.attach().await?;
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
@@ -191,18 +279,44 @@ impl Room {
             session_id: rand::random::<u64>() >> 2,
             session_version: 1,
         };
-        let answer = answer_subscribe_client(&desc, &lt).map_err(|e| anyhow!("subscribe answer: {e}"))?;
-        self.message(h, json!({"request": "start", "room": self.room}), Some(json!({"type": "answer", "sdp": answer}))).await?;
+        let answer =
+            answer_subscribe_client(&desc, &lt).map_err(|e| anyhow!("subscribe answer: {e}"))?;
+        self.message(
+            h,
+            json!({"request": "start", "room": self.room}),
+            Some(json!({"type": "answer", "sdp": answer})),
+        )
+        .await?;
         let params = remote_transport(&desc).map_err(|e| anyhow!("Janus offer: {e}"))?;
         let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus offer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
-        let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
-        let ep = Endpoint { socket: c.socket, remote: c.remote, tx: Some(c.tx), rx: Some(c.rx), role: Role::Subscriber, room, keepalive: c.keepalive, dtls: Some(c.dtls) };
+        let c = session::connect(
+            local,
+            cand,
+            &params,
+            &sh.identity,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await?;
+        let ep = Endpoint {
+            socket: c.socket,
+            remote: c.remote,
+            tx: Some(c.tx),
+            rx: Some(c.rx),
+            role: Role::Subscriber,
+            room,
+            keepalive: c.keepalive,
+            dtls: Some(c.dtls),
+        };
         anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
         Ok(())
     }
 }
 
-async fn wait_jsep(events: &mut mpsc::UnboundedReceiver<Value>, deadline: Instant, what: &str) -> anyhow::Result<(Value, String)> {
+async fn wait_jsep(
+    events: &mut mpsc::UnboundedReceiver<Value>,
+    deadline: Instant,
+    what: &str,
+) -> anyhow::Result<(Value, String)> {
     loop {
         let ev = tokio::time::timeout_at(deadline, events.recv())
             .await
@@ -231,7 +345,11 @@ fn cfg_shutdown() -> Option<tokio::sync::watch::Receiver<bool>> {
 }
 
 /// Long-polls a Janus session and routes each event to its handle; destroys the session at shutdown.
-async fn poll_events(url: String, handles: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>>, shutdown: Option<tokio::sync::watch::Receiver<bool>>) {
+async fn poll_events(
+    url: String,
+    handles: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>>,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let poll_url = format!("{url}?maxev=50");
     let mut shutdown = shutdown;
     loop {
@@ -253,11 +371,19 @@ async fn poll_events(url: String, handles: Arc<Mutex<HashMap<u64, mpsc::Unbounde
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let _ = http(&url, "POST", Some(&json!({"janus": "destroy", "transaction": transaction()})), Duration::from_secs(2)).await;
+    let _ = http(
+        &url,
+        "POST",
+        Some(&json!({"janus": "destroy", "transaction": transaction()})),
+        Duration::from_secs(2),
+    )
+    .await;
 }
 
 fn dispatch(handles: &Mutex<HashMap<u64, mpsc::UnboundedSender<Value>>>, ev: Value) {
-    let Some(sender) = ev.get("sender").and_then(Value::as_u64) else { return };
+    let Some(sender) = ev.get("sender").and_then(Value::as_u64) else {
+        return;
+    };
     if let Ok(m) = handles.lock() {
         if let Some(tx) = m.get(&sender) {
             let _ = tx.send(ev);

@@ -12,10 +12,10 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod janus;
 pub mod media;
 pub mod mmsg;
 pub mod payload;
-pub mod janus;
 pub mod procstat;
 pub mod report;
 pub mod run;

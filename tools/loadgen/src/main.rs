@@ -87,13 +87,25 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let target = match a.server {
-        Server::Switchyard => Target::Switchyard(a.url.clone().unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into())),
-        Server::Janus => Target::Janus(a.url.clone().unwrap_or_else(|| "http://127.0.0.1:8088/janus".into())),
+        Server::Switchyard => Target::Switchyard(
+            a.url
+                .clone()
+                .unwrap_or_else(|| "ws://127.0.0.1:8080/ws".into()),
+        ),
+        Server::Janus => Target::Janus(
+            a.url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8088/janus".into()),
+        ),
         Server::Raw => {
             let list = a.url.clone().unwrap_or_else(|| "127.0.0.1:40000".into());
             let addrs = list
                 .split(',')
-                .map(|s| s.trim().parse::<SocketAddr>().with_context(|| format!("raw forwarder address {s:?}")))
+                .map(|s| {
+                    s.trim()
+                        .parse::<SocketAddr>()
+                        .with_context(|| format!("raw forwarder address {s:?}"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Target::Raw(addrs)
         }
@@ -101,7 +113,10 @@ fn main() -> anyhow::Result<()> {
     let mut watch = Vec::new();
     for w in &a.watch {
         let (name, pid) = w.split_once('=').context("--watch-pid takes NAME=PID")?;
-        watch.push((name.to_string(), pid.parse().context("--watch-pid: PID is a number")?));
+        watch.push((
+            name.to_string(),
+            pid.parse().context("--watch-pid: PID is a number")?,
+        ));
     }
     let mut cfg = Config {
         target,
@@ -114,7 +129,12 @@ fn main() -> anyhow::Result<()> {
         grace: Duration::from_secs_f64(a.grace),
         warmup_timeout: Duration::from_secs_f64(a.warmup_timeout),
         setup_timeout: Duration::from_secs_f64(a.setup_timeout),
-        media: MediaParams { video_bitrate: a.video_bitrate, fps: a.fps.max(1), packet_size: a.packet_size, audio_bitrate: a.audio_bitrate },
+        media: MediaParams {
+            video_bitrate: a.video_bitrate,
+            fps: a.fps.max(1),
+            packet_size: a.packet_size,
+            audio_bitrate: a.audio_bitrate,
+        },
         bind: a.bind,
         progress: !a.quiet,
         watch,

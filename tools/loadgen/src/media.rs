@@ -59,7 +59,10 @@ impl MediaParams {
     pub fn video_frame(&self) -> (usize, usize) {
         let fps = u64::from(self.fps.max(1));
         let frame = ((self.video_bitrate / 8 / fps) as usize).max(payload::HEADER_LEN + 8);
-        let max_payload = self.packet_size.saturating_sub(RTP_HEADER).clamp(payload::HEADER_LEN + 8, 1400);
+        let max_payload = self
+            .packet_size
+            .saturating_sub(RTP_HEADER)
+            .clamp(payload::HEADER_LEN + 8, 1400);
         let n = frame.div_ceil(max_payload);
         (n, frame.div_ceil(n).max(payload::HEADER_LEN + 8))
     }
@@ -67,7 +70,11 @@ impl MediaParams {
     /// Packets per second one publisher sends.
     pub fn packets_per_second(&self) -> f64 {
         let audio = if self.audio_bitrate > 0 { 50.0 } else { 0.0 };
-        let video = if self.video_bitrate > 0 { self.video_frame().0 as f64 * f64::from(self.fps) } else { 0.0 };
+        let video = if self.video_bitrate > 0 {
+            self.video_frame().0 as f64 * f64::from(self.fps)
+        } else {
+            0.0
+        };
         audio + video
     }
 }
@@ -306,7 +313,8 @@ impl Report {
 
 /// A latency histogram: 1 µs to 100 s, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 100_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 /// Flags shared by every media thread.
@@ -355,25 +363,31 @@ pub fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let handle = std::thread::Builder::new().name(format!("media-{index}")).spawn(move || {
-        let mut w = Worker {
-            poll,
-            commands: rx,
-            params,
-            control,
-            live,
-            interval,
-            eps: Vec::new(),
-            timers: BinaryHeap::new(),
-            batch: Batch::new(64),
-            report: Report::new(),
-            local_hist: new_histogram(),
-            rng: 0x2545_F491_4F6C_DD1D ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        };
-        w.run();
-        w.finish()
-    })?;
-    Ok(MediaThread { commands: tx, waker, handle: Mutex::new(Some(handle)) })
+    let handle = std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            let mut w = Worker {
+                poll,
+                commands: rx,
+                params,
+                control,
+                live,
+                interval,
+                eps: Vec::new(),
+                timers: BinaryHeap::new(),
+                batch: Batch::new(64),
+                report: Report::new(),
+                local_hist: new_histogram(),
+                rng: 0x2545_F491_4F6C_DD1D ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            };
+            w.run();
+            w.finish()
+        })?;
+    Ok(MediaThread {
+        commands: tx,
+        waker,
+        handle: Mutex::new(Some(handle)),
+    })
 }
 
 struct Worker {
@@ -418,7 +432,10 @@ impl Worker {
                 break;
             }
             let now = now_ns();
-            let next = self.timers.peek().map_or(now + 50_000_000, |Reverse((t, _, _))| *t);
+            let next = self
+                .timers
+                .peek()
+                .map_or(now + 50_000_000, |Reverse((t, _, _))| *t);
             let wait = Duration::from_nanos(next.saturating_sub(now).min(50_000_000));
             if self.poll.poll(&mut events, Some(wait)).is_err() {
                 std::thread::sleep(Duration::from_millis(1));
@@ -455,9 +472,16 @@ impl Worker {
 
     fn add(&mut self, ep: Endpoint) {
         let idx = self.eps.len();
-        let Ok(()) = ep.socket.set_nonblocking(true) else { return };
+        let Ok(()) = ep.socket.set_nonblocking(true) else {
+            return;
+        };
         let mut socket = mio::net::UdpSocket::from_std(ep.socket);
-        if self.poll.registry().register(&mut socket, Token(idx), Interest::READABLE).is_err() {
+        if self
+            .poll
+            .registry()
+            .register(&mut socket, Token(idx), Interest::READABLE)
+            .is_err()
+        {
             return;
         }
         let now = now_ns();
@@ -465,7 +489,14 @@ impl Worker {
             Role::Publisher(tracks) => {
                 let tracks: Vec<TrackTx> = tracks
                     .into_iter()
-                    .map(|track| TrackTx { track, rtp_seq: (self.rand() & 0x7fff) as u16, rtp_ts: self.rand() as u32, seq: 0, frame: 0, sent: 0 })
+                    .map(|track| TrackTx {
+                        track,
+                        rtp_seq: (self.rand() & 0x7fff) as u16,
+                        rtp_ts: self.rand() as u32,
+                        seq: 0,
+                        frame: 0,
+                        sent: 0,
+                    })
                     .collect();
                 (tracks, false)
             }
@@ -475,11 +506,13 @@ impl Worker {
             let period = self.period(t.track.kind);
             // Random phase so publishers do not all burst at once.
             let phase = self.rand() % period.max(1);
-            self.timers.push(Reverse((now + phase, idx as u32, i as u8)));
+            self.timers
+                .push(Reverse((now + phase, idx as u32, i as u8)));
         }
         if !matches!(ep.keepalive, Keepalive::None) {
             let phase = self.rand() % KEEPALIVE_NS;
-            self.timers.push(Reverse((now + phase, idx as u32, EV_KEEPALIVE)));
+            self.timers
+                .push(Reverse((now + phase, idx as u32, EV_KEEPALIVE)));
         }
         self.eps.push(Ep {
             socket,
@@ -516,13 +549,19 @@ impl Worker {
             let ep = ep as usize;
             if ev == EV_KEEPALIVE {
                 self.keepalive(ep);
-                self.timers.push(Reverse((due + KEEPALIVE_NS, ep as u32, ev)));
+                self.timers
+                    .push(Reverse((due + KEEPALIVE_NS, ep as u32, ev)));
                 continue;
             }
             if stop {
                 continue;
             }
-            let Some(kind) = self.eps.get(ep).and_then(|e| e.tracks.get(usize::from(ev))).map(|t| t.track.kind) else {
+            let Some(kind) = self
+                .eps
+                .get(ep)
+                .and_then(|e| e.tracks.get(usize::from(ev)))
+                .map(|t| t.track.kind)
+            else {
                 continue;
             };
             self.send_track(ep, usize::from(ev));
@@ -542,10 +581,14 @@ impl Worker {
         tid[8..].copy_from_slice(&(self.rand() as u32).to_le_bytes());
         let tie = self.rand();
         let Some(ep) = self.eps.get(i) else { return };
-        let Some(buf) = self.batch.next_buf() else { return };
+        let Some(buf) = self.batch.next_buf() else {
+            return;
+        };
         let len = match &ep.keepalive {
             Keepalive::None => return,
-            Keepalive::Ice { username, password, .. } => {
+            Keepalive::Ice {
+                username, password, ..
+            } => {
                 let req = BindingRequest {
                     transaction_id: tid,
                     username: username.as_bytes(),
@@ -561,7 +604,9 @@ impl Worker {
                 }
             }
             Keepalive::Datagram(d) => {
-                let Some(dst) = buf.get_mut(..d.len()) else { return };
+                let Some(dst) = buf.get_mut(..d.len()) else {
+                    return;
+                };
                 dst.copy_from_slice(d);
                 d.len()
             }
@@ -572,11 +617,19 @@ impl Worker {
 
     fn send_track(&mut self, i: usize, t: usize) {
         let params = self.params;
-        let Some(ep) = self.eps.get_mut(i) else { return };
+        let Some(ep) = self.eps.get_mut(i) else {
+            return;
+        };
         let started = ep.room.started.load(Ordering::Relaxed);
         let subs = u64::from(ep.room.subscribers.load(Ordering::Relaxed));
-        let Some(tr) = ep.tracks.get_mut(t) else { return };
-        let (count, size) = if tr.track.kind == KIND_VIDEO { params.video_frame() } else { (1, params.audio_payload()) };
+        let Some(tr) = ep.tracks.get_mut(t) else {
+            return;
+        };
+        let (count, size) = if tr.track.kind == KIND_VIDEO {
+            params.video_frame()
+        } else {
+            (1, params.audio_payload())
+        };
         let vp8 = tr.track.kind == KIND_VIDEO;
         let fd = ep.socket.as_raw_fd();
         let mut sent_total = 0u64;
@@ -585,7 +638,9 @@ impl Worker {
         let mut k = 0;
         while k < count {
             while k < count {
-                let Some(buf) = self.batch.next_buf() else { break };
+                let Some(buf) = self.batch.next_buf() else {
+                    break;
+                };
                 let last = k + 1 == count;
                 let now = now_ns();
                 let mut flags = if started { 0 } else { FLAG_WARMUP };
@@ -597,7 +652,14 @@ impl Worker {
                 buf[2..4].copy_from_slice(&tr.rtp_seq.to_be_bytes());
                 buf[4..8].copy_from_slice(&tr.rtp_ts.to_be_bytes());
                 buf[8..12].copy_from_slice(&tr.track.ssrc.to_be_bytes());
-                let h = Header { stream: tr.track.ssrc, seq: tr.seq, send_ns: now, flags, kind: tr.track.kind, frame: tr.frame };
+                let h = Header {
+                    stream: tr.track.ssrc,
+                    seq: tr.seq,
+                    send_ns: now,
+                    flags,
+                    kind: tr.track.kind,
+                    frame: tr.frame,
+                };
                 let plen = payload::write(&mut buf[RTP_HEADER..RTP_HEADER + size], &h, vp8);
                 let mut len = RTP_HEADER + plen;
                 if let Some(ctx) = ep.tx.as_mut() {
@@ -623,21 +685,28 @@ impl Worker {
             sent_total += sent as u64;
             failed_total += failed as u64;
             if failed > 0 && queued > 0 {
-                bytes_total = bytes_total.saturating_sub(bytes_total * failed as u64 / queued.max(1));
+                bytes_total =
+                    bytes_total.saturating_sub(bytes_total * failed as u64 / queued.max(1));
             }
         }
-        tr.rtp_ts = tr.rtp_ts.wrapping_add(if vp8 { 90_000 / params.fps.max(1) } else { 960 });
+        tr.rtp_ts = tr
+            .rtp_ts
+            .wrapping_add(if vp8 { 90_000 / params.fps.max(1) } else { 960 });
         if vp8 {
             tr.frame = tr.frame.wrapping_add(1);
         }
         if started {
             tr.sent += sent_total;
-            self.live.expected.fetch_add(sent_total * subs, Ordering::Relaxed);
+            self.live
+                .expected
+                .fetch_add(sent_total * subs, Ordering::Relaxed);
         }
         self.report.tx_packets += sent_total;
         self.report.tx_bytes += bytes_total;
         self.report.tx_failed += failed_total;
-        self.live.tx_packets.fetch_add(sent_total, Ordering::Relaxed);
+        self.live
+            .tx_packets
+            .fetch_add(sent_total, Ordering::Relaxed);
         self.live.tx_bytes.fetch_add(bytes_total, Ordering::Relaxed);
         if failed_total > 0 {
             self.live.errors.fetch_add(failed_total, Ordering::Relaxed);
@@ -645,7 +714,9 @@ impl Worker {
     }
 
     fn drain(&mut self, i: usize) {
-        let Some(fd) = self.eps.get(i).map(|e| e.socket.as_raw_fd()) else { return };
+        let Some(fd) = self.eps.get(i).map(|e| e.socket.as_raw_fd()) else {
+            return;
+        };
         loop {
             let n = self.batch.recv(fd).unwrap_or_default();
             if n == 0 {
@@ -667,15 +738,24 @@ impl Worker {
     }
 
     fn handle(&mut self, i: usize, k: usize, now: u64) {
-        let Some(ep) = self.eps.get_mut(i) else { return };
+        let Some(ep) = self.eps.get_mut(i) else {
+            return;
+        };
         let buf = self.batch.get_mut(k);
         let Some(&first) = buf.first() else { return };
         match first {
             0..=3 => {
                 self.report.rx_stun += 1;
-                if let (Keepalive::Ice { local_pwd, .. }, Some(from)) = (&ep.keepalive, self.batch.addr(k)) {
+                if let (Keepalive::Ice { local_pwd, .. }, Some(from)) =
+                    (&ep.keepalive, self.batch.addr(k))
+                {
                     let mut reply = [0u8; 128];
-                    if let Some(n) = crate::session::answer_check(self.batch.get_mut(k), from, local_pwd, &mut reply) {
+                    if let Some(n) = crate::session::answer_check(
+                        self.batch.get_mut(k),
+                        from,
+                        local_pwd,
+                        &mut reply,
+                    ) {
                         let _ = ep.socket.send_to(&reply[..n], from);
                     }
                 }
@@ -730,11 +810,20 @@ impl Worker {
         let pos = match ep.streams.iter().position(|s| s.stream == h.stream) {
             Some(p) => p,
             None => {
-                ep.streams.push(StreamRx { stream: h.stream, unique: 0, highest: None, window: 0, jitter_ns: 0.0, last_transit: None });
+                ep.streams.push(StreamRx {
+                    stream: h.stream,
+                    unique: 0,
+                    highest: None,
+                    window: 0,
+                    jitter_ns: 0.0,
+                    last_transit: None,
+                });
                 ep.streams.len() - 1
             }
         };
-        if !ep.ready && ep.streams.len() as u32 >= ep.room.streams_per_subscriber.load(Ordering::Relaxed) {
+        if !ep.ready
+            && ep.streams.len() as u32 >= ep.room.streams_per_subscriber.load(Ordering::Relaxed)
+        {
             ep.ready = true;
             ep.room.ready.fetch_add(1, Ordering::Relaxed);
         }
@@ -751,7 +840,11 @@ impl Worker {
             }
             Some(hi) if h.seq > hi => {
                 let shift = h.seq - hi;
-                s.window = if shift >= 128 { 1 } else { (s.window << shift) | 1 };
+                s.window = if shift >= 128 {
+                    1
+                } else {
+                    (s.window << shift) | 1
+                };
                 s.highest = Some(h.seq);
             }
             Some(hi) => {
@@ -784,7 +877,14 @@ impl Worker {
     fn finish(mut self) -> Report {
         for ep in &self.eps {
             for t in &ep.tracks {
-                *self.report.rooms.entry(ep.room.id).or_default().sent.entry(t.track.ssrc).or_default() += t.sent;
+                *self
+                    .report
+                    .rooms
+                    .entry(ep.room.id)
+                    .or_default()
+                    .sent
+                    .entry(t.track.ssrc)
+                    .or_default() += t.sent;
             }
             for s in &ep.streams {
                 if s.unique > 1 {
@@ -802,7 +902,12 @@ mod tests {
 
     #[test]
     fn one_megabit_video_at_30_fps_is_four_packets_a_frame() {
-        let p = MediaParams { video_bitrate: 1_000_000, fps: 30, packet_size: 1200, audio_bitrate: 32_000 };
+        let p = MediaParams {
+            video_bitrate: 1_000_000,
+            fps: 30,
+            packet_size: 1200,
+            audio_bitrate: 32_000,
+        };
         let (n, size) = p.video_frame();
         assert_eq!(n, 4);
         assert!(size * n >= 4166 && size + RTP_HEADER <= 1200);
@@ -815,17 +920,54 @@ mod tests {
         let control = Arc::new(Control::default());
         let live = Arc::new(Live::default());
         let interval = Arc::new(Mutex::new(new_histogram()));
-        let params = MediaParams { video_bitrate: 200_000, fps: 50, packet_size: 600, audio_bitrate: 32_000 };
+        let params = MediaParams {
+            video_bitrate: 200_000,
+            fps: 50,
+            packet_size: 600,
+            audio_bitrate: 32_000,
+        };
         let t = spawn(0, params, Arc::clone(&control), Arc::clone(&live), interval).unwrap();
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let room = Arc::new(RoomShared { id: 7, ..Default::default() });
+        let room = Arc::new(RoomShared {
+            id: 7,
+            ..Default::default()
+        });
         room.subscribers.store(1, Ordering::Relaxed);
         room.streams_per_subscriber.store(2, Ordering::Relaxed);
         let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        t.add(Endpoint { socket: b, remote: aa, tx: None, rx: None, role: Role::Subscriber, room: Arc::clone(&room), keepalive: Keepalive::None, dtls: None });
-        let tracks = vec![Track { ssrc: 11, pt: 111, kind: KIND_AUDIO }, Track { ssrc: 12, pt: 96, kind: KIND_VIDEO }];
-        t.add(Endpoint { socket: a, remote: ba, tx: None, rx: None, role: Role::Publisher(tracks), room: Arc::clone(&room), keepalive: Keepalive::None, dtls: None });
+        t.add(Endpoint {
+            socket: b,
+            remote: aa,
+            tx: None,
+            rx: None,
+            role: Role::Subscriber,
+            room: Arc::clone(&room),
+            keepalive: Keepalive::None,
+            dtls: None,
+        });
+        let tracks = vec![
+            Track {
+                ssrc: 11,
+                pt: 111,
+                kind: KIND_AUDIO,
+            },
+            Track {
+                ssrc: 12,
+                pt: 96,
+                kind: KIND_VIDEO,
+            },
+        ];
+        t.add(Endpoint {
+            socket: a,
+            remote: ba,
+            tx: None,
+            rx: None,
+            role: Role::Publisher(tracks),
+            room: Arc::clone(&room),
+            keepalive: Keepalive::None,
+            dtls: None,
+        });
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while room.ready.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

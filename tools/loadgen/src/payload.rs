@@ -78,7 +78,11 @@ pub fn write(buf: &mut [u8], h: &Header, vp8: bool) -> usize {
         return 0;
     }
     if vp8 {
-        buf[0] = if h.flags & FLAG_FRAME_START != 0 { 0x10 } else { 0x00 };
+        buf[0] = if h.flags & FLAG_FRAME_START != 0 {
+            0x10
+        } else {
+            0x00
+        };
     }
     let p = &mut buf[off..];
     p[0..4].copy_from_slice(&MAGIC.to_be_bytes());
@@ -183,9 +187,22 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        for (len, vp8) in [(33, false), (34, true), (100, true), (1187, false), (1200, true)] {
+        for (len, vp8) in [
+            (33, false),
+            (34, true),
+            (100, true),
+            (1187, false),
+            (1200, true),
+        ] {
             let mut buf = vec![0u8; len];
-            let h = Header { stream: 0xdead_beef, seq: 77, send_ns: 123_456, flags: FLAG_FRAME_START, kind: KIND_VIDEO, frame: 9 };
+            let h = Header {
+                stream: 0xdead_beef,
+                seq: 77,
+                send_ns: 123_456,
+                flags: FLAG_FRAME_START,
+                kind: KIND_VIDEO,
+                frame: 9,
+            };
             assert_eq!(write(&mut buf, &h, vp8), len);
             assert_eq!(verify(&buf), Ok(h));
             let last = buf.len() - 1;

@@ -54,7 +54,11 @@ pub struct CpuWindow {
 impl CpuWindow {
     /// Starts measuring `pid` now.
     pub fn start(pid: u32) -> CpuWindow {
-        CpuWindow { pid, start_cpu: cpu_seconds(pid), start: Instant::now() }
+        CpuWindow {
+            pid,
+            start_cpu: cpu_seconds(pid),
+            start: Instant::now(),
+        }
     }
 
     /// Cores used on average since the start (1.0 = one core busy all the time).

@@ -186,16 +186,41 @@ impl Summary {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "== switchyard-loadgen summary: {} at {} ==", self.server, self.target);
+        let _ = writeln!(
+            s,
+            "== switchyard-loadgen summary: {} at {} ==",
+            self.server, self.target
+        );
         let row = |s: &mut String, k: &str, v: String| {
             let _ = writeln!(s, "  {k:<28} {v}");
         };
-        row(&mut s, "rooms x (pubs + subs)", format!("{} x ({} + {})", self.rooms, self.publishers_per_room, self.subscribers_per_room));
-        row(&mut s, "connected", format!("{} publishers, {} subscribers, {} failed", self.publishers_connected, self.subscribers_connected, self.setup_failures));
+        row(
+            &mut s,
+            "rooms x (pubs + subs)",
+            format!(
+                "{} x ({} + {})",
+                self.rooms, self.publishers_per_room, self.subscribers_per_room
+            ),
+        );
+        row(
+            &mut s,
+            "connected",
+            format!(
+                "{} publishers, {} subscribers, {} failed",
+                self.publishers_connected, self.subscribers_connected, self.setup_failures
+            ),
+        );
         for f in &self.failure_samples {
             row(&mut s, "  failure", f.clone());
         }
-        row(&mut s, "setup time (ms)", format!("p50 {:.0}  p99 {:.0}  max {:.0}", self.setup_ms.p50, self.setup_ms.p99, self.setup_ms.max));
+        row(
+            &mut s,
+            "setup time (ms)",
+            format!(
+                "p50 {:.0}  p99 {:.0}  max {:.0}",
+                self.setup_ms.p50, self.setup_ms.p99, self.setup_ms.max
+            ),
+        );
         if let Some(m) = &self.media {
             row(
                 &mut s,
@@ -210,19 +235,75 @@ impl Summary {
                 ),
             );
         }
-        row(&mut s, "ramp / measured", format!("{:.1} s / {:.1} s", self.ramp_s, self.measured_s));
-        row(&mut s, "sent", format!("{:.0} pkt/s, {:.1} Mbit/s", self.tx_pps, self.tx_mbps));
-        row(&mut s, "received", format!("{:.0} pkt/s, {:.1} Mbit/s", self.rx_pps, self.rx_mbps));
-        row(&mut s, "expected / received", format!("{} / {}", self.expected, self.received));
-        row(&mut s, "loss", format!("{} ({:.3}%)", self.lost, self.loss_pct));
-        row(&mut s, "dup / reordered / corrupt", format!("{} / {} / {}", self.duplicates, self.reordered, self.corrupt));
-        row(&mut s, "srtp errors / send failures", format!("{} / {}", self.srtp_errors, self.tx_failed));
+        row(
+            &mut s,
+            "ramp / measured",
+            format!("{:.1} s / {:.1} s", self.ramp_s, self.measured_s),
+        );
+        row(
+            &mut s,
+            "sent",
+            format!("{:.0} pkt/s, {:.1} Mbit/s", self.tx_pps, self.tx_mbps),
+        );
+        row(
+            &mut s,
+            "received",
+            format!("{:.0} pkt/s, {:.1} Mbit/s", self.rx_pps, self.rx_mbps),
+        );
+        row(
+            &mut s,
+            "expected / received",
+            format!("{} / {}", self.expected, self.received),
+        );
+        row(
+            &mut s,
+            "loss",
+            format!("{} ({:.3}%)", self.lost, self.loss_pct),
+        );
+        row(
+            &mut s,
+            "dup / reordered / corrupt",
+            format!(
+                "{} / {} / {}",
+                self.duplicates, self.reordered, self.corrupt
+            ),
+        );
+        row(
+            &mut s,
+            "srtp errors / send failures",
+            format!("{} / {}", self.srtp_errors, self.tx_failed),
+        );
         let l = &self.latency_ms;
-        row(&mut s, "latency (ms)", format!("p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}", l.p50, l.p90, l.p99, l.p999, l.max));
-        row(&mut s, "jitter (ms)", format!("mean {:.3}  max {:.3}", self.jitter_mean_ms, self.jitter_max_ms));
-        row(&mut s, "kernel UDP drops", format!("rcvbuf {}  sndbuf {}", self.udp_rcvbuf_errors, self.udp_sndbuf_errors));
+        row(
+            &mut s,
+            "latency (ms)",
+            format!(
+                "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            ),
+        );
+        row(
+            &mut s,
+            "jitter (ms)",
+            format!(
+                "mean {:.3}  max {:.3}",
+                self.jitter_mean_ms, self.jitter_max_ms
+            ),
+        );
+        row(
+            &mut s,
+            "kernel UDP drops",
+            format!(
+                "rcvbuf {}  sndbuf {}",
+                self.udp_rcvbuf_errors, self.udp_sndbuf_errors
+            ),
+        );
         for p in &self.processes {
-            row(&mut s, &format!("cpu/rss {} ({})", p.name, p.pid), format!("{:.2} cores, {:.1} MiB", p.cpu_cores, p.rss_mib));
+            row(
+                &mut s,
+                &format!("cpu/rss {} ({})", p.name, p.pid),
+                format!("{:.2} cores, {:.1} MiB", p.cpu_cores, p.rss_mib),
+            );
         }
         s
     }

@@ -11,7 +11,9 @@ use switchyard_dtls::Identity;
 use switchyard_sdp::{ClientTrack, Codec, MediaKind};
 use tokio::sync::{watch, Semaphore};
 
-use crate::media::{self, Control, Endpoint, Keepalive, Live, MediaParams, MediaThread, Role, RoomShared, Track};
+use crate::media::{
+    self, Control, Endpoint, Keepalive, Live, MediaParams, MediaThread, Role, RoomShared, Track,
+};
 use crate::payload::{KIND_AUDIO, KIND_VIDEO};
 use crate::procstat::{self, CpuWindow};
 use crate::report::{Percentiles, ProcUsage, Progress, Summary};
@@ -45,7 +47,11 @@ impl Target {
     fn describe(&self) -> String {
         match self {
             Target::Switchyard(u) | Target::Janus(u) => u.clone(),
-            Target::Raw(a) => a.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            Target::Raw(a) => a
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }
@@ -100,8 +106,16 @@ impl Default for Config {
             grace: Duration::from_millis(500),
             warmup_timeout: Duration::from_secs(5),
             setup_timeout: Duration::from_secs(20),
-            media: MediaParams { video_bitrate: 1_000_000, fps: 30, packet_size: 1200, audio_bitrate: 32_000 },
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4),
+            media: MediaParams {
+                video_bitrate: 1_000_000,
+                fps: 30,
+                packet_size: 1200,
+                audio_bitrate: 32_000,
+            },
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
             bind: IpAddr::from([127, 0, 0, 1]),
             progress: true,
             room_prefix: "lg".into(),
@@ -156,7 +170,9 @@ struct Pacer {
 impl Pacer {
     async fn wait(&self) {
         let slot = {
-            let Ok(mut next) = self.next.lock() else { return };
+            let Ok(mut next) = self.next.lock() else {
+                return;
+            };
             let now = tokio::time::Instant::now();
             let slot = (*next).max(now);
             *next = slot + self.gap;
@@ -168,17 +184,28 @@ impl Pacer {
 
 /// The SSRC of publisher `p`'s track in room `r` (unique in the run; raw subscribers derive them).
 pub fn ssrc_for(room: u32, publisher: u32, kind: u8) -> u32 {
-    0x1000_0000 | ((room & 0xf_ffff) << 8) | ((publisher & 0x7f) << 1) | u32::from(kind == KIND_VIDEO)
+    0x1000_0000
+        | ((room & 0xf_ffff) << 8)
+        | ((publisher & 0x7f) << 1)
+        | u32::from(kind == KIND_VIDEO)
 }
 
 /// The tracks publisher `p` of room `r` sends.
 pub fn tracks_for(params: &MediaParams, room: u32, publisher: u32) -> Vec<Track> {
     let mut v = Vec::new();
     if params.audio_bitrate > 0 {
-        v.push(Track { ssrc: ssrc_for(room, publisher, KIND_AUDIO), pt: PT_OPUS, kind: KIND_AUDIO });
+        v.push(Track {
+            ssrc: ssrc_for(room, publisher, KIND_AUDIO),
+            pt: PT_OPUS,
+            kind: KIND_AUDIO,
+        });
     }
     if params.video_bitrate > 0 {
-        v.push(Track { ssrc: ssrc_for(room, publisher, KIND_VIDEO), pt: PT_VP8, kind: KIND_VIDEO });
+        v.push(Track {
+            ssrc: ssrc_for(room, publisher, KIND_VIDEO),
+            pt: PT_VP8,
+            kind: KIND_VIDEO,
+        });
     }
     v
 }
@@ -192,12 +219,30 @@ pub fn client_tracks(tracks: &[Track], name: &str) -> Vec<ClientTrack> {
             let video = t.kind == KIND_VIDEO;
             ClientTrack {
                 mid: i.to_string(),
-                kind: if video { MediaKind::Video } else { MediaKind::Audio },
+                kind: if video {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                },
                 ssrc: t.ssrc,
                 codec: if video {
-                    Codec { pt: t.pt, name: "VP8".into(), clock_rate: 90_000, channels: None, fmtp: None, rtcp_fb: vec!["nack".into(), "nack pli".into(), "ccm fir".into()] }
+                    Codec {
+                        pt: t.pt,
+                        name: "VP8".into(),
+                        clock_rate: 90_000,
+                        channels: None,
+                        fmtp: None,
+                        rtcp_fb: vec!["nack".into(), "nack pli".into(), "ccm fir".into()],
+                    }
                 } else {
-                    Codec { pt: t.pt, name: "opus".into(), clock_rate: 48_000, channels: Some(2), fmtp: Some("minptime=10;useinbandfec=1".into()), rtcp_fb: Vec::new() }
+                    Codec {
+                        pt: t.pt,
+                        name: "opus".into(),
+                        clock_rate: 48_000,
+                        channels: Some(2),
+                        fmtp: Some("minptime=10;useinbandfec=1".into()),
+                        rtcp_fb: Vec::new(),
+                    }
                 },
                 stream_id: name.to_string(),
                 track_id: format!("{name}-{}", if video { "video" } else { "audio" }),
@@ -215,13 +260,32 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let interval = Arc::new(Mutex::new(media::new_histogram()));
     let mut threads = Vec::new();
     for i in 0..cfg.threads.max(1) {
-        threads.push(media::spawn(i, cfg.media, Arc::clone(&control), Arc::clone(&live), Arc::clone(&interval)).context("starting a media thread")?);
+        threads.push(
+            media::spawn(
+                i,
+                cfg.media,
+                Arc::clone(&control),
+                Arc::clone(&live),
+                Arc::clone(&interval),
+            )
+            .context("starting a media thread")?,
+        );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     crate::janus::set_shutdown(shutdown_rx.clone());
     let identity = Identity::generate().map_err(|e| anyhow::anyhow!("DTLS certificate: {e}"))?;
-    let shared = Arc::new(Shared { identity, bind: cfg.bind, media: threads, setup_timeout: cfg.setup_timeout, shutdown: shutdown_rx, params: cfg.media });
+    let shared = Arc::new(Shared {
+        identity,
+        bind: cfg.bind,
+        media: threads,
+        setup_timeout: cfg.setup_timeout,
+        shutdown: shutdown_rx,
+        params: cfg.media,
+    });
     let setup = Arc::new(Setup::default());
     let target = u64::from(cfg.rooms) * u64::from(cfg.publishers + cfg.subscribers);
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
@@ -241,9 +305,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         std::thread::spawn(move || progress_loop(live, setup, interval, stop, print, target, t0))
     };
 
-    let rooms: Vec<Arc<RoomShared>> = (0..cfg.rooms).map(|id| Arc::new(RoomShared { id, ..Default::default() })).collect();
+    let rooms: Vec<Arc<RoomShared>> = (0..cfg.rooms)
+        .map(|id| {
+            Arc::new(RoomShared {
+                id,
+                ..Default::default()
+            })
+        })
+        .collect();
     let (steady_start, steady_cpu) = rt.block_on(async {
-        let pacer = Arc::new(Pacer { next: Mutex::new(tokio::time::Instant::now()), gap: Duration::from_secs_f64(1.0 / cfg.join_rate.max(0.01)) });
+        let pacer = Arc::new(Pacer {
+            next: Mutex::new(tokio::time::Instant::now()),
+            gap: Duration::from_secs_f64(1.0 / cfg.join_rate.max(0.01)),
+        });
         let pending = Arc::new(Semaphore::new(cfg.max_pending.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for room in &rooms {
@@ -261,7 +335,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         }
         while set.join_next().await.is_some() {}
         let start = Instant::now();
-        let cpu: Vec<CpuWindow> = cfg.watch.iter().map(|(_, pid)| CpuWindow::start(*pid)).chain([CpuWindow::start(std::process::id())]).collect();
+        let cpu: Vec<CpuWindow> = cfg
+            .watch
+            .iter()
+            .map(|(_, pid)| CpuWindow::start(*pid))
+            .chain([CpuWindow::start(std::process::id())])
+            .collect();
         (start, cpu)
     });
     let (tx0, rx0, txb0, rxb0) = (
@@ -279,8 +358,18 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         live.rx_bytes.load(Ordering::Relaxed),
     );
     let mut processes: Vec<ProcUsage> = Vec::new();
-    for (w, (name, pid)) in steady_cpu.iter().zip(cfg.watch.iter().cloned().chain([("loadgen".to_string(), std::process::id())])) {
-        processes.push(ProcUsage { name, pid, cpu_cores: w.cores().unwrap_or(0.0), rss_mib: procstat::rss_mib(pid).unwrap_or(0.0) });
+    for (w, (name, pid)) in steady_cpu.iter().zip(
+        cfg.watch
+            .iter()
+            .cloned()
+            .chain([("loadgen".to_string(), std::process::id())]),
+    ) {
+        processes.push(ProcUsage {
+            name,
+            pid,
+            cpu_cores: w.cores().unwrap_or(0.0),
+            rss_mib: procstat::rss_mib(pid).unwrap_or(0.0),
+        });
     }
     control.stop_sending.store(true, Ordering::Relaxed);
     std::thread::sleep(cfg.grace);
@@ -295,7 +384,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     progress_stop.store(true, Ordering::Relaxed);
     let lines = progress.join().unwrap_or_default();
     // Let WebSockets say goodbye, then drop the runtime (and the DTLS sessions on it).
-    let linger = if matches!(cfg.target, Target::Janus(_)) { 500 } else { 150 };
+    let linger = if matches!(cfg.target, Target::Janus(_)) {
+        500
+    } else {
+        150
+    };
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(linger)).await });
     rt.shutdown_timeout(Duration::from_secs(1));
 
@@ -340,19 +433,31 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         expected,
         received,
         lost,
-        loss_pct: if expected > 0 { lost as f64 * 100.0 / expected as f64 } else { 0.0 },
+        loss_pct: if expected > 0 {
+            lost as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        },
         duplicates: report.duplicates,
         reordered: report.reordered,
         corrupt: report.corrupt,
         srtp_errors: report.srtp_errors,
         tx_failed: report.tx_failed,
         latency_ms: Percentiles::from_us(&report.latency),
-        jitter_mean_ms: if jitter.is_empty() { 0.0 } else { jitter.iter().sum::<f64>() / jitter.len() as f64 / 1000.0 },
+        jitter_mean_ms: if jitter.is_empty() {
+            0.0
+        } else {
+            jitter.iter().sum::<f64>() / jitter.len() as f64 / 1000.0
+        },
         jitter_max_ms: jitter.iter().cloned().fold(0.0, f64::max) / 1000.0,
         rx_rtcp: report.rx_rtcp,
         rx_stun: report.rx_stun,
-        udp_rcvbuf_errors: procstat::udp_counter("RcvbufErrors").unwrap_or(0).saturating_sub(rcvbuf0),
-        udp_sndbuf_errors: procstat::udp_counter("SndbufErrors").unwrap_or(0).saturating_sub(sndbuf0),
+        udp_rcvbuf_errors: procstat::udp_counter("RcvbufErrors")
+            .unwrap_or(0)
+            .saturating_sub(rcvbuf0),
+        udp_sndbuf_errors: procstat::udp_counter("SndbufErrors")
+            .unwrap_or(0)
+            .saturating_sub(sndbuf0),
         processes,
         progress: lines,
     })
@@ -378,7 +483,9 @@ fn progress_loop(
             if stop.load(Ordering::Relaxed) {
                 return lines;
             }
-            std::thread::sleep(Duration::from_millis(20).min(due.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(20).min(due.saturating_duration_since(Instant::now())),
+            );
         }
         let now = Instant::now();
         let dt = now.duration_since(prev_t).as_secs_f64().max(1e-6);
@@ -391,11 +498,22 @@ fn progress_loop(
             live.expected.load(Ordering::Relaxed),
             live.received.load(Ordering::Relaxed),
         ];
-        let d: Vec<u64> = cur.iter().zip(prev.iter()).map(|(c, p)| c.saturating_sub(*p)).collect();
+        let d: Vec<u64> = cur
+            .iter()
+            .zip(prev.iter())
+            .map(|(c, p)| c.saturating_sub(*p))
+            .collect();
         prev = cur;
         let (p50, p99) = match interval.lock() {
             Ok(mut h) => {
-                let r = if h.is_empty() { (0.0, 0.0) } else { (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0) };
+                let r = if h.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        h.value_at_quantile(0.5) as f64 / 1000.0,
+                        h.value_at_quantile(0.99) as f64 / 1000.0,
+                    )
+                };
                 h.reset();
                 r
             }
@@ -403,13 +521,18 @@ fn progress_loop(
         };
         let p = Progress {
             t: n,
-            connected: setup.publishers.load(Ordering::Relaxed) + setup.subscribers.load(Ordering::Relaxed),
+            connected: setup.publishers.load(Ordering::Relaxed)
+                + setup.subscribers.load(Ordering::Relaxed),
             failed: setup.failed.load(Ordering::Relaxed),
             tx_pps: d[0] as f64 / dt,
             rx_pps: d[1] as f64 / dt,
             tx_mbps: d[2] as f64 * 8.0 / dt / 1e6,
             rx_mbps: d[3] as f64 * 8.0 / dt / 1e6,
-            loss_pct: if d[4] > 0 { (d[4].saturating_sub(d[5])) as f64 * 100.0 / d[4] as f64 } else { 0.0 },
+            loss_pct: if d[4] > 0 {
+                (d[4].saturating_sub(d[5])) as f64 * 100.0 / d[4] as f64
+            } else {
+                0.0
+            },
             p50_ms: p50,
             p99_ms: p99,
             errors: live.errors.load(Ordering::Relaxed),
@@ -435,8 +558,11 @@ struct RoomJob {
 impl RoomJob {
     async fn run(self) {
         let tracks_per_pub = tracks_for(&self.cfg.media, 0, 0).len() as u32;
-        self.room.streams_per_subscriber.store(self.cfg.publishers * tracks_per_pub, Ordering::Relaxed);
-        let thread_of = |k: u32| ((self.room.id as usize) * 7 + k as usize) % self.sh.media.len().max(1);
+        self.room
+            .streams_per_subscriber
+            .store(self.cfg.publishers * tracks_per_pub, Ordering::Relaxed);
+        let thread_of =
+            |k: u32| ((self.room.id as usize) * 7 + k as usize) % self.sh.media.len().max(1);
         let mut janus_room = None;
         if let Target::Janus(url) = &self.cfg.target {
             match crate::janus::Room::create(url, self.room.id, &self.cfg).await {
@@ -455,18 +581,48 @@ impl RoomJob {
         for p in 0..self.cfg.publishers {
             let tracks = tracks_for(&self.cfg.media, self.room.id, p);
             let who = format!("{}-pub{p}", self.name);
-            let r = self.participant(|| async {
-                match &self.cfg.target {
-                    Target::Switchyard(url) => {
-                        crate::switchyard::publisher(Arc::clone(&self.sh), url.clone(), self.name.clone(), who.clone(), tracks.clone(), Arc::clone(&self.room), thread_of(p)).await.map(|_| None)
-                    }
-                    Target::Raw(addrs) => raw_publisher(&self.sh, addrs, tracks.clone(), Arc::clone(&self.room), thread_of(p)).await.map(|_| None),
-                    Target::Janus(_) => match &janus_room {
-                        Some(j) => j.publisher(Arc::clone(&self.sh), who.clone(), tracks.clone(), Arc::clone(&self.room), thread_of(p)).await.map(Some),
-                        None => Err(anyhow::anyhow!("no Janus room")),
+            let r = self
+                .participant(
+                    || async {
+                        match &self.cfg.target {
+                            Target::Switchyard(url) => crate::switchyard::publisher(
+                                Arc::clone(&self.sh),
+                                url.clone(),
+                                self.name.clone(),
+                                who.clone(),
+                                tracks.clone(),
+                                Arc::clone(&self.room),
+                                thread_of(p),
+                            )
+                            .await
+                            .map(|_| None),
+                            Target::Raw(addrs) => raw_publisher(
+                                &self.sh,
+                                addrs,
+                                tracks.clone(),
+                                Arc::clone(&self.room),
+                                thread_of(p),
+                            )
+                            .await
+                            .map(|_| None),
+                            Target::Janus(_) => match &janus_room {
+                                Some(j) => j
+                                    .publisher(
+                                        Arc::clone(&self.sh),
+                                        who.clone(),
+                                        tracks.clone(),
+                                        Arc::clone(&self.room),
+                                        thread_of(p),
+                                    )
+                                    .await
+                                    .map(Some),
+                                None => Err(anyhow::anyhow!("no Janus room")),
+                            },
+                        }
                     },
-                }
-            }, &who).await;
+                    &who,
+                )
+                .await;
             if let Some(feed) = r {
                 pubs_ok += 1;
                 self.setup.publishers.fetch_add(1, Ordering::Relaxed);
@@ -475,7 +631,9 @@ impl RoomJob {
                 }
             }
         }
-        self.room.streams_per_subscriber.store(pubs_ok * tracks_per_pub, Ordering::Relaxed);
+        self.room
+            .streams_per_subscriber
+            .store(pubs_ok * tracks_per_pub, Ordering::Relaxed);
         let mut subs = tokio::task::JoinSet::new();
         for s in 0..self.cfg.subscribers {
             let job = SubJob {
@@ -488,7 +646,9 @@ impl RoomJob {
                 pacer: Arc::clone(&self.pacer),
                 pending: Arc::clone(&self.pending),
                 setup: Arc::clone(&self.setup),
-                tracks: (0..self.cfg.publishers).flat_map(|p| tracks_for(&self.cfg.media, self.room.id, p)).collect(),
+                tracks: (0..self.cfg.publishers)
+                    .flat_map(|p| tracks_for(&self.cfg.media, self.room.id, p))
+                    .collect(),
                 janus: janus_room.clone(),
                 feeds: feeds.clone(),
             };
@@ -505,7 +665,9 @@ impl RoomJob {
         self.room.subscribers.store(connected, Ordering::Relaxed);
         // Warm-up: wait until every subscriber has seen every stream, then count from here on.
         let deadline = tokio::time::Instant::now() + self.cfg.warmup_timeout;
-        while self.room.ready.load(Ordering::Relaxed) < connected && tokio::time::Instant::now() < deadline {
+        while self.room.ready.load(Ordering::Relaxed) < connected
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.room.started.store(true, Ordering::Relaxed);
@@ -552,15 +714,43 @@ struct SubJob {
 impl SubJob {
     async fn run(self) -> bool {
         self.pacer.wait().await;
-        let Ok(_permit) = self.pending.acquire().await else { return false };
+        let Ok(_permit) = self.pending.acquire().await else {
+            return false;
+        };
         let start = Instant::now();
         let r = match &self.target {
             Target::Switchyard(url) => {
-                crate::switchyard::subscriber(Arc::clone(&self.sh), url.clone(), self.name.clone(), self.who.clone(), Arc::clone(&self.room), self.thread).await
+                crate::switchyard::subscriber(
+                    Arc::clone(&self.sh),
+                    url.clone(),
+                    self.name.clone(),
+                    self.who.clone(),
+                    Arc::clone(&self.room),
+                    self.thread,
+                )
+                .await
             }
-            Target::Raw(addrs) => raw_subscriber(&self.sh, addrs, &self.tracks, Arc::clone(&self.room), self.thread).await,
+            Target::Raw(addrs) => {
+                raw_subscriber(
+                    &self.sh,
+                    addrs,
+                    &self.tracks,
+                    Arc::clone(&self.room),
+                    self.thread,
+                )
+                .await
+            }
             Target::Janus(_) => match &self.janus {
-                Some(j) => j.subscriber(Arc::clone(&self.sh), self.who.clone(), &self.feeds, Arc::clone(&self.room), self.thread).await,
+                Some(j) => {
+                    j.subscriber(
+                        Arc::clone(&self.sh),
+                        self.who.clone(),
+                        &self.feeds,
+                        Arc::clone(&self.room),
+                        self.thread,
+                    )
+                    .await
+                }
                 None => Err(anyhow::anyhow!("no Janus room")),
             },
         };
@@ -581,13 +771,31 @@ impl SubJob {
 }
 
 fn raw_addr(addrs: &[SocketAddr], room: u32) -> anyhow::Result<SocketAddr> {
-    addrs.get(room as usize % addrs.len().max(1)).copied().ok_or_else(|| anyhow::anyhow!("no raw forwarder address"))
+    addrs
+        .get(room as usize % addrs.len().max(1))
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no raw forwarder address"))
 }
 
-async fn raw_publisher(sh: &Shared, addrs: &[SocketAddr], tracks: Vec<Track>, room: Arc<RoomShared>, thread: usize) -> anyhow::Result<()> {
+async fn raw_publisher(
+    sh: &Shared,
+    addrs: &[SocketAddr],
+    tracks: Vec<Track>,
+    room: Arc<RoomShared>,
+    thread: usize,
+) -> anyhow::Result<()> {
     let remote = raw_addr(addrs, room.id)?;
     let socket = crate::session::bind_socket(sh.bind)?;
-    let ep = Endpoint { socket, remote, tx: None, rx: None, role: Role::Publisher(tracks), room, keepalive: Keepalive::None, dtls: None };
+    let ep = Endpoint {
+        socket,
+        remote,
+        tx: None,
+        rx: None,
+        role: Role::Publisher(tracks),
+        room,
+        keepalive: Keepalive::None,
+        dtls: None,
+    };
     anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
     Ok(())
 }
@@ -601,7 +809,13 @@ pub fn raw_registration(tracks: &[Track]) -> Vec<u8> {
     reg
 }
 
-async fn raw_subscriber(sh: &Shared, addrs: &[SocketAddr], tracks: &[Track], room: Arc<RoomShared>, thread: usize) -> anyhow::Result<()> {
+async fn raw_subscriber(
+    sh: &Shared,
+    addrs: &[SocketAddr],
+    tracks: &[Track],
+    room: Arc<RoomShared>,
+    thread: usize,
+) -> anyhow::Result<()> {
     let remote = raw_addr(addrs, room.id)?;
     let socket = crate::session::bind_socket(sh.bind)?;
     let reg = raw_registration(tracks);
@@ -609,19 +823,33 @@ async fn raw_subscriber(sh: &Shared, addrs: &[SocketAddr], tracks: &[Track], roo
     let mut buf = [0u8; 2048];
     let deadline = tokio::time::Instant::now() + sh.setup_timeout;
     'outer: loop {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "raw forwarder {remote} did not acknowledge the registration");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "raw forwarder {remote} did not acknowledge the registration"
+        );
         sock.send_to(&reg, remote).await?;
         let retry = tokio::time::Instant::now() + Duration::from_millis(200);
         loop {
             match tokio::time::timeout_at(retry, sock.recv_from(&mut buf)).await {
                 Err(_) => continue 'outer,
-                Ok(Ok((n, from))) if from == remote && buf[..n].starts_with(b"SYOK") => break 'outer,
+                Ok(Ok((n, from))) if from == remote && buf[..n].starts_with(b"SYOK") => {
+                    break 'outer
+                }
                 Ok(_) => {}
             }
         }
     }
     drop(sock);
-    let ep = Endpoint { socket, remote, tx: None, rx: None, role: Role::Subscriber, room, keepalive: Keepalive::Datagram(reg), dtls: None };
+    let ep = Endpoint {
+        socket,
+        remote,
+        tx: None,
+        rx: None,
+        role: Role::Subscriber,
+        room,
+        keepalive: Keepalive::Datagram(reg),
+        dtls: None,
+    };
     anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
     Ok(())
 }
@@ -629,7 +857,10 @@ async fn raw_subscriber(sh: &Shared, addrs: &[SocketAddr], tracks: &[Track], roo
 /// Thousands of participants need thousands of sockets (two descriptors each while DTLS runs):
 /// raise the soft descriptor limit to the hard one.
 fn raise_fd_limit() {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {

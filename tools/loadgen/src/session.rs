@@ -46,12 +46,18 @@ pub struct Connected {
 pub fn ice_token(len: usize) -> String {
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut rng = rand::rng();
-    (0..len).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Binds a UDP socket on `ip` (port chosen by the kernel) with generous buffers.
 pub fn bind_socket(ip: IpAddr) -> std::io::Result<std::net::UdpSocket> {
-    let domain = if ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if ip.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(1 << 20);
     let _ = s.set_send_buffer_size(1 << 20);
@@ -63,7 +69,11 @@ pub fn bind_socket(ip: IpAddr) -> std::io::Result<std::net::UdpSocket> {
 impl LocalSide {
     /// A fresh socket on `ip` with random ICE credentials.
     pub fn new(ip: IpAddr) -> anyhow::Result<LocalSide> {
-        Ok(LocalSide { socket: bind_socket(ip).context("binding a UDP socket")?, ufrag: ice_token(8), pwd: ice_token(24) })
+        Ok(LocalSide {
+            socket: bind_socket(ip).context("binding a UDP socket")?,
+            ufrag: ice_token(8),
+            pwd: ice_token(24),
+        })
     }
 
     /// The socket's address (our host candidate).
@@ -134,8 +144,12 @@ pub async fn connect(
             controlling: Some(tie_breaker),
             controlled: None,
         };
-        let n = req.write(&mut buf).map_err(|e| anyhow!("writing the ICE check: {e}"))?;
-        sock.send_to(&buf[..n], remote).await.context("sending the ICE check")?;
+        let n = req
+            .write(&mut buf)
+            .map_err(|e| anyhow!("writing the ICE check: {e}"))?;
+        sock.send_to(&buf[..n], remote)
+            .await
+            .context("sending the ICE check")?;
         let retry = Instant::now() + Duration::from_millis(300);
         loop {
             let r = tokio::time::timeout_at(retry.min(deadline), sock.recv_from(&mut buf)).await;
@@ -170,7 +184,10 @@ pub async fn connect(
                             succeeded = true;
                             continue 'ice;
                         }
-                        Class::ErrorResponse => bail!("ICE: {remote} answered the check with an error {:?}", m.error_code().map(|e| e.code)),
+                        Class::ErrorResponse => bail!(
+                            "ICE: {remote} answered the check with an error {:?}",
+                            m.error_code().map(|e| e.code)
+                        ),
                         _ => continue,
                     }
                 }
@@ -187,9 +204,14 @@ pub async fn connect(
         _ => Role::Client,
     };
     let send_sock = std_sock.try_clone()?;
-    let session = Arc::new(Session::start(role, identity, &params.fingerprint, move |d| {
-        let _ = send_sock.send_to(&d, remote);
-    }));
+    let session = Arc::new(Session::start(
+        role,
+        identity,
+        &params.fingerprint,
+        move |d| {
+            let _ = send_sock.send_to(&d, remote);
+        },
+    ));
     for d in early_dtls {
         session.feed(d);
     }
@@ -199,32 +221,49 @@ pub async fn connect(
         let established = waiter.established(left);
         tokio::pin!(established);
         loop {
-        tokio::select! {
-            r = &mut established => break r.map_err(|e| anyhow!("DTLS with {remote}: {e}"))?,
-            r = sock.recv_from(&mut buf) => {
-                let (n, from) = r.context("receiving")?;
-                if from != remote {
-                    continue;
-                }
-                match buf.get(..n).and_then(|d| d.first()) {
-                    Some(20..=63) => session.feed(buf[..n].to_vec()),
-                    Some(0..=3) => {
-                        let mut reply = [0u8; 128];
-                        if let Some(k) = answer_check(&buf[..n], from, &local.pwd, &mut reply) {
-                            let _ = sock.send_to(&reply[..k], from).await;
-                        }
+            tokio::select! {
+                r = &mut established => break r.map_err(|e| anyhow!("DTLS with {remote}: {e}"))?,
+                r = sock.recv_from(&mut buf) => {
+                    let (n, from) = r.context("receiving")?;
+                    if from != remote {
+                        continue;
                     }
-                    _ => {}
+                    match buf.get(..n).and_then(|d| d.first()) {
+                        Some(20..=63) => session.feed(buf[..n].to_vec()),
+                        Some(0..=3) => {
+                            let mut reply = [0u8; 128];
+                            if let Some(k) = answer_check(&buf[..n], from, &local.pwd, &mut reply) {
+                                let _ = sock.send_to(&reply[..k], from).await;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
-        }
     };
-    let profile = Profile::from_rfc5764_id(export.profile_id).ok_or_else(|| anyhow!("unsupported SRTP profile {:#06x}", export.profile_id))?;
-    let (client, server) = split_keying_material(profile, &export.keying_material).map_err(|e| anyhow!("SRTP keys: {e}"))?;
-    let (mine, theirs) = if role == Role::Client { (client, server) } else { (server, client) };
+    let profile = Profile::from_rfc5764_id(export.profile_id)
+        .ok_or_else(|| anyhow!("unsupported SRTP profile {:#06x}", export.profile_id))?;
+    let (client, server) = split_keying_material(profile, &export.keying_material)
+        .map_err(|e| anyhow!("SRTP keys: {e}"))?;
+    let (mine, theirs) = if role == Role::Client {
+        (client, server)
+    } else {
+        (server, client)
+    };
     let tx = Context::new(profile, &mine.key, &mine.salt).map_err(|e| anyhow!("SRTP: {e}"))?;
     let rx = Context::new(profile, &theirs.key, &theirs.salt).map_err(|e| anyhow!("SRTP: {e}"))?;
     drop(sock);
-    Ok(Connected { socket: std_sock, remote, tx, rx, dtls: session, keepalive: Keepalive::Ice { username, password, local_pwd: local.pwd } })
+    Ok(Connected {
+        socket: std_sock,
+        remote,
+        tx,
+        rx,
+        dtls: session,
+        keepalive: Keepalive::Ice {
+            username,
+            password,
+            local_pwd: local.pwd,
+        },
+    })
 }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use switchyard_sdp::{answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport, SessionDescription};
+use switchyard_sdp::{
+    answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport,
+    SessionDescription,
+};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,7 +22,9 @@ use crate::session::{self, LocalSide};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn send(ws: &mut Ws, v: Value) -> anyhow::Result<()> {
-    ws.send(Message::Text(v.to_string().into())).await.context("WebSocket send")
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .context("WebSocket send")
 }
 
 /// Reads messages until one of type `kind`; an `error` message fails.
@@ -31,7 +36,9 @@ async fn recv_type(ws: &mut Ws, kind: &str, deadline: Instant) -> anyhow::Result
             .ok_or_else(|| anyhow!("the server closed the WebSocket while we waited for {kind}"))?
             .context("WebSocket receive")?;
         let Message::Text(text) = msg else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
         match v.get("type").and_then(Value::as_str) {
             Some(t) if t == kind => return Ok(v),
             Some("error") => bail!("server error while waiting for {kind}: {}", v),
@@ -40,7 +47,12 @@ async fn recv_type(ws: &mut Ws, kind: &str, deadline: Instant) -> anyhow::Result
     }
 }
 
-fn local_transport(sh: &Shared, local: &LocalSide, version: u64, session_id: u64) -> anyhow::Result<LocalTransport> {
+fn local_transport(
+    sh: &Shared,
+    local: &LocalSide,
+    version: u64,
+    session_id: u64,
+) -> anyhow::Result<LocalTransport> {
     Ok(LocalTransport {
         ice_ufrag: local.ufrag.clone(),
         ice_pwd: local.pwd.clone(),
@@ -63,20 +75,39 @@ async fn join(url: &str, room: &str, name: &str, deadline: Instant) -> anyhow::R
 
 /// Joins `room` and publishes `tracks`; returns once the publish transport is handed to the media
 /// thread. The WebSocket stays open (in a task) until the run shuts down.
-pub async fn publisher(sh: Arc<Shared>, url: String, room_name: String, name: String, tracks: Vec<Track>, room: Arc<RoomShared>, thread: usize) -> anyhow::Result<()> {
+pub async fn publisher(
+    sh: Arc<Shared>,
+    url: String,
+    room_name: String,
+    name: String,
+    tracks: Vec<Track>,
+    room: Arc<RoomShared>,
+    thread: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + sh.setup_timeout;
     let mut ws = join(&url, &room_name, &name, deadline).await?;
     let local = LocalSide::new(sh.bind)?;
     let lt = local_transport(&sh, &local, 1, rand::random::<u64>() >> 2)?;
     let client_tracks = crate::run::client_tracks(&tracks, &name);
-    let offer = offer_publish_client(&client_tracks, &lt).map_err(|e| anyhow!("publish offer: {e}"))?;
+    let offer =
+        offer_publish_client(&client_tracks, &lt).map_err(|e| anyhow!("publish offer: {e}"))?;
     send(&mut ws, json!({"type": "publish", "sdp": offer})).await?;
     let answer = recv_type(&mut ws, "publish-answer", deadline).await?;
-    let sdp = answer.get("sdp").and_then(Value::as_str).ok_or_else(|| anyhow!("publish-answer without sdp"))?;
+    let sdp = answer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("publish-answer without sdp"))?;
     let desc = SessionDescription::parse(sdp).map_err(|e| anyhow!("publish answer: {e}"))?;
     let params = remote_transport(&desc).map_err(|e| anyhow!("publish answer: {e}"))?;
     let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("publish answer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
-    let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
+    let c = session::connect(
+        local,
+        cand,
+        &params,
+        &sh.identity,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await?;
     let ep = Endpoint {
         socket: c.socket,
         remote: c.remote,
@@ -96,18 +127,36 @@ pub async fn publisher(sh: Arc<Shared>, url: String, room_name: String, name: St
 
 /// Joins `room` as a subscriber: answers the server's subscribe offer, connects, hands the
 /// transport over; later offers are answered in the background.
-pub async fn subscriber(sh: Arc<Shared>, url: String, room_name: String, name: String, room: Arc<RoomShared>, thread: usize) -> anyhow::Result<()> {
+pub async fn subscriber(
+    sh: Arc<Shared>,
+    url: String,
+    room_name: String,
+    name: String,
+    room: Arc<RoomShared>,
+    thread: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + sh.setup_timeout;
     let mut ws = join(&url, &room_name, &name, deadline).await?;
     let local = LocalSide::new(sh.bind)?;
     let session_id = rand::random::<u64>() >> 2;
     let offer = recv_type(&mut ws, "subscribe-offer", deadline).await?;
     let (answer, version, desc) = answer_offer(&sh, &local, &offer, 1, session_id)?;
-    send(&mut ws, json!({"type": "subscribe-answer", "sdp": answer, "version": version})).await?;
+    send(
+        &mut ws,
+        json!({"type": "subscribe-answer", "sdp": answer, "version": version}),
+    )
+    .await?;
     let params = remote_transport(&desc).map_err(|e| anyhow!("subscribe offer: {e}"))?;
     let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("subscribe offer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
     let lt = local_transport(&sh, &local, 1, session_id)?;
-    let c = session::connect(local, cand, &params, &sh.identity, deadline.saturating_duration_since(Instant::now())).await?;
+    let c = session::connect(
+        local,
+        cand,
+        &params,
+        &sh.identity,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await?;
     let ep = Endpoint {
         socket: c.socket,
         remote: c.remote,
@@ -125,12 +174,25 @@ pub async fn subscriber(sh: Arc<Shared>, url: String, room_name: String, name: S
     Ok(())
 }
 
-fn answer_offer(sh: &Shared, local: &LocalSide, offer: &Value, version: u64, session_id: u64) -> anyhow::Result<(String, u64, SessionDescription)> {
-    let sdp = offer.get("sdp").and_then(Value::as_str).ok_or_else(|| anyhow!("subscribe-offer without sdp"))?;
-    let v = offer.get("version").and_then(Value::as_u64).ok_or_else(|| anyhow!("subscribe-offer without version"))?;
+fn answer_offer(
+    sh: &Shared,
+    local: &LocalSide,
+    offer: &Value,
+    version: u64,
+    session_id: u64,
+) -> anyhow::Result<(String, u64, SessionDescription)> {
+    let sdp = offer
+        .get("sdp")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("subscribe-offer without sdp"))?;
+    let v = offer
+        .get("version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("subscribe-offer without version"))?;
     let desc = SessionDescription::parse(sdp).map_err(|e| anyhow!("subscribe offer: {e}"))?;
     let lt = local_transport(sh, local, version, session_id)?;
-    let answer = answer_subscribe_client(&desc, &lt).map_err(|e| anyhow!("subscribe answer: {e}"))?;
+    let answer =
+        answer_subscribe_client(&desc, &lt).map_err(|e| anyhow!("subscribe answer: {e}"))?;
     Ok((answer, v, desc))
 }
 

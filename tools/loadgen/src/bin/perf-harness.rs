@@ -20,12 +20,20 @@ use switchyard_loadgen::report::Summary;
 use switchyard_loadgen::run::{self, Config, Target};
 
 /// Packets a second one publisher sends at 1 Mbit/s VP8-like video (30 fps) plus 32 kbit/s Opus.
-const STANDARD: MediaParams = MediaParams { video_bitrate: 1_000_000, fps: 30, packet_size: 1200, audio_bitrate: 32_000 };
+const STANDARD: MediaParams = MediaParams {
+    video_bitrate: 1_000_000,
+    fps: 30,
+    packet_size: 1200,
+    audio_bitrate: 32_000,
+};
 const LOSS_LIMIT_PCT: f64 = 0.5;
 const P99_LIMIT_MS: f64 = 20.0;
 
 #[derive(Parser, Debug, Clone)]
-#[command(version, about = "Switchyard's performance harness (see docs/load-testing.md)")]
+#[command(
+    version,
+    about = "Switchyard's performance harness (see docs/load-testing.md)"
+)]
 struct Args {
     /// Directory with the release binaries.
     #[arg(long, default_value = "target/release")]
@@ -112,7 +120,10 @@ struct Server {
 
 impl Server {
     fn pids(&self) -> Vec<(String, u32)> {
-        self.procs.iter().map(|(n, c)| (n.clone(), c.id())).collect()
+        self.procs
+            .iter()
+            .map(|(n, c)| (n.clone(), c.id()))
+            .collect()
     }
 
     /// The process doing the forwarding (CPU and memory are charged to it).
@@ -146,7 +157,9 @@ impl Server {
 
 fn log_file(name: &str) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all("target/perf-logs")?;
-    Ok(std::fs::File::create(format!("target/perf-logs/{name}.log"))?)
+    Ok(std::fs::File::create(format!(
+        "target/perf-logs/{name}.log"
+    ))?)
 }
 
 fn wait_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
@@ -161,7 +174,9 @@ fn wait_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 }
 
 fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
@@ -171,18 +186,37 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
         ServerKind::Baseline => {
             let port = 41_000;
             let child = Command::new(bin("switchyard-baseline"))
-                .args(["--port", &port.to_string(), "--workers", &a.workers.to_string()])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--workers",
+                    &a.workers.to_string(),
+                ])
                 .stdout(Stdio::null())
                 .stderr(log_file("baseline")?)
                 .spawn()
                 .context("starting switchyard-baseline")?;
             std::thread::sleep(Duration::from_millis(300));
-            let addrs = (0..a.workers).map(|i| SocketAddr::from(([127, 0, 0, 1], port + i as u16))).collect();
-            Server { kind, procs: vec![("baseline".into(), child)], target: Target::Raw(addrs), bind: loopback, idle_rss_mib: 0.0, socket: None }
+            let addrs = (0..a.workers)
+                .map(|i| SocketAddr::from(([127, 0, 0, 1], port + i as u16)))
+                .collect();
+            Server {
+                kind,
+                procs: vec![("baseline".into(), child)],
+                target: Target::Raw(addrs),
+                bind: loopback,
+                idle_rss_mib: 0.0,
+                socket: None,
+            }
         }
         ServerKind::SwitchyardUring | ServerKind::SwitchyardMmsg => {
-            let io = if kind == ServerKind::SwitchyardUring { "uring" } else { "mmsg" };
-            let socket = std::env::temp_dir().join(format!("switchyard-perf-{}.sock", std::process::id()));
+            let io = if kind == ServerKind::SwitchyardUring {
+                "uring"
+            } else {
+                "mmsg"
+            };
+            let socket =
+                std::env::temp_dir().join(format!("switchyard-perf-{}.sock", std::process::id()));
             let _ = std::fs::remove_file(&socket);
             let engine = Command::new(bin("switchyard-engine"))
                 .args(["--workers", &a.workers.to_string(), "--io", io, "--socket"])
@@ -201,7 +235,16 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
             let port = free_tcp_port()?;
             let http = format!("127.0.0.1:{port}");
             let control = Command::new(bin("switchyard-control"))
-                .args(["--http", &http, "--sfu-only", "--max-participants", "1000", "--dtls-timeout-secs", "30", "--engine-socket"])
+                .args([
+                    "--http",
+                    &http,
+                    "--sfu-only",
+                    "--max-participants",
+                    "1000",
+                    "--dtls-timeout-secs",
+                    "30",
+                    "--engine-socket",
+                ])
                 .arg(&socket)
                 .stdout(Stdio::null())
                 .stderr(log_file(&format!("control-{io}"))?)
@@ -245,7 +288,11 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
             s
         }
     };
-    s.idle_rss_mib = s.procs.first().and_then(|(_, c)| procstat::rss_mib(c.id())).unwrap_or(0.0);
+    s.idle_rss_mib = s
+        .procs
+        .first()
+        .and_then(|(_, c)| procstat::rss_mib(c.id()))
+        .unwrap_or(0.0);
     Ok(s)
 }
 
@@ -254,7 +301,15 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
 /// 127.0.0.3 on syjanus1 for the load generator, routed to each other. Every address stays in
 /// 127.0.0.0/8 on this machine.
 fn janus_network() -> anyhow::Result<()> {
-    let ip = |args: &str| Command::new("ip").args(args.split_whitespace()).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ip = |args: &str| {
+        Command::new("ip")
+            .args(args.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
     if !ip("link show syjanus0") {
         if !ip("link add syjanus0 type veth peer name syjanus1") {
             bail!("cannot create the veth pair for Janus (needs root and `ip`)");
@@ -305,7 +360,13 @@ struct RunResult {
     summary: Summary,
 }
 
-fn run_load(server: &Server, a: &Args, rooms: u32, fanout: u32, duration: f64) -> anyhow::Result<RunResult> {
+fn run_load(
+    server: &Server,
+    a: &Args,
+    rooms: u32,
+    fanout: u32,
+    duration: f64,
+) -> anyhow::Result<RunResult> {
     let cfg = Config {
         target: server.target.clone(),
         rooms,
@@ -324,17 +385,30 @@ fn run_load(server: &Server, a: &Args, rooms: u32, fanout: u32, duration: f64) -
         room_prefix: format!("perf-{}", server.kind.name()),
         watch: server.pids(),
     };
-    eprintln!("--- {} : {rooms} room(s) x (1 publisher + {fanout} subscribers), {duration} s ---", server.kind.name());
+    eprintln!(
+        "--- {} : {rooms} room(s) x (1 publisher + {fanout} subscribers), {duration} s ---",
+        server.kind.name()
+    );
     let s = run::run(&cfg)?;
     let media_pid = server.media_pid();
     let proc_of = |pid: u32| s.processes.iter().find(|p| p.pid == pid);
     let media_cores = proc_of(media_pid).map_or(0.0, |p| p.cpu_cores);
-    let server_cores: f64 = s.processes.iter().filter(|p| p.name != "loadgen").map(|p| p.cpu_cores).sum();
-    let loadgen_cores = s.processes.iter().find(|p| p.name == "loadgen").map_or(0.0, |p| p.cpu_cores);
+    let server_cores: f64 = s
+        .processes
+        .iter()
+        .filter(|p| p.name != "loadgen")
+        .map(|p| p.cpu_cores)
+        .sum();
+    let loadgen_cores = s
+        .processes
+        .iter()
+        .find(|p| p.name == "loadgen")
+        .map_or(0.0, |p| p.cpu_cores);
     let rss = proc_of(media_pid).map_or(0.0, |p| p.rss_mib);
     let subs = s.subscribers_connected.max(1);
     let failed = s.setup_failures > 0;
-    let ok = !failed && s.expected > 0 && s.loss_pct < LOSS_LIMIT_PCT && s.latency_ms.p99 < P99_LIMIT_MS;
+    let ok =
+        !failed && s.expected > 0 && s.loss_pct < LOSS_LIMIT_PCT && s.latency_ms.p99 < P99_LIMIT_MS;
     let r = RunResult {
         server: server.kind,
         fanout,
@@ -344,7 +418,11 @@ fn run_load(server: &Server, a: &Args, rooms: u32, fanout: u32, duration: f64) -
         server_cores,
         media_cores,
         loadgen_cores,
-        pps_per_core: if media_cores > 0.0 { s.rx_pps / media_cores } else { 0.0 },
+        pps_per_core: if media_cores > 0.0 {
+            s.rx_pps / media_cores
+        } else {
+            0.0
+        },
         loss_pct: s.loss_pct,
         p50_ms: s.latency_ms.p50,
         p99_ms: s.latency_ms.p99,
@@ -390,7 +468,11 @@ fn capacity(kind: ServerKind, a: &Args) -> anyhow::Result<Capacity> {
     let mut hi: Option<u32> = None;
     let mut rooms = if a.quick { 2 } else { (200 / f).max(1) };
     let mut tried = Vec::new();
-    let duration = if a.quick { 2.0 } else { (a.duration * 0.7).max(3.0) };
+    let duration = if a.quick {
+        2.0
+    } else {
+        (a.duration * 0.7).max(3.0)
+    };
     for _ in 0..if a.quick { 3 } else { 8 } {
         let server = start(kind, a)?;
         let r = run_load(&server, a, rooms, f, duration);
@@ -415,8 +497,21 @@ fn capacity(kind: ServerKind, a: &Args) -> anyhow::Result<Capacity> {
         rooms = next;
     }
     let held = lo.map(|(_, r)| r);
-    let subs_per_core = held.as_ref().map_or(0.0, |r| if r.media_cores > 0.0 { r.subscribers as f64 / r.media_cores } else { 0.0 });
-    Ok(Capacity { server: kind, fanout: f, held, failed_at: hi.map(|h| u64::from(h * f)), tried, subs_per_core })
+    let subs_per_core = held.as_ref().map_or(0.0, |r| {
+        if r.media_cores > 0.0 {
+            r.subscribers as f64 / r.media_cores
+        } else {
+            0.0
+        }
+    });
+    Ok(Capacity {
+        server: kind,
+        fanout: f,
+        held,
+        failed_at: hi.map(|h| u64::from(h * f)),
+        tried,
+        subs_per_core,
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -430,10 +525,26 @@ fn run_benches(a: &Args) -> Vec<Bench> {
     let mut out = Vec::new();
     let warm = if a.quick { "0.5" } else { "1" };
     let measure = if a.quick { "1" } else { "2" };
-    for (pkg, bench) in [("switchyard-srtp", "srtp"), ("switchyard-stun", "stun"), ("switchyard-loadgen", "routing")] {
+    for (pkg, bench) in [
+        ("switchyard-srtp", "srtp"),
+        ("switchyard-stun", "stun"),
+        ("switchyard-loadgen", "routing"),
+    ] {
         eprintln!("--- cargo bench -p {pkg} --bench {bench} ---");
         let o = Command::new("cargo")
-            .args(["bench", "-p", pkg, "--bench", bench, "--", "--warm-up-time", warm, "--measurement-time", measure, "--noplot"])
+            .args([
+                "bench",
+                "-p",
+                pkg,
+                "--bench",
+                bench,
+                "--",
+                "--warm-up-time",
+                warm,
+                "--measurement-time",
+                measure,
+                "--noplot",
+            ])
             .stderr(Stdio::inherit())
             .output();
         let Ok(o) = o else { continue };
@@ -450,8 +561,15 @@ fn parse_criterion(text: &str) -> Vec<Bench> {
     for line in text.lines() {
         if let Some(i) = line.find("time:") {
             let name = line[..i].trim();
-            let name = if name.is_empty() { last_name.clone() } else { name.to_string() };
-            let inner = line[i + 5..].trim().trim_start_matches('[').trim_end_matches(']');
+            let name = if name.is_empty() {
+                last_name.clone()
+            } else {
+                name.to_string()
+            };
+            let inner = line[i + 5..]
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let parts: Vec<&str> = inner.split_whitespace().collect();
             if parts.len() >= 4 {
                 let (val, unit) = (parts[2], parts[3]);
@@ -500,25 +618,55 @@ fn hardware_counters() -> bool {
 }
 
 fn perf_report(data: &Path, args: &[&str], limit: usize) -> Result<String, String> {
-    let o = Command::new("perf").args(["report", "--stdio", "-i"]).arg(data).args(args).output().map_err(|e| format!("perf report: {e}"))?;
+    let o = Command::new("perf")
+        .args(["report", "--stdio", "-i"])
+        .arg(data)
+        .args(args)
+        .output()
+        .map_err(|e| format!("perf report: {e}"))?;
     if !o.status.success() {
-        return Err(format!("perf report failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")));
+        return Err(format!(
+            "perf report failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        ));
     }
     let text = String::from_utf8_lossy(&o.stdout);
-    Ok(text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(limit).collect::<Vec<_>>().join("\n"))
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .take(limit)
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profile {
     let hw = hardware_counters();
     let event = if hw { "cycles" } else { "cpu-clock" };
-    let fail = |why: String| Profile { server: kind, hardware_counters: hw, event: event.into(), by_dso: String::new(), report: why };
-    let Ok(server) = start(kind, a) else { return fail("could not start Switchyard".into()) };
+    let fail = |why: String| Profile {
+        server: kind,
+        hardware_counters: hw,
+        event: event.into(),
+        by_dso: String::new(),
+        report: why,
+    };
+    let Ok(server) = start(kind, a) else {
+        return fail("could not start Switchyard".into());
+    };
     let data = PathBuf::from(format!("target/perf-logs/{}.perf.data", kind.name()));
     let secs = (rooms as f64 * (fanout + 1) as f64 / a.join_rate + a.duration + 3.0).ceil();
     let rec = Command::new("perf")
         .args(["record", "-e", event, "-g", "-F", "499", "-o"])
         .arg(&data)
-        .args(["-p", &server.media_pid().to_string(), "--", "sleep", &secs.to_string()])
+        .args([
+            "-p",
+            &server.media_pid().to_string(),
+            "--",
+            "sleep",
+            &secs.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
@@ -529,10 +677,40 @@ fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profil
     let _ = run_load(&server, a, rooms, fanout, a.duration);
     let _ = rec.wait();
     server.stop();
-    let by_dso = perf_report(&data, &["--sort", "dso", "--percent-limit", "0.5"], 12);
-    let symbols = perf_report(&data, &["--no-children", "--sort", "dso,sym", "--percent-limit", "0.7", "-g", "none"], 32);
+    let by_dso = perf_report(
+        &data,
+        &[
+            "--no-children",
+            "-g",
+            "none",
+            "--sort",
+            "dso",
+            "--percent-limit",
+            "0.5",
+        ],
+        12,
+    );
+    let symbols = perf_report(
+        &data,
+        &[
+            "--no-children",
+            "--sort",
+            "dso,sym",
+            "--percent-limit",
+            "0.7",
+            "-g",
+            "none",
+        ],
+        32,
+    );
     match (by_dso, symbols) {
-        (Ok(d), Ok(s)) => Profile { server: kind, hardware_counters: hw, event: event.into(), by_dso: d, report: s },
+        (Ok(d), Ok(s)) => Profile {
+            server: kind,
+            hardware_counters: hw,
+            event: event.into(),
+            by_dso: d,
+            report: s,
+        },
         (Err(e), _) | (_, Err(e)) => fail(e),
     }
 }
@@ -548,11 +726,31 @@ struct Machine {
 fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_default();
-    let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let date = Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    Machine { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), kernel, cpu, date }
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        kernel,
+        cpu,
+        date,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -574,16 +772,40 @@ fn main() -> anyhow::Result<()> {
         a.fixed_pps = a.fixed_pps.min(4000.0);
         a.max_subs = a.max_subs.min(200);
     }
+    // One harness at a time: two would share the cores and the servers' ports.
+    std::fs::create_dir_all("target/perf-logs")?;
+    let lock = std::fs::File::create("target/perf-logs/harness.lock")?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as `lock`.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        bail!("another perf-harness is running (target/perf-logs/harness.lock)");
+    }
     let m = machine();
-    eprintln!("perf-harness on {} cores, kernel {}, {}", m.cores, m.kernel, m.cpu);
-    let mut kinds = vec![ServerKind::Baseline, ServerKind::SwitchyardUring, ServerKind::SwitchyardMmsg];
+    eprintln!(
+        "perf-harness on {} cores, kernel {}, {}",
+        m.cores, m.kernel, m.cpu
+    );
+    let mut kinds = vec![
+        ServerKind::Baseline,
+        ServerKind::SwitchyardUring,
+        ServerKind::SwitchyardMmsg,
+    ];
     if !a.skip_janus {
         kinds.push(ServerKind::Janus);
     }
     if !a.only.is_empty() {
         kinds.retain(|k| a.only.iter().any(|o| o == k.name()));
     }
-    let benches = if a.skip_bench { Vec::new() } else { run_benches(&a) };
+    let benches = if a.skip_bench {
+        Vec::new()
+    } else {
+        run_benches(&a)
+    };
     let pps_per_pub = STANDARD.packets_per_second();
     let mut fixed = Vec::new();
     for &kind in &kinds {
@@ -625,7 +847,16 @@ fn main() -> anyhow::Result<()> {
     for v in &verdicts {
         println!("{v}");
     }
-    let results = Results { machine: m, media: STANDARD, fixed, capacity: caps, benches, profiles, verdicts, table };
+    let results = Results {
+        machine: m,
+        media: STANDARD,
+        fixed,
+        capacity: caps,
+        benches,
+        profiles,
+        verdicts,
+        table,
+    };
     std::fs::create_dir_all(&a.out_dir)?;
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(a.out_dir.join("latest.json"), &json)?;
@@ -638,21 +869,40 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn find(fixed: &[RunResult], kind: ServerKind, fanout: u32) -> Option<&RunResult> {
-    fixed.iter().find(|r| r.server == kind && r.fanout == fanout)
+    fixed
+        .iter()
+        .find(|r| r.server == kind && r.fanout == fanout)
 }
 
-fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]) -> (String, Vec<String>) {
+fn render(
+    m: &Machine,
+    fixed: &[RunResult],
+    caps: &[Capacity],
+    benches: &[Bench],
+) -> (String, Vec<String>) {
     let mut t = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(t, "Machine: {} cores ({}), Linux {}, {}", m.cores, m.cpu, m.kernel, m.date);
+    let _ = writeln!(
+        t,
+        "Machine: {} cores ({}), Linux {}, {}",
+        m.cores, m.cpu, m.kernel, m.date
+    );
     let _ = writeln!(t, "Load: rooms of 1 publisher (1 Mbit/s VP8-like video at 30 fps in <= 1200 B packets + 32 kbit/s Opus-like audio = {:.0} pkt/s) and N subscribers", STANDARD.packets_per_second());
     let _ = writeln!(t);
     let _ = writeln!(t, "| server | fan-out | rooms | subs | fwd pkt/s | server cores | pkt/s per core | x baseline | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | loadgen cores |");
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in fixed {
-        let base = find(fixed, ServerKind::Baseline, r.fanout).map(|b| b.pps_per_core).filter(|x| *x > 0.0);
-        let janus = find(fixed, ServerKind::Janus, r.fanout).map(|b| b.pps_per_core).filter(|x| *x > 0.0);
-        let ratio = |d: Option<f64>| d.map_or("-".to_string(), |d| format!("{:.2}", r.pps_per_core / d));
+        let base = find(fixed, ServerKind::Baseline, r.fanout)
+            .map(|b| b.pps_per_core)
+            .filter(|x| *x > 0.0);
+        let janus = find(fixed, ServerKind::Janus, r.fanout)
+            .map(|b| b.pps_per_core)
+            .filter(|x| *x > 0.0);
+        let ratio =
+            |d: Option<f64>| d.map_or("-".to_string(), |d| format!("{:.2}", r.pps_per_core / d));
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {:.2} |",
@@ -678,10 +928,21 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
     let _ = writeln!(t, "Capacity: most subscribers held (rooms of 1 + {} at the load above) with loss < {LOSS_LIMIT_PCT}% and p99 < {P99_LIMIT_MS} ms", caps.first().map_or(10, |c| c.fanout));
     let _ = writeln!(t);
     let _ = writeln!(t, "| server | subs held | first failing | fwd pkt/s | server cores | pkt/s per core | subs per core | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | loadgen cores | tried (subs:ok) |");
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    let janus_cap = caps.iter().find(|c| c.server == ServerKind::Janus).map(|c| c.subs_per_core).filter(|x| *x > 0.0);
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    let janus_cap = caps
+        .iter()
+        .find(|c| c.server == ServerKind::Janus)
+        .map(|c| c.subs_per_core)
+        .filter(|x| *x > 0.0);
     for c in caps {
-        let tried: Vec<String> = c.tried.iter().map(|(s, ok, _, _)| format!("{s}:{}", if *ok { "ok" } else { "x" })).collect();
+        let tried: Vec<String> = c
+            .tried
+            .iter()
+            .map(|(s, ok, _, _)| format!("{s}:{}", if *ok { "ok" } else { "x" }))
+            .collect();
         match &c.held {
             Some(r) => {
                 let _ = writeln!(
@@ -706,7 +967,13 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
                 );
             }
             None => {
-                let _ = writeln!(t, "| {} | none | {} | - | - | - | - | - | - | - | - | - | - | - | - | {} |", c.server.name(), c.failed_at.map_or("-".into(), |f| f.to_string()), tried.join(" "));
+                let _ = writeln!(
+                    t,
+                    "| {} | none | {} | - | - | - | - | - | - | - | - | - | - | - | - | {} |",
+                    c.server.name(),
+                    c.failed_at.map_or("-".into(), |f| f.to_string()),
+                    tried.join(" ")
+                );
             }
         }
     }
@@ -715,7 +982,11 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
         let _ = writeln!(t, "| micro-benchmark | median |");
         let _ = writeln!(t, "|---|---:|");
         for b in benches {
-            let v = if b.ns >= 1000.0 { format!("{:.2} µs", b.ns / 1000.0) } else { format!("{:.1} ns", b.ns) };
+            let v = if b.ns >= 1000.0 {
+                format!("{:.2} µs", b.ns / 1000.0)
+            } else {
+                format!("{:.1} ns", b.ns)
+            };
             let _ = writeln!(t, "| {} | {v} |", b.name);
         }
     }
@@ -735,7 +1006,12 @@ fn render(m: &Machine, fixed: &[RunResult], caps: &[Capacity], benches: &[Bench]
         }
     }
     if let Some(j) = janus_cap {
-        for c in caps.iter().filter(|c| matches!(c.server, ServerKind::SwitchyardUring | ServerKind::SwitchyardMmsg)) {
+        for c in caps.iter().filter(|c| {
+            matches!(
+                c.server,
+                ServerKind::SwitchyardUring | ServerKind::SwitchyardMmsg
+            )
+        }) {
             let x = c.subs_per_core / j;
             verdicts.push(format!(
                 "Target >= 3x Janus's subscribers per core ({}): {} ({:.0} vs {:.0} subscribers per core, {:.2}x)",
