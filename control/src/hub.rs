@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use switchyard_dtls::{Identity, Role, Session, SrtpExport};
-use switchyard_protocol::{Event, KeySalt, Reply, Request, TransportId};
+use switchyard_protocol::{Event, KeySalt, Reply, Request, TransportId, SRTP_RTCP_OUTBOUND};
 use switchyard_sdp::{
     answer_publish, check_subscribe_answer, offer_subscribe, remote_transport, LocalTransport, SessionDescription,
 };
@@ -221,7 +221,20 @@ struct TransportState {
     remote: Option<std::net::SocketAddr>,
     /// The SRTP keys exported from DTLS (profile, inbound, outbound), re-installed in a restarted engine.
     keys: Option<(u16, KeySalt, KeySalt)>,
+    /// The per-SSRC SRTP counters `(ssrc, kind, index)` of the engine's last snapshot (polled every
+    /// [`SRTP_INDEX_POLL`]), seeded in a restarted engine so streams whose sequence numbers wrapped
+    /// go on authenticating.
+    srtp_indexes: Vec<(u32, u8, u64)>,
 }
+
+/// How often the hub records the engine's SRTP counters while it has SFU transports. A seeded RTP
+/// index only needs to be within 2^15 packets of the truth, which a 2 s old one is.
+const SRTP_INDEX_POLL: Duration = Duration::from_secs(2);
+
+/// Added to each outbound SRTCP index before seeding it: the engine sent more SRTCP since the
+/// snapshot, and an SRTCP index must never be reused (keystream reuse, and the peer would drop the
+/// packets as replays). Skipping ahead is harmless.
+const SRTCP_RESUME_MARGIN: u64 = 1 << 16;
 
 struct Conn {
     tx: mpsc::UnboundedSender<ServerMsg>,
@@ -281,6 +294,8 @@ impl Hub {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubMsg>) {
         self.skip_engine_ids().await;
         let mut restarts = self.engine.restarts();
+        let mut poll = tokio::time::interval(SRTP_INDEX_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -288,6 +303,24 @@ impl Hub {
                     None => return,
                 },
                 Ok(()) = restarts.changed() => self.handle(HubMsg::EngineRestarted).await,
+                _ = poll.tick() => self.poll_srtp_indexes().await,
+            }
+        }
+    }
+
+    /// Records every transport's SRTP counters from an engine snapshot (only while SFU transports
+    /// exist), for [`Hub::engine_restarted`].
+    async fn poll_srtp_indexes(&mut self) {
+        if !self.transports.values().any(|t| t.keys.is_some()) {
+            return;
+        }
+        if let Ok(Reply::Snapshot(ts)) = self.engine.request(Request::Snapshot).await {
+            for info in ts {
+                if let Some(t) = self.transports.get_mut(&info.transport) {
+                    if info.srtp {
+                        t.srtp_indexes = info.srtp_indexes;
+                    }
+                }
             }
         }
     }
@@ -674,6 +707,14 @@ impl Hub {
         for id in ids {
             let Some(t) = self.transports.get(&id) else { continue };
             let (keys, remote, old_addr) = (t.keys.clone(), t.remote, t.addr);
+            let indexes: Vec<(u32, u8, u64)> = t
+                .srtp_indexes
+                .iter()
+                .map(|&(ssrc, kind, index)| {
+                    let index = if kind == SRTP_RTCP_OUTBOUND { (index + SRTCP_RESUME_MARGIN).min(1 << 31) } else { index };
+                    (ssrc, kind, index)
+                })
+                .collect();
             let add = Request::AddTransport { transport: id, worker: Some(t.worker), ufrag: t.ufrag.clone(), pwd: t.pwd.clone() };
             match self.engine.request(add).await {
                 Ok(Reply::TransportAdded { addr, .. }) if addr != old_addr => {
@@ -694,6 +735,13 @@ impl Hub {
             if let Some((profile, inbound, outbound)) = keys {
                 if let Err(e) = self.engine.request(Request::SetSrtp { transport: id, profile, inbound, outbound }).await {
                     tracing::warn!(transport = id, error = %e, "could not re-install SRTP keys");
+                } else if !indexes.is_empty() {
+                    let streams = indexes.len();
+                    if let Err(e) = self.engine.request(Request::ResumeSrtp { transport: id, indexes }).await {
+                        tracing::warn!(transport = id, error = %e, "could not resume SRTP counters");
+                    } else {
+                        tracing::debug!(transport = id, streams, "SRTP counters resumed");
+                    }
                 }
             }
             restored += 1;
@@ -769,6 +817,7 @@ impl Hub {
                 worker,
                 remote: None,
                 keys: None,
+                srtp_indexes: Vec::new(),
             },
         );
         Ok(id)

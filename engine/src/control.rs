@@ -160,6 +160,11 @@ impl ControlState {
                 self.run(w, Op::SetSrtp { id: transport, profile, inbound, outbound })?;
                 Ok(Reply::Ok)
             }
+            Request::ResumeSrtp { transport, indexes } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::ResumeSrtp { id: transport, indexes })?;
+                Ok(Reply::Ok)
+            }
             Request::Subscribe { publisher, ssrc, subscriber } => {
                 if publisher == subscriber {
                     return Err((ErrorCode::Invalid, "a transport cannot subscribe to its own stream".into()));

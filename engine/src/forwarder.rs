@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
-use switchyard_protocol::{ErrorCode, Event, KeySalt, TransportId, TransportInfo};
-use switchyard_srtp::{Context, Profile};
+use switchyard_protocol::{
+    ErrorCode, Event, KeySalt, TransportId, TransportInfo, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
+};
+use switchyard_srtp::{Context, IndexKind, Profile};
 use switchyard_stun::{split_username, write_binding_success, Class, Message, Method};
 
 use crate::demux::{self, Kind};
@@ -224,6 +226,37 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Seeds a transport's per-SSRC SRTP counters from a previous engine's snapshot (see
+    /// `Request::ResumeSrtp`). Checks every entry before changing anything.
+    pub fn resume_srtp(&mut self, id: TransportId, indexes: &[(u32, u8, u64)]) -> Result<(), CommandError> {
+        let slot = self.slot(id)?;
+        let Some(t) = self.transports[slot].as_mut() else {
+            return Err((ErrorCode::UnknownTransport, format!("no transport {id}")));
+        };
+        let (Some(cin), Some(cout)) = (t.srtp_in.as_mut(), t.srtp_out.as_mut()) else {
+            return Err((ErrorCode::Invalid, format!("transport {id} has no SRTP keys")));
+        };
+        let kind = |k: u8| match k {
+            SRTP_RTP_INBOUND => Ok(IndexKind::RtpIn),
+            SRTP_RTP_OUTBOUND => Ok(IndexKind::RtpOut),
+            SRTP_RTCP_OUTBOUND => Ok(IndexKind::RtcpOut),
+            k => Err((ErrorCode::Invalid, format!("unknown SRTP index kind {k}"))),
+        };
+        for &(ssrc, k, index) in indexes {
+            kind(k)?;
+            let (max, what) = if k == SRTP_RTCP_OUTBOUND { (1u64 << 31, "SRTCP") } else { ((1u64 << 48) - 1, "SRTP") };
+            if index > max {
+                return Err((ErrorCode::Invalid, format!("{what} index {index} of SSRC {ssrc} out of range")));
+            }
+        }
+        for &(ssrc, k, index) in indexes {
+            let k = kind(k)?;
+            let ctx = if k == IndexKind::RtpIn { &mut *cin } else { &mut *cout };
+            ctx.resume(ssrc, k, index);
+        }
+        Ok(())
+    }
+
     /// Routes `ssrc` from local publisher `publisher` to `dest`.
     pub fn add_route(&mut self, publisher: TransportId, ssrc: u32, dest: Dest, limit: usize) -> Result<(), CommandError> {
         let slot = self.slot(publisher)?;
@@ -319,6 +352,19 @@ impl Forwarder {
                 }
             }
             subscriptions.sort_unstable();
+            let mut srtp_indexes = Vec::new();
+            let contexts = [(t.srtp_in.as_ref(), true), (t.srtp_out.as_ref(), false)];
+            for (ctx, inbound) in contexts {
+                for (ssrc, kind, index) in ctx.map(Context::indexes).unwrap_or_default() {
+                    let k = match kind {
+                        IndexKind::RtpIn if inbound => SRTP_RTP_INBOUND,
+                        IndexKind::RtpOut if !inbound => SRTP_RTP_OUTBOUND,
+                        IndexKind::RtcpOut if !inbound => SRTP_RTCP_OUTBOUND,
+                        _ => continue,
+                    };
+                    srtp_indexes.push((ssrc, k, index));
+                }
+            }
             v.push(TransportInfo {
                 transport: t.id,
                 worker: self.worker,
@@ -326,6 +372,7 @@ impl Forwarder {
                 remote: t.remote,
                 srtp: t.srtp_in.is_some(),
                 subscriptions,
+                srtp_indexes,
             });
         }
         v

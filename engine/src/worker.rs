@@ -33,6 +33,8 @@ pub enum Op {
     RemoveTransport { id: TransportId },
     /// See `Request::SetSrtp`.
     SetSrtp { id: TransportId, profile: u16, inbound: KeySalt, outbound: KeySalt },
+    /// See `Request::ResumeSrtp`.
+    ResumeSrtp { id: TransportId, indexes: Vec<(u32, u8, u64)> },
     /// Route a local publisher's stream to `dest`.
     AddRoute { publisher: TransportId, ssrc: u32, dest: Dest, limit: usize },
     /// Stop routing a stream to a subscriber.
@@ -275,6 +277,7 @@ fn apply(fwd: &mut Forwarder, op: Op, out: &mut Sink<'_>) -> Result<(), CommandE
         Op::AddTransport { id, ufrag, pwd } => fwd.add_transport(id, ufrag, pwd, now),
         Op::RemoveTransport { id } => fwd.remove_transport(id),
         Op::SetSrtp { id, profile, inbound, outbound } => fwd.set_srtp(id, profile, &inbound, &outbound),
+        Op::ResumeSrtp { id, indexes } => fwd.resume_srtp(id, &indexes),
         Op::AddRoute { publisher, ssrc, dest, limit } => fwd.add_route(publisher, ssrc, dest, limit),
         Op::RemoveRoute { publisher, ssrc, subscriber } => fwd.remove_route(publisher, ssrc, subscriber),
         Op::AddFeedback { subscriber, ssrc, publisher } => fwd.add_feedback(subscriber, ssrc, publisher),

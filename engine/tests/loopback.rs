@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard_protocol::{EngineClient, ErrorCode, Event, Frame, FrameKind, KeySalt, Reply, Request, ClientError};
-use switchyard_srtp::{Context, Profile};
+use switchyard_protocol::{
+    ClientError, EngineClient, ErrorCode, Event, Frame, FrameKind, KeySalt, Reply, Request, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
+};
+use switchyard_srtp::{Context, IndexKind, Profile};
 use switchyard_stun::{BindingRequest, Class, Message};
 
 const PWD_A: &str = "publisher-password-0123456789";
@@ -242,6 +244,45 @@ fn forward_10k(io: &str) {
         Reply::Snapshot(ts) => {
             assert_eq!(ts.len(), 2);
             assert!(ts.iter().all(|t| t.srtp && t.remote.is_some() && t.subscriptions.is_empty()));
+            // The SRTP counters a restarted engine would be seeded with.
+            let last = u64::from(PACKETS + 5000);
+            assert!(ts[0].srtp_indexes.contains(&(SSRC, SRTP_RTP_INBOUND, last)), "{:?}", ts[0].srtp_indexes);
+            assert!(ts[1].srtp_indexes.contains(&(SSRC, SRTP_RTP_OUTBOUND, u64::from(PACKETS - 1))), "{:?}", ts[1].srtp_indexes);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Resuming streams that have wrapped: the publisher's stream 2 is at ROC 3, seq 65530; the
+    // subscriber last received it from an earlier engine at ROC 5 (its outbound context started
+    // later). Seeded both ways, the stream goes on across the next wrap.
+    const SSRC2: u32 = 0x5eed_0002;
+    let rtp2 = |seq: u16| {
+        let mut p = rtp(u32::from(seq));
+        p[8..12].copy_from_slice(&SSRC2.to_be_bytes());
+        p
+    };
+    let (in_at, out_at) = ((3u64 << 16) | 65_530, (5u64 << 16) | 65_530);
+    assert!(matches!(
+        ctl.request(&Request::ResumeSrtp { transport: 1, indexes: vec![(SSRC2, 9, 1)] }),
+        Err(_) | Ok(Reply::Error { .. })
+    ));
+    ctl.request(&Request::ResumeSrtp { transport: 1, indexes: vec![(SSRC2, SRTP_RTP_INBOUND, in_at)] }).unwrap();
+    ctl.request(&Request::ResumeSrtp { transport: 2, indexes: vec![(SSRC2, SRTP_RTP_OUTBOUND, out_at)] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, ssrc: SSRC2, subscriber: 2 }).unwrap();
+    a_tx.resume(SSRC2, IndexKind::RtpOut, in_at);
+    b_rx.resume(SSRC2, IndexKind::RtpIn, out_at);
+    b.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for seq in (65_531..=65_535u16).chain(0..=10) {
+        a.send_to(&protect(&mut a_tx, &rtp2(seq)), addr_a).unwrap();
+        let (n, _) = b.recv_from(&mut buf).unwrap_or_else(|e| panic!("{io}: resumed seq {seq} lost: {e}"));
+        let n = b_rx.unprotect_rtp(&mut buf[..n]).unwrap_or_else(|e| panic!("{io}: resumed seq {seq}: {e}"));
+        assert_eq!(&buf[..n], &rtp2(seq)[..]);
+    }
+    assert_eq!(b_rx.rtp_index(SSRC2), Some((6 << 16) | 10));
+    match ctl.request(&Request::Snapshot).unwrap() {
+        Reply::Snapshot(ts) => {
+            assert!(ts[0].srtp_indexes.contains(&(SSRC2, SRTP_RTP_INBOUND, (4 << 16) | 10)), "{:?}", ts[0].srtp_indexes);
+            assert!(ts[1].srtp_indexes.contains(&(SSRC2, SRTP_RTP_OUTBOUND, (6 << 16) | 10)), "{:?}", ts[1].srtp_indexes);
         }
         other => panic!("{other:?}"),
     }

@@ -12,7 +12,10 @@ aiortc subscriber (both join without "mesh", so the room is an SFU room). Then:
    SRTP keys, bound addresses and subscriptions, and asks for a keyframe. The subscriber must receive
    packets again within 2 s of the new engine's start, and decode frames, with no new DTLS handshake
    (the control daemon's `switchyard_dtls_handshakes_total` and its "media connected" log lines stay
-   the same, and both peers' DTLS transports stay "connected").
+   the same, and both peers' DTLS transports stay "connected"). The publisher's RTP sequence number
+   starts just below 65536, so it wraps (rollover counter 1, in both directions) before the engine is
+   killed: packets resume only because the control daemon seeds the new engine's SRTP contexts with
+   the packet indexes it polled from the old one.
 
 Binaries: $SWITCHYARD_ENGINE_BIN / $SWITCHYARD_CONTROL_BIN, else target/debug (built on first use).
 """
@@ -265,10 +268,22 @@ def test_a_call_survives_a_control_restart_and_an_engine_restart(daemons):
         await sub_pc.close()
         pub_pc, sub_pc = RTCPeerConnection(), RTCPeerConnection()
         frames = []
-        pub_ws = await publisher(d.ws_url, "restarts-3", pub_pc)
-        sub_ws, _ = await subscriber(d.ws_url, "restarts-3", sub_pc, frames)
-        assert await wait_for(lambda: asyncio.sleep(0, len(frames) >= 30), 30, 0.1), f"only {len(frames)} frames"
-        await asyncio.sleep(0.5)
+        # Start the video's sequence numbers 40 below the wrap, so that the stream has wrapped (ROC 1)
+        # well before the engine is killed.
+        orig_seq = aiortc.rtcrtpsender.random_sequence_number
+        aiortc.rtcrtpsender.random_sequence_number = lambda: 65536 - 40
+        try:
+            pub_ws = await publisher(d.ws_url, "restarts-3", pub_pc)
+            sub_ws, _ = await subscriber(d.ws_url, "restarts-3", sub_pc, frames)
+            assert await wait_for(lambda: asyncio.sleep(0, len(frames) >= 30), 30, 0.1), f"only {len(frames)} frames"
+        finally:
+            aiortc.rtcrtpsender.random_sequence_number = orig_seq
+        # Past the wrap (40 packets are under a second of video) and past a 2 s SRTP index poll.
+        await asyncio.sleep(2.5)
+        wrapped = [
+            s.packetsSent for s in (await pub_pc.getStats()).values() if s.type == "outbound-rtp"
+        ]
+        assert wrapped and all(n > 40 for n in wrapped), wrapped
         handshakes = d.dtls_handshakes()
         connected = d.log().count("media connected")
         states = dtls_states(pub_pc, sub_pc)

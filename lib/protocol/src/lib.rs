@@ -33,9 +33,9 @@ pub use error::{DecodeError, ErrorCode};
 pub use frame::{Frame, FrameKind, FrameReader, MAX_FRAME};
 pub use message::{
     EngineStats, Event, KeySalt, LatencySummary, Reply, Request, TransportId, TransportInfo,
-    WorkerInfo, WorkerStats,
+    WorkerInfo, WorkerStats, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
 };
 
 /// Version of the control protocol. Bumped on any change to the frames or messages; both daemons refuse
 /// to talk across a mismatch rather than misread each other.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;

@@ -14,6 +14,14 @@ pub struct KeySalt {
     pub salt: Vec<u8>,
 }
 
+/// In [`TransportInfo::srtp_indexes`] and [`Request::ResumeSrtp`]: the highest SRTP packet index
+/// (`ROC << 16 | SEQ`, 48 bits) the engine authenticated from the peer for an SSRC.
+pub const SRTP_RTP_INBOUND: u8 = 0;
+/// The highest SRTP packet index the engine protected towards the peer for an SSRC.
+pub const SRTP_RTP_OUTBOUND: u8 = 1;
+/// The next SRTCP index the engine sends towards the peer for a sender SSRC.
+pub const SRTP_RTCP_OUTBOUND: u8 = 2;
+
 /// A request from the control daemon to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -53,6 +61,17 @@ pub enum Request {
         inbound: KeySalt,
         /// Keys the engine encrypts with towards the peer.
         outbound: KeySalt,
+    },
+    /// Seeds the per-SSRC SRTP counters of a transport whose keys are installed (after `SetSrtp`), from
+    /// a previous engine's [`TransportInfo::srtp_indexes`], so streams whose sequence numbers have
+    /// wrapped go on authenticating in both directions after an engine restart. A counter already
+    /// further ahead is kept. Errors if the transport has no SRTP keys or a kind is unknown.
+    ResumeSrtp {
+        /// The transport.
+        transport: TransportId,
+        /// `(ssrc, kind, index)`, kind one of [`SRTP_RTP_INBOUND`], [`SRTP_RTP_OUTBOUND`],
+        /// [`SRTP_RTCP_OUTBOUND`].
+        indexes: Vec<(u32, u8, u64)>,
     },
     /// Forwards the stream `ssrc` sent by `publisher` to `subscriber`.
     Subscribe {
@@ -171,6 +190,9 @@ pub struct TransportInfo {
     pub srtp: bool,
     /// Streams it publishes that have subscribers: `(ssrc, subscriber)`.
     pub subscriptions: Vec<(u32, TransportId)>,
+    /// Its SRTP per-SSRC counters `(ssrc, kind, index)` (kinds [`SRTP_RTP_INBOUND`],
+    /// [`SRTP_RTP_OUTBOUND`], [`SRTP_RTCP_OUTBOUND`]), for [`Request::ResumeSrtp`] after a restart.
+    pub srtp_indexes: Vec<(u32, u8, u64)>,
 }
 
 /// The engine's answer to a request.
@@ -293,6 +315,11 @@ impl Request {
                 w.u64(*transport);
                 w.addr(*addr);
             }
+            Request::ResumeSrtp { transport, indexes } => {
+                w.u8(12);
+                w.u64(*transport);
+                write_indexes(&mut w, indexes);
+            }
             Request::Stats => w.u8(8),
             Request::Snapshot => w.u8(9),
         }
@@ -334,6 +361,7 @@ impl Request {
             7 => Request::DtlsOut { transport: r.u64("transport")?, datagram: r.bytes("datagram")? },
             10 => Request::RequestKeyframe { publisher: r.u64("publisher")?, ssrc: r.u32("ssrc")? },
             11 => Request::BindRemote { transport: r.u64("transport")?, addr: r.addr("addr")? },
+            12 => Request::ResumeSrtp { transport: r.u64("transport")?, indexes: read_indexes(&mut r)? },
             8 => Request::Stats,
             9 => Request::Snapshot,
             tag => return Err(DecodeError::UnknownTag { kind: "request", tag }),
@@ -346,6 +374,24 @@ impl Request {
     pub fn frame(&self, id: u32) -> Frame {
         Frame { kind: FrameKind::Request, id, body: self.encode() }
     }
+}
+
+fn write_indexes(w: &mut Writer, v: &[(u32, u8, u64)]) {
+    w.u32(v.len() as u32);
+    for (ssrc, kind, index) in v {
+        w.u32(*ssrc);
+        w.u8(*kind);
+        w.u64(*index);
+    }
+}
+
+fn read_indexes(r: &mut Reader<'_>) -> Result<Vec<(u32, u8, u64)>, DecodeError> {
+    let n = r.count("srtp indexes", 13)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push((r.u32("ssrc")?, r.u8("index kind")?, r.u64("index")?));
+    }
+    Ok(v)
 }
 
 fn write_latency(w: &mut Writer, l: &LatencySummary) {
@@ -450,6 +496,7 @@ impl Reply {
                         w.u32(*ssrc);
                         w.u64(*sub);
                     }
+                    write_indexes(&mut w, &t.srtp_indexes);
                 }
             }
             Reply::Error { code, message } => {
@@ -510,7 +557,8 @@ impl Reply {
                     for _ in 0..m {
                         subscriptions.push((r.u32("ssrc")?, r.u64("subscriber")?));
                     }
-                    ts.push(TransportInfo { transport, worker, ufrag, remote, srtp, subscriptions });
+                    let srtp_indexes = read_indexes(&mut r)?;
+                    ts.push(TransportInfo { transport, worker, ufrag, remote, srtp, subscriptions, srtp_indexes });
                 }
                 Reply::Snapshot(ts)
             }
@@ -585,6 +633,8 @@ mod tests {
             Request::DtlsOut { transport: 4, datagram: vec![22, 254, 253] },
             Request::RequestKeyframe { publisher: 3, ssrc: 0x1234 },
             Request::BindRemote { transport: 3, addr: "[::1]:5004".parse().unwrap() },
+            Request::ResumeSrtp { transport: 3, indexes: vec![(7, SRTP_RTP_INBOUND, (3 << 16) | 65_530), (8, SRTP_RTCP_OUTBOUND, 12)] },
+            Request::ResumeSrtp { transport: 4, indexes: vec![] },
             Request::Stats,
             Request::Snapshot,
         ]
@@ -625,6 +675,7 @@ mod tests {
                 remote: Some("127.0.0.1:9".parse().unwrap()),
                 srtp: true,
                 subscriptions: vec![(5, 2)],
+                srtp_indexes: vec![(5, SRTP_RTP_INBOUND, 0x4_0001), (9, SRTP_RTP_OUTBOUND, 0x1_ffff)],
             }]),
             Reply::error(ErrorCode::UnknownTransport, "no transport 5"),
         ];

@@ -112,6 +112,77 @@ impl Context {
             .or_else(|| self.rtp_rx.get(&ssrc).map(ReplayWindow::top))
     }
 
+    /// Every per-SSRC packet counter this context keeps that a restarted
+    /// process needs to carry on the same streams: the highest SRTP index
+    /// authenticated per SSRC ([`IndexKind::RtpIn`]), the highest SRTP index
+    /// protected per SSRC ([`IndexKind::RtpOut`]) and the next SRTCP index to
+    /// send per SSRC ([`IndexKind::RtcpOut`]), sorted. Feed them to
+    /// [`Context::resume`] on a fresh context with the same keys. Inbound
+    /// SRTCP needs nothing: SRTCP packets carry their index.
+    pub fn indexes(&self) -> Vec<(u32, IndexKind, u64)> {
+        let mut v: Vec<_> = self
+            .rtp_rx
+            .iter()
+            .map(|(s, w)| (*s, IndexKind::RtpIn, w.top()))
+            .chain(self.rtp_tx.iter().map(|(s, i)| (*s, IndexKind::RtpOut, *i)))
+            .chain(
+                self.rtcp_tx
+                    .iter()
+                    .map(|(s, i)| (*s, IndexKind::RtcpOut, u64::from(*i))),
+            )
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Seeds the per-SSRC state of `ssrc` from a counter another context with
+    /// the same keys reported in [`Context::indexes`] (e.g. before a process
+    /// restart), so the stream goes on past sequence number wraps:
+    ///
+    /// - [`IndexKind::RtpIn`]: the RFC 3711 Appendix A estimate starts from
+    ///   `index` (its ROC and s_l), so packets up to 2^15 ahead of it, across
+    ///   a wrap too, authenticate. The replay window starts empty at `index`.
+    /// - [`IndexKind::RtpOut`]: protection goes on from `index`; the ROC
+    ///   advances when the sequence number wraps past its low 16 bits.
+    /// - [`IndexKind::RtcpOut`]: the next SRTCP index sent is `index`.
+    ///
+    /// State already further ahead is kept (a seed never moves a counter
+    /// back). Returns `false`, changing nothing, if `index` is out of range
+    /// (above 2^48-1 for SRTP, above 2^31 for SRTCP).
+    pub fn resume(&mut self, ssrc: u32, kind: IndexKind, index: u64) -> bool {
+        match kind {
+            IndexKind::RtpIn => {
+                if index > index::MAX_INDEX {
+                    return false;
+                }
+                match self.rtp_rx.get(&ssrc) {
+                    Some(w) if w.top() >= index => {}
+                    _ => {
+                        self.rtp_rx.insert(ssrc, ReplayWindow::empty_at(index));
+                    }
+                }
+            }
+            IndexKind::RtpOut => {
+                if index > index::MAX_INDEX {
+                    return false;
+                }
+                let highest = self.rtp_tx.entry(ssrc).or_insert(index);
+                *highest = (*highest).max(index);
+            }
+            IndexKind::RtcpOut => {
+                let Ok(next) = u32::try_from(index) else {
+                    return false;
+                };
+                if next > rtcp::MAX_INDEX + 1 {
+                    return false;
+                }
+                let n = self.rtcp_tx.entry(ssrc).or_insert(next);
+                *n = (*n).max(next);
+            }
+        }
+        true
+    }
+
     /// `buf[..len]` holds a plaintext RTP packet; `buf` must have room for
     /// [`Profile::rtp_overhead`] more bytes. Encrypts the payload (everything
     /// after the CSRCs and header extension, padding included) in place,
@@ -286,6 +357,17 @@ impl Context {
             }
         }
     }
+}
+
+/// Which per-SSRC counter an entry of [`Context::indexes`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IndexKind {
+    /// Highest SRTP index (`ROC * 2^16 + SEQ`) authenticated from the SSRC.
+    RtpIn,
+    /// Highest SRTP index protected for the SSRC.
+    RtpOut,
+    /// Next SRTCP index to send for the SSRC.
+    RtcpOut,
 }
 
 fn check_max(kind: PacketKind, len: usize) -> Result<(), Error> {

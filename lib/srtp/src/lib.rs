@@ -64,7 +64,7 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use context::{Context, MAX_PACKET_LEN};
+pub use context::{Context, IndexKind, MAX_PACKET_LEN};
 pub use error::{Error, PacketKind};
 pub use keys::{split_keying_material, MasterKeys};
 pub use profile::Profile;

@@ -23,6 +23,12 @@ impl ReplayWindow {
         }
     }
 
+    /// A window at `top` with nothing received yet, so `top` itself and
+    /// anything above it are new (resuming a stream after a restart).
+    pub fn empty_at(top: u64) -> Self {
+        ReplayWindow { top, seen: 0 }
+    }
+
     /// Highest accepted index; for SRTP this carries the ROC and s_l that the
     /// RFC 3711 Appendix A index estimate needs.
     pub fn top(&self) -> u64 {

@@ -671,3 +671,134 @@ fn context_is_send_and_debug_hides_keys() {
         "{s}"
     );
 }
+
+/// Drives `tx` for real (no seeding) to SRTP index `ROC 3, SEQ 65530` on
+/// `ssrc`, in steps under half the sequence space.
+fn sender_at_roc3_65530(tx: &mut Context, ssrc: u32) {
+    let target: u64 = (3 << 16) | 65_530;
+    let mut i: u64 = 0;
+    loop {
+        let plain = rtp_packet(ssrc, i as u16, 4);
+        protect(tx, &plain);
+        protect_rtcp(tx, &rtcp_rr(ssrc));
+        if i == target {
+            break;
+        }
+        i = (i + 30_000).min(target);
+    }
+    assert_eq!(tx.rtp_index(ssrc), Some(target));
+}
+
+#[test]
+fn resumed_inbound_follows_a_stream_past_its_wrap() {
+    use crate::IndexKind;
+    for profile in Profile::ALL {
+        let (mut tx, mut rx) = contexts(profile);
+        sender_at_roc3_65530(&mut tx, 9);
+        // What a previous receiver would have reported, seeded in a fresh one.
+        rx.resume(9, IndexKind::RtpIn, (3 << 16) | 65_530);
+        assert_eq!(
+            rx.indexes(),
+            vec![(9, IndexKind::RtpIn, (3 << 16) | 65_530)]
+        );
+        for seq in (65_531..=65_535).chain(0..=10) {
+            let plain = rtp_packet(9, seq, 20);
+            let srtp = protect(&mut tx, &plain);
+            assert_eq!(
+                unprotect(&mut rx, &srtp),
+                Ok(plain),
+                "{profile:?} seq {seq}"
+            );
+        }
+        assert_eq!(rx.rtp_index(9), Some((4 << 16) | 10));
+        assert_eq!(tx.rtp_index(9), Some((4 << 16) | 10));
+
+        // The seeded index itself is new (the window starts empty there), then a replay.
+        let (mut tx, mut rx) = contexts(profile);
+        sender_at_roc3_65530(&mut tx, 9);
+        let mut again = tx.clone();
+        rx.resume(9, IndexKind::RtpIn, (3 << 16) | 65_530);
+        let at = protect(&mut again, &rtp_packet(9, 65_530, 4));
+        assert!(unprotect(&mut rx, &at).is_ok());
+        assert!(matches!(
+            unprotect(&mut rx, &at),
+            Err(Error::Replayed { .. })
+        ));
+
+        // Unseeded, the same packets fail: a fresh receiver assumes ROC 0.
+        let (mut tx, mut rx) = contexts(profile);
+        sender_at_roc3_65530(&mut tx, 9);
+        let srtp = protect(&mut tx, &rtp_packet(9, 65_531, 4));
+        assert!(matches!(
+            unprotect(&mut rx, &srtp),
+            Err(Error::AuthenticationFailed { .. })
+        ));
+        assert!(rx.indexes().is_empty());
+    }
+}
+
+#[test]
+fn resumed_outbound_continues_the_index_and_srtcp_index() {
+    use crate::IndexKind;
+    for profile in Profile::ALL {
+        let (mut old_tx, mut rx) = contexts(profile);
+        // The receiver followed the old sender through three wraps.
+        let mut i: u64 = 0;
+        let target: u64 = (3 << 16) | 65_530;
+        loop {
+            let srtp = protect(&mut old_tx, &rtp_packet(5, i as u16, 4));
+            assert!(unprotect(&mut rx, &srtp).is_ok());
+            let srtcp = protect_rtcp(&mut old_tx, &rtcp_rr(5));
+            assert!(unprotect_rtcp(&mut rx, &srtcp).is_ok());
+            if i == target {
+                break;
+            }
+            i = (i + 30_000).min(target);
+        }
+        let report = old_tx.indexes();
+        assert_eq!(
+            report,
+            vec![(5, IndexKind::RtpOut, target), (5, IndexKind::RtcpOut, 10)]
+        );
+        // A fresh sender with the same keys, seeded from the report.
+        let (mut tx, _) = contexts(profile);
+        for &(ssrc, kind, index) in &report {
+            assert!(tx.resume(ssrc, kind, index));
+        }
+        for seq in (65_531..=65_535).chain(0..=10) {
+            let plain = rtp_packet(5, seq, 20);
+            let srtp = protect(&mut tx, &plain);
+            assert_eq!(
+                unprotect(&mut rx, &srtp),
+                Ok(plain),
+                "{profile:?} seq {seq}"
+            );
+        }
+        assert_eq!(tx.rtp_index(5), Some((4 << 16) | 10));
+        let srtcp = protect_rtcp(&mut tx, &rtcp_rr(5));
+        assert_eq!(unprotect_rtcp(&mut rx, &srtcp), Ok(rtcp_rr(5)));
+
+        // Unseeded, a fresh sender uses ROC 0 and the receiver rejects it.
+        let (mut fresh, _) = contexts(profile);
+        let srtp = protect(&mut fresh, &rtp_packet(5, 11, 4));
+        assert!(unprotect(&mut rx, &srtp).is_err());
+    }
+}
+
+#[test]
+fn resume_never_moves_back_and_rejects_out_of_range() {
+    use crate::IndexKind;
+    let (mut tx, mut rx) = contexts(Profile::Aes128CmHmacSha1_80);
+    protect(&mut tx, &rtp_packet(1, 100, 4));
+    tx.resume(1, IndexKind::RtpOut, 50);
+    assert_eq!(tx.rtp_index(1), Some(100));
+    assert!(!tx.resume(2, IndexKind::RtpOut, 1 << 48));
+    assert!(!rx.resume(2, IndexKind::RtpIn, 1 << 48));
+    assert!(!tx.resume(2, IndexKind::RtcpOut, (1 << 31) + 1));
+    assert!(tx.resume(2, IndexKind::RtcpOut, 1 << 31));
+    let srtp = protect(&mut tx.clone(), &rtp_packet(1, 200, 4));
+    rx.resume(1, IndexKind::RtpIn, 150);
+    rx.resume(1, IndexKind::RtpIn, 120);
+    assert_eq!(rx.rtp_index(1), Some(150));
+    assert!(unprotect(&mut rx, &srtp).is_ok());
+}
