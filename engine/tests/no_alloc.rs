@@ -2,9 +2,9 @@
 //! whole process (engine workers in-process, plus this test's own allocation-free client loop) while
 //! thousands of SRTP packets are forwarded to a subscriber on the same worker and one on another.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting_alloc;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_engine::{Engine, EngineConfig};
@@ -13,26 +13,6 @@ use switchyard_srtp::{Context, Profile};
 use switchyard_stun::BindingRequest;
 use switchyard_udp::IoKind;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, n)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const PWD: &str = "allocation-test-password-0123";
 
@@ -97,12 +77,12 @@ fn run(io: IoKind) {
     for seq in 0..1000 {
         forward(seq);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     const MEASURED: u16 = 10_000;
     for seq in 1000..1000 + MEASURED {
         forward(seq);
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = counting_alloc::allocations() - before;
     println!("{io}: {allocs} heap allocations while forwarding {MEASURED} packets to 2 subscribers");
     assert_eq!(allocs, 0, "{io}: the forwarding path allocated");
     drop(ctl);

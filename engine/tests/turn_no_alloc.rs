@@ -3,11 +3,10 @@
 //! thousands of datagrams are relayed both ways, as ChannelData and as Send/Data indications, on
 //! both I/O backends.
 
+mod counting_alloc;
 mod turn_support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_engine::turn::TurnConfig;
@@ -17,26 +16,6 @@ use switchyard_stun::{parse_channel_data, write_channel_data, write_send_indicat
 use switchyard_udp::IoKind;
 use turn_support::{counter, mint, Client};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, n)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const SECRET: &str = "no-alloc-secret";
 const CHANNEL: u16 = 0x4000;
@@ -84,12 +63,12 @@ fn run(io: IoKind) {
     for seq in 0..500 {
         round(seq);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     const MEASURED: u32 = 10_000;
     for seq in 500..500 + MEASURED {
         round(seq);
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = counting_alloc::allocations() - before;
     println!("{io}: {allocs} heap allocations while relaying {MEASURED} round trips through TURN");
     assert_eq!(allocs, 0, "{io}: the TURN relay path allocated");
 
@@ -105,11 +84,11 @@ fn run(io: IoKind) {
     for seq in 0..100 {
         data_round(seq);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     for seq in 100..2100 {
         data_round(seq);
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = counting_alloc::allocations() - before;
     assert_eq!(allocs, 0, "{io}: Data indications allocated");
 
     let stats = ctl.request(&Request::Stats).unwrap();
