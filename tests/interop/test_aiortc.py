@@ -3,7 +3,6 @@ aiortc peer receives and decodes frames from it. Also: bad signaling, a wrong DT
 peer that never finishes DTLS each fail cleanly and leave nothing behind in the engine."""
 
 import asyncio
-import fractions
 import json
 import time
 

@@ -12,8 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "interop"))
+
+from server import Server  # noqa: E402
 
 TIMEOUT = 20
 
@@ -37,38 +37,10 @@ def bins():
     }
 
 
-class Node:
+class Node(Server):
     def __init__(self, bins):
+        super().__init__(["--sfu-only", "--dtls-timeout-secs", "5"], binary=bins["server"])
         self.ctl_bin = bins["ctl"]
-        self.proc = subprocess.Popen(
-            [bins["server"], "--http", "127.0.0.1:0", "--workers", "2", "--turn-port", "0", "--sfu-only",
-             "--dtls-timeout-secs", "5"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if not os.environ.get("SWITCHYARD_LOG") else None,
-            text=True,
-        )
-        deadline = time.time() + 30
-        self.url = None
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"open (http://\S+)", line)
-            if m:
-                self.url = m.group(1).rstrip("/")
-                break
-        if not self.url:
-            self.proc.kill()
-            raise RuntimeError("switchyard did not start")
-        self.ws_url = self.url.replace("http://", "ws://") + "/ws"
-
-    def get(self, path):
-        """(status, body text) of a GET."""
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
 
     def ctl(self, *args, ok=True):
         """Runs switchyardctl against this node; returns the completed process."""
@@ -82,13 +54,6 @@ class Node:
 
     def rooms(self):
         return json.loads(self.ctl("rooms", "--json").stdout)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -25,21 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "systemd" / "switchyard.toml"
 
 
-@pytest.fixture(scope="session")
-def bins():
-    engine = os.environ.get("SWITCHYARD_ENGINE_BIN")
-    control = os.environ.get("SWITCHYARD_CONTROL_BIN")
-    if not (engine and control):
-        subprocess.run(
-            ["cargo", "build", "-q", "--bin", "switchyard-engine", "--bin", "switchyard-control"],
-            cwd=ROOT,
-            check=True,
-        )
-        engine = engine or str(ROOT / "target" / "debug" / "switchyard-engine")
-        control = control or str(ROOT / "target" / "debug" / "switchyard-control")
-    return {"engine": engine, "control": control}
-
-
 @pytest.fixture
 def tmp():
     # Short paths: a Unix socket path must fit in 108 bytes.

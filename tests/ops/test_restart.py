@@ -21,7 +21,6 @@ Binaries: $SWITCHYARD_ENGINE_BIN / $SWITCHYARD_CONTROL_BIN, else target/debug (b
 """
 
 import asyncio
-import json
 import os
 import random
 import re
@@ -45,21 +44,6 @@ from aiortc import RTCPeerConnection  # noqa: E402
 from test_aiortc import publisher, subscriber  # noqa: E402
 
 WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def bins():
-    engine = os.environ.get("SWITCHYARD_ENGINE_BIN")
-    control = os.environ.get("SWITCHYARD_CONTROL_BIN")
-    if not (engine and control):
-        subprocess.run(
-            ["cargo", "build", "-q", "--bin", "switchyard-engine", "--bin", "switchyard-control"],
-            cwd=ROOT,
-            check=True,
-        )
-        engine = engine or str(ROOT / "target" / "debug" / "switchyard-engine")
-        control = control or str(ROOT / "target" / "debug" / "switchyard-control")
-    return {"engine": engine, "control": control}
 
 
 def free_tcp_port() -> int:
