@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::error::Error;
+use crate::ext;
 use crate::model::{Group, MediaKind, SessionDescription, Setup};
 use crate::publish::check_unique_mids;
 use crate::subscribe::{check_track, sending_media};
@@ -19,8 +20,16 @@ pub type ClientTrack = crate::publish::PublishedTrack;
 /// codec, `a=msid`, `a=ssrc` cname/msid lines, the client's ICE credentials, fingerprint,
 /// `a=setup:actpass`, rtcp-mux, host candidate and end-of-candidates; BUNDLE over all of them.
 ///
-/// Errors if `tracks` is empty, a mid or SSRC repeats, a track is not audio/video, or a value would
-/// break the SDP syntax.
+/// Like a browser, it offers the header extensions the server accepts, with the ids of
+/// [`crate::CLIENT_EXT_IDS`] (Chrome's): `1` ssrc-audio-level (audio), `3` transport-wide-cc,
+/// `4` sdes:mid, and on video `10` rtp-stream-id and `11` repaired-rtp-stream-id; and the codec's
+/// rtcp-fb followed by whichever of `nack`, `nack pli`, `ccm fir`, `transport-cc` (video) or
+/// `transport-cc` (audio) it lacks, so the server's answer keeps NACK, PLI/FIR and TWCC. A track
+/// with `rids` is offered as rid simulcast (`a=rid:<rid> send` per layer, `a=simulcast:send`, no
+/// `a=ssrc`). `feedback` is not read.
+///
+/// Errors if `tracks` is empty, a mid or SSRC (of a track without rids) repeats, a track is not
+/// audio/video, has more than 3 rids or an invalid one, or a value would break the SDP syntax.
 pub fn offer_publish_client(
     tracks: &[ClientTrack],
     local: &LocalTransport,
@@ -42,7 +51,16 @@ pub fn offer_publish_client(
             )));
         }
         check_track(&format!("client track {}", track.mid), &track.kind, track)?;
-        if !mids.insert(track.mid.as_str()) || !ssrcs.insert(track.ssrc) {
+        if track.rids.len() > crate::simulcast::MAX_LAYERS
+            || track.rids.iter().any(|r| !crate::simulcast::valid_rid(r))
+        {
+            return Err(Error::invalid(format!(
+                "client track {} has rids {:?}; at most 3, each 1 to 16 characters of A-Z, a-z, 0-9, '-', '_'",
+                track.mid, track.rids
+            )));
+        }
+        let new_ssrc = !track.rids.is_empty() || ssrcs.insert(track.ssrc);
+        if !mids.insert(track.mid.as_str()) || !new_ssrc {
             return Err(Error::invalid(format!(
                 "client track {} repeats a mid or SSRC ({}) of an earlier track",
                 track.mid, track.ssrc
@@ -56,16 +74,45 @@ pub fn offer_publish_client(
         mids: tracks.iter().map(|t| t.mid.clone()).collect(),
     });
     for track in tracks {
-        sdp.media
-            .push(sending_media(local, &track.mid, track, Setup::ActPass));
+        let mut media = sending_media(local, &track.mid, track, Setup::ActPass);
+        let ids = ext::CLIENT_EXT_IDS;
+        media.extmaps = ids
+            .entries()
+            .filter(|(uri, _)| ext::negotiated(&track.kind, uri))
+            .filter(|(uri, _)| {
+                track.kind == MediaKind::Video
+                    || (*uri != ext::URI_RID && *uri != ext::URI_REPAIRED_RID)
+            })
+            .map(|(uri, id)| ext::extmap(id, uri))
+            .collect();
+        let wanted: &[&str] = if track.kind == MediaKind::Video {
+            &["nack", "nack pli", "ccm fir", "transport-cc"]
+        } else {
+            &["transport-cc"]
+        };
+        for codec in &mut media.codecs {
+            for fb in wanted {
+                if !codec.rtcp_fb.iter().any(|f| f.eq_ignore_ascii_case(fb)) {
+                    codec.rtcp_fb.push(fb.to_string());
+                }
+            }
+        }
+        if !track.rids.is_empty() {
+            media.ssrcs.clear();
+            media.rids = track.rids.iter().map(|r| format!("{r} send")).collect();
+            media.simulcast = Some(format!("send {}", track.rids.join(";")));
+        }
+        sdp.media.push(media);
     }
     Ok(sdp.to_sdp())
 }
 
 /// Answers the server's subscribe offer as a browser would: every audio/video DTLS-SRTP m-line
-/// the offer sends on is accepted `a=recvonly` with all its offered codecs (an `a=inactive` one is
-/// answered `a=inactive`), everything else is rejected with port 0; `a=setup:active`, the client's
-/// ICE credentials, fingerprint and candidate, BUNDLE over the accepted mids.
+/// the offer sends on is accepted `a=recvonly` with all its offered codecs and their rtcp-fb (an
+/// `a=inactive` one is answered `a=inactive`), and the offered extmaps the server uses (audio
+/// level, transport-wide-cc, mid, rid, repaired rid) echoed with their ids; everything else is
+/// rejected with port 0; `a=setup:active`, the client's ICE credentials, fingerprint and candidate,
+/// BUNDLE over the accepted mids.
 ///
 /// Errors if mids repeat, an accepted m-line lacks a mid or `a=rtcp-mux`, the accepted m-lines are
 /// not bundled, or the offer's transport is unusable (missing credentials, or an `a=setup` other
@@ -97,6 +144,12 @@ pub fn answer_subscribe_client(
         media.proto = offered.proto.clone();
         media.direction = offered.direction.answer_receiving();
         media.codecs = offered.codecs.clone();
+        media.extmaps = offered
+            .extmaps
+            .iter()
+            .filter(|m| ext::negotiated(&offered.kind, &m.uri))
+            .filter_map(ext::answer_extmap)
+            .collect();
         answer.media.push(media);
         accepted.push((index, mid.clone()));
     }

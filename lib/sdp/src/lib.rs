@@ -20,9 +20,11 @@
 
 mod client;
 mod error;
+mod ext;
 pub mod model;
 mod parse;
 mod publish;
+mod simulcast;
 mod subscribe;
 mod transport;
 mod write;
@@ -33,6 +35,11 @@ pub use model::{
     Candidate, Codec, Direction, Extmap, Fingerprint, Group, Media, MediaKind, Origin,
     SessionDescription, Setup, SsrcGroup, SsrcInfo,
 };
-pub use publish::{answer_publish, PublishedTrack};
+pub use ext::{
+    feedback, ExtIds, CLIENT_EXT_IDS, FB_FIR, FB_NACK, FB_PLI, FB_REMB, FB_TWCC,
+    SUBSCRIBE_EXT_AUDIO_LEVEL, SUBSCRIBE_EXT_TWCC, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID,
+    URI_RID, URI_TWCC,
+};
+pub use publish::{answer_publish, PublishAnswer, PublishedTrack};
 pub use subscribe::{check_subscribe_answer, offer_subscribe, SubscribeSlot};
 pub use transport::{remote_transport, LocalTransport, RemoteTransport};

@@ -4,28 +4,39 @@
 use std::collections::HashSet;
 
 use crate::error::Error;
+use crate::ext::{self, ExtIds};
 use crate::model::{Codec, Direction, Media, MediaKind, SessionDescription, Setup};
 use crate::subscribe::{check_track, describe, payload_type_clash};
 use crate::transport::{answer_bundle, rejected_media, remote_transport, LocalTransport};
 
 /// One track a publisher sends, as the server accepted it.
 ///
-/// `ssrc` is the media SSRC (never the RTX one of an `FID` group), `codec` the single codec the
-/// answer accepted, with the offer's payload type and fmtp and only the rtcp-fb the server keeps.
+/// Without simulcast, `ssrc` is the media SSRC (never the RTX one of an `FID` group) and `rids` is
+/// empty. With rid-based simulcast (`a=rid` + `a=simulcast:send`), `rids` lists the layers in the
+/// offer's order (lowest first, as the web client lists them) and `ssrc` is 0: the engine learns
+/// each layer's SSRC from the mid and rid header extensions of its packets. `codec` is the single
+/// codec the answer accepted, with the offer's payload type and fmtp and only the rtcp-fb the
+/// server keeps, and `feedback` the same rtcp-fb as [`crate::FB_NACK`].. bits.
 /// `stream_id`/`track_id` come from `a=msid` (or `a=ssrc ... msid:`); without either, the stream
-/// is `-` (no stream) and the track `track-<ssrc>`. The control daemon may rewrite `stream_id`
-/// (e.g. to the participant id) before offering the track to subscribers. The load generator uses
-/// the same type, as [`crate::ClientTrack`], to describe what it sends.
+/// is `-` (no stream) and the track `track-<ssrc>` (`track-<mid>` for simulcast). The control
+/// daemon may rewrite `stream_id` (e.g. to the participant id) before offering the track to
+/// subscribers, and sets `ssrc` to the subscriber's outgoing SSRC before putting the track in a
+/// [`crate::SubscribeSlot`]. The load generator uses the same type, as [`crate::ClientTrack`], to
+/// describe what it sends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PublishedTrack {
     /// The publisher's mid for the m-line.
     pub mid: String,
     /// [`MediaKind::Audio`] or [`MediaKind::Video`].
     pub kind: MediaKind,
-    /// The media SSRC.
+    /// The media SSRC; 0 for a simulcast track (non-empty `rids`).
     pub ssrc: u32,
+    /// The simulcast layers' rids, lowest first (at most 3); empty without simulcast.
+    pub rids: Vec<String>,
     /// The accepted codec.
     pub codec: Codec,
+    /// The RTCP feedback negotiated for the track (`FB_*` bits, from `codec.rtcp_fb`).
+    pub feedback: u8,
     /// The MediaStream id (`-` for none).
     pub stream_id: String,
     /// The track id.
@@ -34,32 +45,63 @@ pub struct PublishedTrack {
     pub cname: String,
 }
 
-/// Answers a publish offer: returns the answer SDP and the tracks accepted.
+/// What [`answer_publish`] returns: the answer and what it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAnswer {
+    /// The answer SDP (CRLF).
+    pub sdp: String,
+    /// The accepted tracks, in m-line order.
+    pub tracks: Vec<PublishedTrack>,
+    /// The header-extension ids the publisher will use (0 = not accepted).
+    pub ext: ExtIds,
+}
+
+/// Answers a publish offer: returns the answer SDP, the tracks accepted and the header-extension
+/// ids accepted.
 ///
 /// m-lines the server cannot take (no supported codec, application/datachannel, not sending,
 /// port 0, not DTLS-SRTP) are rejected with port 0 but keep their place (RFC 8829). An accepted
 /// m-line gets one codec (Opus for audio; VP8, else the best H264 — packetization-mode=1 with
-/// profile-level-id 42e01f first — for video), `a=recvonly`, no extmaps, only the `nack`,
-/// `nack pli` and `ccm fir` feedback for video, and the server's ICE-lite credentials,
-/// fingerprint, `a=setup:passive` and candidate. The BUNDLE group lists only accepted mids; if
-/// none are accepted the answer is still valid. Errors when an m-line the server would accept
-/// lacks a mid, `a=rtcp-mux` or `a=ssrc`, when mids repeat, when two accepted m-lines send one
-/// SSRC or use one payload type for different codecs, when accepted m-lines are not bundled, or
-/// when the offer's transport is unusable (see [`remote_transport`]; `a=setup:passive`
-/// is refused because the server is always the DTLS server).
+/// profile-level-id 42e01f first — for video; so no RTX, RED or FEC: libwebrtc then retransmits
+/// on the media SSRC), `a=recvonly`, and the server's ICE-lite credentials, fingerprint,
+/// `a=setup:passive` and candidate.
+///
+/// Header extensions: of the offered extmaps, the answer echoes (with the offer's ids, which must
+/// be one-byte ids 1-14) `sdes:mid`, `sdes:rtp-stream-id`, `sdes:repaired-rtp-stream-id`,
+/// transport-wide-cc and, on audio, `ssrc-audio-level`, and declines the rest; [`ExtIds`] says
+/// which ids were accepted. RTCP feedback: video keeps `nack`, `nack pli`, `ccm fir` and
+/// `transport-cc`, audio keeps `transport-cc`, in the offer's order; `transport-cc` only when the
+/// m-line's transport-wide-cc extmap was accepted; `goog-remb` and anything else is declined.
+///
+/// Simulcast: an m-line with `a=simulcast:send q;h;f` and `a=rid:<rid> send` lines (parameters
+/// such as `max-width` allowed; `~` paused layers kept, without the `~`; at most 3 layers, the
+/// offer's order kept) is answered `a=rid:<rid> recv` per layer and `a=simulcast:recv q;h;f`. It
+/// needs no `a=ssrc` (any given are ignored) but must have the mid and rid extmaps accepted.
+///
+/// The BUNDLE group lists only accepted mids; if none are accepted the answer is still valid.
+/// Errors when an m-line the server would accept lacks a mid, `a=rtcp-mux`, or `a=ssrc` (unless
+/// simulcast), has malformed simulcast lines or simulcast without the mid/rid extmaps, when mids
+/// repeat, when two accepted m-lines send one SSRC, use one payload type for different codecs or
+/// one extension with different ids (or one id for different extensions), when accepted m-lines
+/// are not bundled, or when the offer's transport is unusable (see [`remote_transport`];
+/// `a=setup:passive` is refused because the server is always the DTLS server).
 pub fn answer_publish(
     offer: &SessionDescription,
     local: &LocalTransport,
-) -> Result<(String, Vec<PublishedTrack>), Error> {
+) -> Result<PublishAnswer, Error> {
     local.validate()?;
     check_unique_mids(offer)?;
     let mut answer = local.session("switchyard");
     answer.ice_lite = true;
     let mut tracks = Vec::new();
     let mut accepted = Vec::new();
+    let mut ext = ExtIds::default();
+    // For each accepted extension id, the m-line and URI that first used it.
+    let mut ext_seen: Vec<(usize, u16, String)> = Vec::new();
     for (index, offered) in offer.media.iter().enumerate() {
         match accept(index, offered, local)? {
             Some((media, track)) => {
+                merge_ext(index, &media, &mut ext, &mut ext_seen)?;
                 accepted.push((index, track.mid.clone()));
                 tracks.push(track);
                 answer.media.push(media);
@@ -87,7 +129,58 @@ pub fn answer_publish(
             mids,
         });
     }
-    Ok((answer.to_sdp(), tracks))
+    Ok(PublishAnswer {
+        sdp: answer.to_sdp(),
+        tracks,
+        ext,
+    })
+}
+
+/// Adds an accepted m-line's extmaps to the connection's [`ExtIds`]; errors if an extension
+/// already has another id, or an id already means another extension (one RTP stream set per
+/// BUNDLE transport, RFC 8843 section 9.2).
+fn merge_ext(
+    index: usize,
+    media: &Media,
+    ext: &mut ExtIds,
+    seen: &mut Vec<(usize, u16, String)>,
+) -> Result<(), Error> {
+    for map in &media.extmaps {
+        if let Some((first, _, uri)) = seen
+            .iter()
+            .find(|(_, id, uri)| *id == map.id && *uri != map.uri)
+        {
+            return Err(Error::media(
+                index,
+                &media.kind,
+                format!(
+                    "uses extmap id {} for {} but m-line {first} uses it for {uri}; within a BUNDLE group an id must mean one header extension",
+                    map.id, map.uri
+                ),
+            ));
+        }
+        let Some(slot) = ext.slot(&map.uri) else {
+            continue;
+        };
+        let id = u8::try_from(map.id).unwrap_or(0);
+        if *slot != 0 && *slot != id {
+            let first = seen
+                .iter()
+                .find(|(_, _, uri)| *uri == map.uri)
+                .map_or(0, |(i, _, _)| *i);
+            return Err(Error::media(
+                index,
+                &media.kind,
+                format!(
+                    "uses extmap id {} for {} but m-line {first} uses id {}; the server needs one id per header extension across the BUNDLE group",
+                    map.id, map.uri, slot
+                ),
+            ));
+        }
+        *slot = id;
+        seen.push((index, map.id, map.uri.clone()));
+    }
+    Ok(())
 }
 
 /// Errors if two accepted m-lines send the same SSRC (the engine tells tracks apart by SSRC) or
@@ -99,7 +192,7 @@ fn check_accepted_tracks(
 ) -> Result<(), Error> {
     let at = |i: usize| accepted.get(i).map_or(0, |(index, _)| *index);
     let mut ssrcs = std::collections::HashMap::new();
-    for (i, track) in tracks.iter().enumerate() {
+    for (i, track) in tracks.iter().enumerate().filter(|(_, t)| t.rids.is_empty()) {
         if let Some(first) = ssrcs.insert(track.ssrc, i) {
             return Err(Error::media(
                 at(i),
@@ -178,15 +271,18 @@ pub(crate) fn choose_codec<'a>(kind: &MediaKind, codecs: &'a [Codec]) -> Option<
     }
 }
 
-/// The rtcp-fb values the server keeps for a codec of `kind`.
-fn kept_feedback(kind: &MediaKind, offered: &[String]) -> Vec<String> {
-    if *kind != MediaKind::Video {
-        return Vec::new();
-    }
+/// The rtcp-fb values the server keeps for a codec of `kind`: `nack`, `nack pli`, `ccm fir`
+/// (video) and `transport-cc` (when `twcc`), in the offer's order, lowercase, without repeats.
+fn kept_feedback(kind: &MediaKind, offered: &[String], twcc: bool) -> Vec<String> {
     let mut kept: Vec<String> = Vec::new();
     for fb in offered {
         let normal = fb.to_ascii_lowercase();
-        if ["nack", "nack pli", "ccm fir"].contains(&normal.as_str()) && !kept.contains(&normal) {
+        let keep = match normal.as_str() {
+            "nack" | "nack pli" | "ccm fir" => *kind == MediaKind::Video,
+            "transport-cc" => twcc,
+            _ => false,
+        };
+        if keep && !kept.contains(&normal) {
             kept.push(normal);
         }
     }
@@ -223,19 +319,52 @@ fn accept(
             "has no a=rtcp-mux; the server requires RTP and RTCP on one port (rtcpMuxPolicy \"require\")",
         ));
     }
-    let Some(ssrc) = offered.primary_ssrc() else {
-        let why = if offered.rids.is_empty() {
-            ""
-        } else {
-            " (it uses rid-based simulcast, which the server does not support)"
-        };
+    // Header extensions: the ones the server uses, once per URI, with the offer's ids.
+    let mut extmaps: Vec<crate::model::Extmap> = Vec::new();
+    for map in &offered.extmaps {
+        if !ext::negotiated(kind, &map.uri) || extmaps.iter().any(|m| m.uri == map.uri) {
+            continue;
+        }
+        if let Some(answer) = ext::answer_extmap(map) {
+            if extmaps.iter().all(|m| m.id != answer.id) {
+                extmaps.push(answer);
+            }
+        }
+    }
+    let has = |uri: &str| extmaps.iter().any(|m| m.uri == uri);
+    let rids = crate::simulcast::send_rids(index, offered)?;
+    if !rids.is_empty() && !(has(ext::URI_MID) && has(ext::URI_RID)) {
         return Err(Error::media(
             index,
             kind,
-            format!("offer has no a=ssrc line{why}; the server needs the SSRC of each sent track"),
+            format!(
+                "offers simulcast (a=simulcast:{}) without both the {} and {} header extensions (a=extmap with an id from 1 to 14); the server tells simulcast layers apart by them",
+                offered.simulcast.as_deref().unwrap_or_default(),
+                ext::URI_MID,
+                ext::URI_RID
+            ),
         ));
+    }
+    let ssrc = if rids.is_empty() {
+        let Some(ssrc) = offered.primary_ssrc() else {
+            let why = if offered.rids.is_empty() {
+                ""
+            } else {
+                " (it has a=rid lines but no a=simulcast:send list)"
+            };
+            return Err(Error::media(
+                index,
+                kind,
+                format!(
+                    "offer has no a=ssrc line{why}; the server needs the SSRC of each sent track"
+                ),
+            ));
+        };
+        ssrc
+    } else {
+        0
     };
-    let info = offered.ssrc_info(ssrc);
+    let info = offered.primary_ssrc().and_then(|s| offered.ssrc_info(s));
     let (stream_id, track_id) = match (&offered.msid, info) {
         (Some((stream, track)), _) if !stream.is_empty() => (stream.clone(), track.clone()),
         (_, Some(info)) if info.msid_stream.is_some() => (
@@ -244,23 +373,27 @@ fn accept(
         ),
         _ => ("-".to_string(), String::new()),
     };
-    let track_id = if track_id.is_empty() {
-        format!("track-{ssrc}")
-    } else {
-        track_id
+    let track_id = match (track_id.is_empty(), rids.is_empty()) {
+        (false, _) => track_id,
+        (true, true) => format!("track-{ssrc}"),
+        (true, false) => format!("track-{mid}"),
     };
     let cname = info
         .and_then(|i| i.cname.clone())
         .unwrap_or_else(|| stream_id.clone());
+    let rtcp_fb = kept_feedback(kind, &chosen.rtcp_fb, has(ext::URI_TWCC));
+    let feedback = ext::feedback(&rtcp_fb);
     let codec = Codec {
-        rtcp_fb: kept_feedback(kind, &chosen.rtcp_fb),
+        rtcp_fb,
         ..chosen.clone()
     };
     let track = PublishedTrack {
         mid: mid.clone(),
         kind: kind.clone(),
         ssrc,
+        rids,
         codec: codec.clone(),
+        feedback,
         stream_id,
         track_id,
         cname,
@@ -272,6 +405,11 @@ fn accept(
     let mut media = local.media(kind.clone(), &mid, Setup::Passive);
     media.proto = offered.proto.clone();
     media.direction = Direction::RecvOnly;
+    media.extmaps = extmaps;
     media.codecs = vec![codec];
+    if !track.rids.is_empty() {
+        media.rids = track.rids.iter().map(|r| format!("{r} recv")).collect();
+        media.simulcast = Some(format!("recv {}", track.rids.join(";")));
+    }
     Ok(Some((media, track)))
 }

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Error;
+use crate::ext;
 use crate::model::{
     Codec, Direction, Group, Media, MediaKind, SessionDescription, Setup, SsrcInfo,
 };
@@ -30,15 +31,21 @@ pub struct SubscribeSlot {
 /// Builds the server's offer for a subscribe connection.
 ///
 /// One m-line per slot, in order: a slot with a track is `a=sendonly` with the publisher's codec
-/// (same payload type, fmtp and rtcp-fb), `a=ssrc:<ssrc> cname:<cname>`,
-/// `a=ssrc:<ssrc> msid:<stream> <track>` and `a=msid:<stream> <track>`; an empty slot is
-/// `a=inactive` with a placeholder codec (Opus or VP8, reusing a payload type other slots already
-/// give that codec). Session: `a=ice-lite`, `a=group:BUNDLE` over all slots; every m-line has the
+/// (same payload type and fmtp), one SSRC, `track.ssrc` (for a forwarded track the control daemon
+/// sets it to the engine's outgoing SSRC for this subscriber; a simulcast track's 0 is refused):
+/// `a=ssrc:<ssrc> cname:<cname>`, `a=ssrc:<ssrc> msid:<stream> <track>` and
+/// `a=msid:<stream> <track>`, and no rids (the subscriber receives one stream whatever layer is
+/// forwarded); an empty slot is `a=inactive` with a placeholder codec (Opus or VP8, reusing a
+/// payload type other slots already give that codec). Every m-line declares the header extensions
+/// the engine writes, `a=extmap:1 ssrc-audio-level` (audio) and `a=extmap:3 transport-wide-cc`,
+/// and the feedback the engine handles: rtcp-fb `nack`, `nack pli`, `ccm fir`, `transport-cc`,
+/// `goog-remb` for video, `transport-cc` for audio (in place of the publisher's). Session: `a=ice-lite`, `a=group:BUNDLE` over all slots; every m-line has the
 /// server's ICE credentials, fingerprint, `a=setup:actpass`, rtcp-mux, candidate and
 /// end-of-candidates. Errors if `slots` is empty, mids repeat or are not tokens, a slot is not
-/// audio/video or holds a track of the other kind, two slots forward the same SSRC, a value would
-/// break the SDP syntax, or two slots use one payload type for different codecs (browsers refuse
-/// that within a BUNDLE group, and the engine cannot rewrite payload types).
+/// audio/video or holds a track of the other kind, two slots forward the same SSRC, a track's SSRC
+/// is 0, a value would break the SDP syntax, or two slots use one payload type for different
+/// codecs (browsers refuse that within a BUNDLE group, and the engine cannot rewrite payload
+/// types).
 pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Result<String, Error> {
     if slots.is_empty() {
         return Err(Error::invalid(
@@ -64,6 +71,12 @@ pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Resul
         }
         if let Some(track) = &slot.track {
             check_track(&format!("subscribe slot {}", slot.mid), &slot.kind, track)?;
+            if track.ssrc == 0 {
+                return Err(Error::invalid(format!(
+                    "subscribe slot {}: the track's SSRC is 0 (a simulcast track has no single SSRC); set track.ssrc to the outgoing SSRC the engine uses for this subscriber (the Subscribe's out_ssrc)",
+                    slot.mid
+                )));
+            }
             if let Some(other) = ssrcs.insert(track.ssrc, slot.mid.as_str()) {
                 return Err(Error::invalid(format!(
                     "subscribe slots {other} and {} both forward SSRC {}; each track may be in one slot only",
@@ -82,7 +95,7 @@ pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Resul
         mids: slots.iter().map(|s| s.mid.clone()).collect(),
     });
     for slot in slots {
-        let media = match &slot.track {
+        let mut media = match &slot.track {
             Some(track) => sending_media(local, &slot.mid, track, Setup::ActPass),
             None => {
                 let mut media = local.media(slot.kind.clone(), &slot.mid, Setup::ActPass);
@@ -91,9 +104,34 @@ pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Resul
                 media
             }
         };
+        // What the engine writes and answers on the subscribe leg, whatever the publisher
+        // negotiated: it terminates feedback and rewrites header extensions.
+        if slot.kind == MediaKind::Audio {
+            media.extmaps = vec![ext::extmap(
+                ext::SUBSCRIBE_EXT_AUDIO_LEVEL,
+                ext::URI_AUDIO_LEVEL,
+            )];
+        }
+        media
+            .extmaps
+            .push(ext::extmap(ext::SUBSCRIBE_EXT_TWCC, ext::URI_TWCC));
+        for codec in &mut media.codecs {
+            codec.rtcp_fb = subscribe_feedback(&slot.kind);
+        }
         sdp.media.push(media);
     }
     Ok(sdp.to_sdp())
+}
+
+/// The rtcp-fb every subscribe m-line offers: `nack`, `nack pli`, `ccm fir`, `transport-cc`,
+/// `goog-remb` for video, `transport-cc` for audio.
+fn subscribe_feedback(kind: &MediaKind) -> Vec<String> {
+    let list: &[&str] = if *kind == MediaKind::Video {
+        &["nack", "nack pli", "ccm fir", "transport-cc", "goog-remb"]
+    } else {
+        &["transport-cc"]
+    };
+    list.iter().map(|s| s.to_string()).collect()
 }
 
 /// Checks that a track's values can be written into SDP as given and match the slot's kind.
@@ -121,6 +159,9 @@ pub(crate) fn check_track(
     }
     for fb in &codec.rtcp_fb {
         check_text(&format!("{what}: rtcp-fb"), fb)?;
+    }
+    for rid in &track.rids {
+        check_token(&format!("{what}: rid"), rid)?;
     }
     check_token(&format!("{what}: stream id"), &track.stream_id)?;
     check_token(&format!("{what}: track id"), &track.track_id)?;
