@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use switchyard_dtls::{Identity, Role, Session, SrtpExport};
-use switchyard_protocol::{Event, KeySalt, Reply, Request, TransportId, SRTP_RTCP_OUTBOUND};
+use switchyard_protocol::{Event, HeaderExtIds, KeySalt, Layer, Reply, Request, TrackKind, TransportId, SRTP_RTCP_OUTBOUND};
 use switchyard_sdp::{
     answer_publish, check_subscribe_answer, offer_subscribe, remote_transport, LocalTransport, SessionDescription,
 };
@@ -366,6 +366,8 @@ impl Hub {
                     t.remote = Some(addr);
                 }
             }
+            // Not used yet (simulcast and active-speaker announcements).
+            HubMsg::Engine(Event::SsrcLearned { .. } | Event::AudioLevels { .. }) => {}
             HubMsg::EngineRestarted => self.engine_restarted().await,
             HubMsg::DtlsDone { transport, result } => self.dtls_done(transport, result).await,
             HubMsg::Rooms(reply) => {
@@ -756,7 +758,7 @@ impl Hub {
         let mut subscribed = 0usize;
         let mut keyframes = std::collections::BTreeSet::new();
         for (publisher, ssrc, subscriber, video) in subs {
-            match self.engine.request(Request::Subscribe { publisher, ssrc, subscriber }).await {
+            match self.engine_subscribe(publisher, ssrc, subscriber, video).await {
                 Ok(_) => subscribed += 1,
                 Err(e) => {
                     tracing::warn!(publisher, ssrc, subscriber, error = %e, "could not re-install subscription");
@@ -768,7 +770,7 @@ impl Hub {
             }
         }
         for (publisher, ssrc) in keyframes {
-            let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+            let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
         }
         tracing::info!(
             transports = restored,
@@ -777,6 +779,26 @@ impl Hub {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "engine restarted: state re-installed"
         );
+    }
+
+    /// Subscribes `subscriber` to the publisher's stream `ssrc` (protocol v4: the track id is the SSRC,
+    /// one layer, the subscriber sees the publisher's SSRC). Declaring the extensions and the track
+    /// again is harmless: the engine accepts an identical declaration.
+    async fn engine_subscribe(
+        &mut self,
+        publisher: TransportId,
+        ssrc: u32,
+        subscriber: TransportId,
+        video: bool,
+    ) -> Result<Reply, crate::engine_link::LinkError> {
+        self.engine.request(Request::SetExtensions { transport: publisher, ext: HeaderExtIds::default() }).await?;
+        let (kind, clock_rate) = if video { (TrackKind::Video, 90_000) } else { (TrackKind::Audio, 48_000) };
+        let layers = vec![Layer { rid: String::new(), ssrc }];
+        let track = Request::AddTrack { publisher, track: ssrc, kind, mid: String::new(), clock_rate, payload_type: 0, feedback: 0, layers };
+        self.engine.request(track).await?;
+        self.engine
+            .request(Request::Subscribe { publisher, track: ssrc, subscriber, out_ssrc: ssrc, out_rtx_ssrc: 0, rtx_payload_type: 0 })
+            .await
     }
 
     async fn remove_transport(&mut self, id: TransportId) {
@@ -919,7 +941,7 @@ impl Hub {
                 .map(|p| p.sub.installed.iter().filter(|(_, v)| **v).map(|(k, _)| *k).collect())
                 .unwrap_or_default();
             for (publisher, ssrc) in videos {
-                let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
             }
         }
     }
@@ -1022,15 +1044,15 @@ impl Hub {
         self.start_dtls(sub, &remote.fingerprint);
         let ready = self.transports.get(&sub).is_some_and(|t| t.srtp);
         for (publisher, ssrc) in diff.remove {
-            let _ = self.engine.request(Request::Unsubscribe { publisher, ssrc, subscriber: sub }).await;
+            let _ = self.engine.request(Request::Unsubscribe { publisher, track: ssrc, subscriber: sub }).await;
         }
         for (publisher, ssrc, video) in diff.add {
-            if let Err(e) = self.engine.request(Request::Subscribe { publisher, ssrc, subscriber: sub }).await {
+            if let Err(e) = self.engine_subscribe(publisher, ssrc, sub, video).await {
                 tracing::warn!(publisher, ssrc, subscriber = sub, error = %e, "subscribe failed");
                 continue;
             }
             if video && ready {
-                let _ = self.engine.request(Request::RequestKeyframe { publisher, ssrc }).await;
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
             }
         }
         // Changes that arrived while this offer was out.

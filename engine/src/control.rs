@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use switchyard_protocol::{
-    EngineStats, ErrorCode, Event, FrameKind, FrameReader, Reply, Request, TransportId, WorkerInfo, WorkerStats,
-    VERSION,
+    EngineStats, ErrorCode, Event, FrameKind, FrameReader, Reply, Request, TrackKind, TransportId, WorkerInfo,
+    WorkerStats, VERSION,
 };
 use switchyard_udp::Waker;
 
@@ -39,11 +39,21 @@ pub struct WorkerHandle {
     pub counters: Arc<WorkerCounters>,
 }
 
+/// A track as the control daemon declared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TrackDecl {
+    kind: TrackKind,
+    /// Layer SSRCs, lowest first (0 = not known yet).
+    ssrcs: Vec<u32>,
+}
+
 #[derive(Default)]
 struct Registry {
     /// transport -> worker
     transports: HashMap<TransportId, u16>,
-    /// (publisher, ssrc, subscriber)
+    /// (publisher, track) -> its declaration
+    tracks: HashMap<(TransportId, u32), TrackDecl>,
+    /// (publisher, track, subscriber)
     subscriptions: HashSet<(TransportId, u32, TransportId)>,
 }
 
@@ -148,11 +158,13 @@ impl ControlState {
                     .filter(|(p, _, s)| *p == transport || *s == transport)
                     .copied()
                     .collect();
-                for (p, ssrc, s) in subs {
-                    self.unsubscribe(p, ssrc, s)?;
+                for (p, track, s) in subs {
+                    self.unsubscribe(p, track, s)?;
                 }
                 self.run(w, Op::RemoveTransport { id: transport })?;
-                lock(&self.registry).transports.remove(&transport);
+                let mut reg = lock(&self.registry);
+                reg.transports.remove(&transport);
+                reg.tracks.retain(|(p, _), _| *p != transport);
                 Ok(Reply::Ok)
             }
             Request::SetSrtp { transport, profile, inbound, outbound } => {
@@ -165,25 +177,82 @@ impl ControlState {
                 self.run(w, Op::ResumeSrtp { id: transport, indexes })?;
                 Ok(Reply::Ok)
             }
-            Request::Subscribe { publisher, ssrc, subscriber } => {
+            Request::SetExtensions { transport, .. } => {
+                self.worker_of(transport)?;
+                Ok(Reply::Ok)
+            }
+            Request::SetPreferences { publisher, track, subscriber, .. } => {
+                self.worker_of(publisher)?;
+                self.worker_of(subscriber)?;
+                self.track(publisher, track)?;
+                Ok(Reply::Ok)
+            }
+            Request::SetSendCap { transport, .. } => {
+                self.worker_of(transport)?;
+                Ok(Reply::Ok)
+            }
+            Request::AddTrack { publisher, track, kind, layers, .. } => {
+                self.worker_of(publisher)?;
+                if layers.is_empty() || layers.len() > 3 {
+                    return Err((ErrorCode::Invalid, format!("a track has 1 to 3 layers, not {}", layers.len())));
+                }
+                let decl = TrackDecl { kind, ssrcs: layers.iter().map(|l| l.ssrc).collect() };
+                let mut reg = lock(&self.registry);
+                match reg.tracks.get(&(publisher, track)) {
+                    Some(d) if *d == decl => Ok(Reply::Ok),
+                    Some(_) => Err((ErrorCode::Duplicate, format!("track {track} of {publisher} already exists"))),
+                    None => {
+                        reg.tracks.insert((publisher, track), decl);
+                        Ok(Reply::Ok)
+                    }
+                }
+            }
+            Request::RemoveTrack { publisher, track } => {
+                self.track(publisher, track)?;
+                let subs: Vec<_> = lock(&self.registry)
+                    .subscriptions
+                    .iter()
+                    .filter(|(p, t, _)| *p == publisher && *t == track)
+                    .copied()
+                    .collect();
+                for (p, t, s) in subs {
+                    self.unsubscribe(p, t, s)?;
+                }
+                lock(&self.registry).tracks.remove(&(publisher, track));
+                Ok(Reply::Ok)
+            }
+            Request::Subscribe { publisher, track, subscriber, .. } => {
                 if publisher == subscriber {
                     return Err((ErrorCode::Invalid, "a transport cannot subscribe to its own stream".into()));
                 }
                 let pw = self.worker_of(publisher)?;
                 let sw = self.worker_of(subscriber)?;
+                let decl = self.track(publisher, track)?;
                 let dest = if pw == sw { Dest::Local(subscriber) } else { Dest::Remote { worker: sw, transport: subscriber } };
                 let up = if pw == sw { Dest::Local(publisher) } else { Dest::Remote { worker: pw, transport: publisher } };
-                self.run(pw, Op::AddRoute { publisher, ssrc, dest, limit: MAX_SUBSCRIBERS_PER_STREAM })?;
-                if let Err(e) = self.run(sw, Op::AddFeedback { subscriber, ssrc, publisher: up }) {
-                    // Undo so a failed subscribe changes nothing.
-                    let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber });
-                    return Err(e);
+                let ssrcs: Vec<u32> = decl.ssrcs.iter().copied().filter(|s| *s != 0).collect();
+                for (i, &ssrc) in ssrcs.iter().enumerate() {
+                    let added = self.run(pw, Op::AddRoute { publisher, ssrc, dest, limit: MAX_SUBSCRIBERS_PER_STREAM }).and_then(
+                        |_| {
+                            self.run(sw, Op::AddFeedback { subscriber, ssrc, publisher: up }).inspect_err(|_| {
+                                let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber });
+                            })
+                        },
+                    );
+                    if let Err(e) = added {
+                        // Undo so a failed subscribe changes nothing.
+                        for &done in &ssrcs[..i] {
+                            let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc: done, subscriber });
+                            let _ = self.run(sw, Op::RemoveFeedback { subscriber, ssrc: done });
+                        }
+                        return Err(e);
+                    }
                 }
-                lock(&self.registry).subscriptions.insert((publisher, ssrc, subscriber));
+                lock(&self.registry).subscriptions.insert((publisher, track, subscriber));
                 Ok(Reply::Ok)
             }
-            Request::Unsubscribe { publisher, ssrc, subscriber } => {
-                self.unsubscribe(publisher, ssrc, subscriber)?;
+            Request::Unsubscribe { publisher, track, subscriber } => {
+                self.unsubscribe(publisher, track, subscriber)?;
                 Ok(Reply::Ok)
             }
             Request::DtlsOut { transport, datagram } => {
@@ -191,9 +260,14 @@ impl ControlState {
                 self.run(w, Op::DtlsOut { id: transport, datagram })?;
                 Ok(Reply::Ok)
             }
-            Request::RequestKeyframe { publisher, ssrc } => {
+            Request::RequestKeyframe { publisher, track } => {
                 let w = self.worker_of(publisher)?;
-                self.run(w, Op::RequestKeyframe { publisher, ssrc })?;
+                let decl = self.track(publisher, track)?;
+                if decl.kind == TrackKind::Video {
+                    for ssrc in decl.ssrcs.into_iter().filter(|s| *s != 0) {
+                        self.run(w, Op::RequestKeyframe { publisher, ssrc })?;
+                    }
+                }
                 Ok(Reply::Ok)
             }
             Request::BindRemote { transport, addr } => {
@@ -210,17 +284,46 @@ impl ControlState {
                     }
                 }
                 all.sort_by_key(|t| t.transport);
+                let reg = lock(&self.registry);
+                for t in &mut all {
+                    let mut subs: Vec<(u32, TransportId)> =
+                        reg.subscriptions.iter().filter(|(p, _, _)| *p == t.transport).map(|&(_, tr, s)| (tr, s)).collect();
+                    subs.sort_unstable();
+                    t.subscriptions = subs;
+                    let mut tracks: Vec<(u32, Vec<(u8, u32)>)> = reg
+                        .tracks
+                        .iter()
+                        .filter(|((p, _), _)| *p == t.transport)
+                        .map(|(&(_, tr), d)| {
+                            let layers = d.ssrcs.iter().enumerate().filter(|(_, s)| **s != 0).map(|(i, s)| (i as u8, *s));
+                            (tr, layers.collect())
+                        })
+                        .collect();
+                    tracks.sort_unstable();
+                    t.tracks = tracks;
+                }
                 Ok(Reply::Snapshot(all))
             }
         }
     }
 
-    fn unsubscribe(&self, publisher: TransportId, ssrc: u32, subscriber: TransportId) -> Result<(), CommandError> {
+    fn track(&self, publisher: TransportId, track: u32) -> Result<TrackDecl, CommandError> {
+        lock(&self.registry)
+            .tracks
+            .get(&(publisher, track))
+            .cloned()
+            .ok_or_else(|| (ErrorCode::UnknownTrack, format!("no track {track} on transport {publisher}")))
+    }
+
+    fn unsubscribe(&self, publisher: TransportId, track: u32, subscriber: TransportId) -> Result<(), CommandError> {
         let pw = self.worker_of(publisher)?;
         let sw = self.worker_of(subscriber)?;
-        self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber })?;
-        self.run(sw, Op::RemoveFeedback { subscriber, ssrc })?;
-        lock(&self.registry).subscriptions.remove(&(publisher, ssrc, subscriber));
+        let ssrcs = self.track(publisher, track).map(|d| d.ssrcs).unwrap_or_default();
+        for ssrc in ssrcs.into_iter().filter(|s| *s != 0) {
+            self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber })?;
+            self.run(sw, Op::RemoveFeedback { subscriber, ssrc })?;
+        }
+        lock(&self.registry).subscriptions.remove(&(publisher, track, subscriber));
         Ok(())
     }
 

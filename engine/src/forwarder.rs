@@ -372,6 +372,7 @@ impl Forwarder {
                 remote: t.remote,
                 srtp: t.srtp_in.is_some(),
                 subscriptions,
+                tracks: Vec::new(),
                 srtp_indexes,
             });
         }

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_protocol::{
-    ClientError, EngineClient, ErrorCode, Event, Frame, FrameKind, KeySalt, Reply, Request, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
+    ClientError, EngineClient, ErrorCode, Event, Frame, FrameKind, KeySalt, Layer, Reply, Request, TrackKind, SRTP_RTP_INBOUND,
+    SRTP_RTP_OUTBOUND,
 };
 use switchyard_srtp::{Context, IndexKind, Profile};
 use switchyard_stun::{BindingRequest, Class, Message};
@@ -178,7 +179,8 @@ fn forward_10k(io: &str) {
     let (a_up, a_down, b_up, b_down) = (keys(1, profile), keys(2, profile), keys(3, profile), keys(4, profile));
     ctl.request(&Request::SetSrtp { transport: 1, profile: profile.rfc5764_id(), inbound: a_up.clone(), outbound: a_down }).unwrap();
     ctl.request(&Request::SetSrtp { transport: 2, profile: profile.rfc5764_id(), inbound: b_up, outbound: b_down.clone() }).unwrap();
-    ctl.request(&Request::Subscribe { publisher: 1, ssrc: SSRC, subscriber: 2 }).unwrap();
+    ctl.request(&Request::AddTrack { publisher: 1, track: SSRC, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: SSRC }] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, track: SSRC, subscriber: 2, out_ssrc: SSRC, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
 
     let mut a_tx = Context::new(profile, &a_up.key, &a_up.salt).unwrap();
     let mut stranger_tx = Context::new(profile, &a_up.key, &a_up.salt).unwrap();
@@ -237,7 +239,7 @@ fn forward_10k(io: &str) {
     println!("{io}: forwarded {received} packets across workers; engine p99 receive-to-send {} us", p99 / 1000);
 
     // Unsubscribe stops the stream; Snapshot shows the state.
-    ctl.request(&Request::Unsubscribe { publisher: 1, ssrc: SSRC, subscriber: 2 }).unwrap();
+    ctl.request(&Request::Unsubscribe { publisher: 1, track: SSRC, subscriber: 2 }).unwrap();
     a.send_to(&protect(&mut a_tx, &rtp(PACKETS + 5000)), addr_a).unwrap();
     assert!(b.recv_from(&mut buf).is_err());
     match ctl.request(&Request::Snapshot).unwrap() {
@@ -268,7 +270,8 @@ fn forward_10k(io: &str) {
     ));
     ctl.request(&Request::ResumeSrtp { transport: 1, indexes: vec![(SSRC2, SRTP_RTP_INBOUND, in_at)] }).unwrap();
     ctl.request(&Request::ResumeSrtp { transport: 2, indexes: vec![(SSRC2, SRTP_RTP_OUTBOUND, out_at)] }).unwrap();
-    ctl.request(&Request::Subscribe { publisher: 1, ssrc: SSRC2, subscriber: 2 }).unwrap();
+    ctl.request(&Request::AddTrack { publisher: 1, track: SSRC2, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: SSRC2 }] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, track: SSRC2, subscriber: 2, out_ssrc: SSRC2, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
     a_tx.resume(SSRC2, IndexKind::RtpOut, in_at);
     b_rx.resume(SSRC2, IndexKind::RtpIn, out_at);
     b.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -350,7 +353,8 @@ fn fan_out(io: &str) {
         socks.push((s, addr));
     }
     for sub in 1..=SUBS {
-        ctl.request(&Request::Subscribe { publisher: 0, ssrc: SSRC, subscriber: sub }).unwrap();
+        ctl.request(&Request::AddTrack { publisher: 0, track: SSRC, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: SSRC }] }).unwrap();
+        ctl.request(&Request::Subscribe { publisher: 0, track: SSRC, subscriber: sub, out_ssrc: SSRC, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
     }
     let k = keys(1, profile);
     let mut tx = Context::new(profile, &k.key, &k.salt).unwrap();

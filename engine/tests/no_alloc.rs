@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use switchyard_engine::{Engine, EngineConfig};
-use switchyard_protocol::{EngineClient, KeySalt, Reply, Request};
+use switchyard_protocol::{EngineClient, KeySalt, Layer, Reply, Request, TrackKind};
 use switchyard_srtp::{Context, Profile};
 use switchyard_stun::BindingRequest;
 use switchyard_udp::IoKind;
@@ -56,8 +56,10 @@ fn run(io: IoKind) {
             .unwrap();
         socks.push((s, addr));
     }
-    ctl.request(&Request::Subscribe { publisher: 1, ssrc: 99, subscriber: 2 }).unwrap();
-    ctl.request(&Request::Subscribe { publisher: 1, ssrc: 99, subscriber: 3 }).unwrap();
+    ctl.request(&Request::AddTrack { publisher: 1, track: 99, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: 99 }] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, track: 99, subscriber: 2, out_ssrc: 99, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
+    ctl.request(&Request::AddTrack { publisher: 1, track: 99, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: 99 }] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, track: 99, subscriber: 3, out_ssrc: 99, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
 
     let mut tx = Context::new(profile, &[1; 16], &[1; 14]).unwrap();
     let mut buf = [0u8; 1500];

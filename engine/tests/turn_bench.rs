@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_engine::turn::TurnConfig;
 use switchyard_engine::{Engine, EngineConfig};
-use switchyard_protocol::{EngineClient, KeySalt, Reply, Request};
+use switchyard_protocol::{EngineClient, KeySalt, Layer, Reply, Request, TrackKind};
 use switchyard_srtp::{Context, Profile};
 use switchyard_stun::{parse_channel_data, write_channel_data, BindingRequest};
 use switchyard_udp::IoKind;
@@ -53,7 +53,8 @@ fn sfu_rate(io: IoKind, turn: bool, packets: u32) -> f64 {
         ctl.request(&Request::SetSrtp { transport: id, profile: profile.rfc5764_id(), inbound: ks(id as u8), outbound: ks(id as u8 + 10) }).unwrap();
         socks.push((s, addr));
     }
-    ctl.request(&Request::Subscribe { publisher: 1, ssrc: 7, subscriber: 2 }).unwrap();
+    ctl.request(&Request::AddTrack { publisher: 1, track: 7, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: 7 }] }).unwrap();
+    ctl.request(&Request::Subscribe { publisher: 1, track: 7, subscriber: 2, out_ssrc: 7, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
     let mut tx = Context::new(profile, &[1; 16], &[1; 14]).unwrap();
     let (publisher, to) = (&socks[0].0, socks[0].1);
     let sub = &socks[1].0;

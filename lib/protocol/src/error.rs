@@ -62,6 +62,8 @@ pub enum ErrorCode {
     Internal = 9,
     /// A limit was reached (subscribers per stream, transports per worker, ...).
     LimitReached = 10,
+    /// The request names a track the publisher has not declared (`AddTrack`).
+    UnknownTrack = 11,
 }
 
 impl ErrorCode {
@@ -77,6 +79,7 @@ impl ErrorCode {
             7 => ErrorCode::Duplicate,
             8 => ErrorCode::Invalid,
             10 => ErrorCode::LimitReached,
+            11 => ErrorCode::UnknownTrack,
             _ => ErrorCode::Internal,
         }
     }

@@ -32,10 +32,12 @@ pub use codec::{Reader, Writer};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{Frame, FrameKind, FrameReader, MAX_FRAME};
 pub use message::{
-    EngineStats, Event, KeySalt, LatencySummary, Reply, Request, TransportId, TransportInfo,
-    WorkerInfo, WorkerStats, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
+    EngineStats, Event, HeaderExtIds, KeySalt, Layer, LatencySummary, Reply, Request, TrackKind,
+    TransportId, TransportInfo, WorkerInfo, WorkerStats, FB_FIR, FB_NACK, FB_PLI, FB_REMB, FB_TWCC,
+    OUT_EXT_AUDIO_LEVEL, OUT_EXT_TWCC, OUT_EXT_UNUSED, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND,
+    SRTP_RTP_OUTBOUND,
 };
 
 /// Version of the control protocol. Bumped on any change to the frames or messages; both daemons refuse
 /// to talk across a mismatch rather than misread each other.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;

@@ -22,6 +22,61 @@ pub const SRTP_RTP_OUTBOUND: u8 = 1;
 /// The next SRTCP index the engine sends towards the peer for a sender SSRC.
 pub const SRTP_RTCP_OUTBOUND: u8 = 2;
 
+/// Header-extension ids (RFC 8285) a peer uses in the RTP it sends the engine; 0 = not negotiated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderExtIds {
+    /// `urn:ietf:params:rtp-hdrext:sdes:mid`.
+    pub mid: u8,
+    /// `urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id`.
+    pub rid: u8,
+    /// `urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id`.
+    pub repaired_rid: u8,
+    /// `urn:ietf:params:rtp-hdrext:ssrc-audio-level`.
+    pub audio_level: u8,
+    /// `http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01`.
+    pub twcc: u8,
+}
+
+/// The id the engine writes the audio-level element under in RTP it sends to subscribers (the
+/// subscribe offer declares exactly this id).
+pub const OUT_EXT_AUDIO_LEVEL: u8 = 1;
+/// The id the engine writes the transport-wide sequence number under in RTP it sends to subscribers.
+pub const OUT_EXT_TWCC: u8 = 3;
+/// The id every other header-extension element is rewritten to at ingest (never negotiated on the
+/// subscribe leg, so receivers ignore it).
+pub const OUT_EXT_UNUSED: u8 = 14;
+
+/// Feedback bit in [`Request::AddTrack`]: the publisher negotiated `a=rtcp-fb nack`.
+pub const FB_NACK: u8 = 1;
+/// Feedback bit: `nack pli`.
+pub const FB_PLI: u8 = 2;
+/// Feedback bit: `ccm fir`.
+pub const FB_FIR: u8 = 4;
+/// Feedback bit: `transport-cc`.
+pub const FB_TWCC: u8 = 8;
+/// Feedback bit: `goog-remb`.
+pub const FB_REMB: u8 = 16;
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TrackKind {
+    /// An audio track.
+    Audio = 0,
+    /// A video track.
+    Video = 1,
+}
+
+/// One simulcast layer (or the only layer) of a published track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The RID (`a=rid`), or "" when the track is not simulcast.
+    pub rid: String,
+    /// The layer's SSRC, or 0 to learn it from the first packet carrying the matching mid and rid
+    /// header extensions.
+    pub ssrc: u32,
+}
+
 /// A request from the control daemon to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -73,23 +128,84 @@ pub enum Request {
         /// [`SRTP_RTCP_OUTBOUND`].
         indexes: Vec<(u32, u8, u64)>,
     },
-    /// Forwards the stream `ssrc` sent by `publisher` to `subscriber`.
-    Subscribe {
-        /// The transport the stream arrives on.
-        publisher: TransportId,
-        /// The stream's SSRC.
-        ssrc: u32,
-        /// The transport that receives copies.
-        subscriber: TransportId,
+    /// The header-extension ids a (publishing) transport's peer uses; also tells the engine to send
+    /// it TWCC feedback when `ext.twcc != 0`.
+    SetExtensions {
+        /// The transport.
+        transport: TransportId,
+        /// The ids of the publish offer (echoed by the answer).
+        ext: HeaderExtIds,
     },
-    /// Stops forwarding `ssrc` from `publisher` to `subscriber`.
-    Unsubscribe {
-        /// The transport the stream arrives on.
+    /// Declares a track `publisher` sends: one stream, or up to three simulcast layers.
+    AddTrack {
+        /// The publishing transport.
         publisher: TransportId,
-        /// The stream's SSRC.
-        ssrc: u32,
+        /// The control daemon's id for the track, unique per publishing transport.
+        track: u32,
+        /// Audio or video.
+        kind: TrackKind,
+        /// The track's media id (the value of the mid header extension).
+        mid: String,
+        /// RTP clock rate (48000 for Opus, 90000 for video).
+        clock_rate: u32,
+        /// The negotiated payload type.
+        payload_type: u8,
+        /// `FB_*` bits of the feedback the publisher negotiated.
+        feedback: u8,
+        /// 1 to 3 layers, lowest quality first.
+        layers: Vec<Layer>,
+    },
+    /// Removes a track and every subscription to it.
+    RemoveTrack {
+        /// The publishing transport.
+        publisher: TransportId,
+        /// The track.
+        track: u32,
+    },
+    /// Forwards a track to `subscriber` as one stream with SSRC `out_ssrc` (sequence numbers and
+    /// timestamps rewritten to stay continuous across layer switches; payload type unchanged).
+    Subscribe {
+        /// The publishing transport.
+        publisher: TransportId,
+        /// The track.
+        track: u32,
+        /// The transport that receives it.
+        subscriber: TransportId,
+        /// The SSRC the subscriber sees.
+        out_ssrc: u32,
+        /// SSRC of retransmissions (RFC 4588), or 0 to retransmit on `out_ssrc`.
+        out_rtx_ssrc: u32,
+        /// Payload type of retransmissions, or 0 when there is no RTX.
+        rtx_payload_type: u8,
+    },
+    /// Stops forwarding a track to `subscriber`.
+    Unsubscribe {
+        /// The publishing transport.
+        publisher: TransportId,
+        /// The track.
+        track: u32,
         /// The transport that stops receiving it.
         subscriber: TransportId,
+    },
+    /// The size the subscriber shows the track at: the engine's layer choice never exceeds it (the
+    /// lowest layer is always allowed).
+    SetPreferences {
+        /// The publishing transport.
+        publisher: TransportId,
+        /// The track.
+        track: u32,
+        /// The subscribing transport.
+        subscriber: TransportId,
+        /// Maximum height in pixels; `u16::MAX` = no limit.
+        max_height: u16,
+    },
+    /// Test aid: polices what the engine sends to `transport` to `bps` (token bucket, ~100 ms burst),
+    /// dropping the excess (counted as `send_cap`); 0 removes the cap.
+    SetSendCap {
+        /// The transport.
+        transport: TransportId,
+        /// Bits per second, 0 = no cap.
+        bps: u64,
     },
     /// Sends a DTLS datagram produced by the control daemon to the transport's ICE-selected address.
     DtlsOut {
@@ -98,13 +214,13 @@ pub enum Request {
         /// One datagram of DTLS records.
         datagram: Vec<u8>,
     },
-    /// Sends a keyframe request (RTCP PLI, RFC 4585) for `ssrc` to the transport that publishes it, so
-    /// a new subscriber's video starts at once instead of at the publisher's next periodic keyframe.
+    /// Asks the publisher of a video track for a keyframe (through the engine's coalescing keyframe
+    /// requester, as PLI or FIR), so a new subscriber's video starts at once.
     RequestKeyframe {
         /// The publishing transport.
         publisher: TransportId,
-        /// The video stream's SSRC.
-        ssrc: u32,
+        /// The track.
+        track: u32,
     },
     /// Binds `addr` to the transport as if it had passed an ICE check and selects it for sending. The
     /// control daemon re-installs, in a restarted engine, the address the previous engine reported in
@@ -188,8 +304,10 @@ pub struct TransportInfo {
     pub remote: Option<SocketAddr>,
     /// Whether SRTP keys are installed.
     pub srtp: bool,
-    /// Streams it publishes that have subscribers: `(ssrc, subscriber)`.
+    /// Tracks it publishes that have subscribers: `(track, subscriber)`.
     pub subscriptions: Vec<(u32, TransportId)>,
+    /// Tracks it publishes with their known SSRCs: `(track, [(layer, ssrc)])`.
+    pub tracks: Vec<(u32, Vec<(u8, u32)>)>,
     /// Its SRTP per-SSRC counters `(ssrc, kind, index)` (kinds [`SRTP_RTP_INBOUND`],
     /// [`SRTP_RTP_OUTBOUND`], [`SRTP_RTCP_OUTBOUND`]), for [`Request::ResumeSrtp`] after a restart.
     pub srtp_indexes: Vec<(u32, u8, u64)>,
@@ -248,6 +366,23 @@ pub enum Event {
         /// The remote address now used for sending.
         addr: SocketAddr,
     },
+    /// The engine bound a simulcast layer's SSRC from its mid and rid header extensions.
+    SsrcLearned {
+        /// The publishing transport.
+        transport: TransportId,
+        /// The track.
+        track: u32,
+        /// Layer index (0 = lowest).
+        layer: u8,
+        /// The SSRC.
+        ssrc: u32,
+    },
+    /// Every 200 ms per worker: the loudest RFC 6464 level (-dBov, 127 = silence) of each audio track
+    /// that received packets with the audio-level extension in the window.
+    AudioLevels {
+        /// `(publisher, track, level)`.
+        levels: Vec<(TransportId, u32, u8)>,
+    },
 }
 
 fn key_salt(w: &mut Writer, k: &KeySalt) {
@@ -288,27 +423,69 @@ impl Request {
                 key_salt(&mut w, inbound);
                 key_salt(&mut w, outbound);
             }
-            Request::Subscribe { publisher, ssrc, subscriber } => {
+            Request::Subscribe { publisher, track, subscriber, out_ssrc, out_rtx_ssrc, rtx_payload_type } => {
                 w.u8(5);
                 w.u64(*publisher);
-                w.u32(*ssrc);
+                w.u32(*track);
                 w.u64(*subscriber);
+                w.u32(*out_ssrc);
+                w.u32(*out_rtx_ssrc);
+                w.u8(*rtx_payload_type);
             }
-            Request::Unsubscribe { publisher, ssrc, subscriber } => {
+            Request::Unsubscribe { publisher, track, subscriber } => {
                 w.u8(6);
                 w.u64(*publisher);
-                w.u32(*ssrc);
+                w.u32(*track);
                 w.u64(*subscriber);
+            }
+            Request::SetExtensions { transport, ext } => {
+                w.u8(13);
+                w.u64(*transport);
+                for v in [ext.mid, ext.rid, ext.repaired_rid, ext.audio_level, ext.twcc] {
+                    w.u8(v);
+                }
+            }
+            Request::AddTrack { publisher, track, kind, mid, clock_rate, payload_type, feedback, layers } => {
+                w.u8(14);
+                w.u64(*publisher);
+                w.u32(*track);
+                w.u8(*kind as u8);
+                w.str(mid);
+                w.u32(*clock_rate);
+                w.u8(*payload_type);
+                w.u8(*feedback);
+                w.u32(layers.len() as u32);
+                for l in layers {
+                    w.str(&l.rid);
+                    w.u32(l.ssrc);
+                }
+            }
+            Request::RemoveTrack { publisher, track } => {
+                w.u8(15);
+                w.u64(*publisher);
+                w.u32(*track);
+            }
+            Request::SetPreferences { publisher, track, subscriber, max_height } => {
+                w.u8(16);
+                w.u64(*publisher);
+                w.u32(*track);
+                w.u64(*subscriber);
+                w.u16(*max_height);
+            }
+            Request::SetSendCap { transport, bps } => {
+                w.u8(17);
+                w.u64(*transport);
+                w.u64(*bps);
             }
             Request::DtlsOut { transport, datagram } => {
                 w.u8(7);
                 w.u64(*transport);
                 w.bytes(datagram);
             }
-            Request::RequestKeyframe { publisher, ssrc } => {
+            Request::RequestKeyframe { publisher, track } => {
                 w.u8(10);
                 w.u64(*publisher);
-                w.u32(*ssrc);
+                w.u32(*track);
             }
             Request::BindRemote { transport, addr } => {
                 w.u8(11);
@@ -350,16 +527,56 @@ impl Request {
             },
             5 => Request::Subscribe {
                 publisher: r.u64("publisher")?,
-                ssrc: r.u32("ssrc")?,
+                track: r.u32("track")?,
                 subscriber: r.u64("subscriber")?,
+                out_ssrc: r.u32("out_ssrc")?,
+                out_rtx_ssrc: r.u32("out_rtx_ssrc")?,
+                rtx_payload_type: r.u8("rtx_payload_type")?,
             },
             6 => Request::Unsubscribe {
                 publisher: r.u64("publisher")?,
-                ssrc: r.u32("ssrc")?,
+                track: r.u32("track")?,
                 subscriber: r.u64("subscriber")?,
             },
+            13 => Request::SetExtensions {
+                transport: r.u64("transport")?,
+                ext: HeaderExtIds {
+                    mid: r.u8("mid id")?,
+                    rid: r.u8("rid id")?,
+                    repaired_rid: r.u8("repaired rid id")?,
+                    audio_level: r.u8("audio level id")?,
+                    twcc: r.u8("twcc id")?,
+                },
+            },
+            14 => {
+                let publisher = r.u64("publisher")?;
+                let track = r.u32("track")?;
+                let kind = match r.u8("kind")? {
+                    0 => TrackKind::Audio,
+                    1 => TrackKind::Video,
+                    _ => return Err(DecodeError::Invalid { field: "kind", reason: "not 0 or 1" }),
+                };
+                let mid = r.str("mid")?;
+                let clock_rate = r.u32("clock_rate")?;
+                let payload_type = r.u8("payload_type")?;
+                let feedback = r.u8("feedback")?;
+                let n = r.count("layers", 8)?;
+                let mut layers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    layers.push(Layer { rid: r.str("rid")?, ssrc: r.u32("layer ssrc")? });
+                }
+                Request::AddTrack { publisher, track, kind, mid, clock_rate, payload_type, feedback, layers }
+            }
+            15 => Request::RemoveTrack { publisher: r.u64("publisher")?, track: r.u32("track")? },
+            16 => Request::SetPreferences {
+                publisher: r.u64("publisher")?,
+                track: r.u32("track")?,
+                subscriber: r.u64("subscriber")?,
+                max_height: r.u16("max_height")?,
+            },
+            17 => Request::SetSendCap { transport: r.u64("transport")?, bps: r.u64("bps")? },
             7 => Request::DtlsOut { transport: r.u64("transport")?, datagram: r.bytes("datagram")? },
-            10 => Request::RequestKeyframe { publisher: r.u64("publisher")?, ssrc: r.u32("ssrc")? },
+            10 => Request::RequestKeyframe { publisher: r.u64("publisher")?, track: r.u32("track")? },
             11 => Request::BindRemote { transport: r.u64("transport")?, addr: r.addr("addr")? },
             12 => Request::ResumeSrtp { transport: r.u64("transport")?, indexes: read_indexes(&mut r)? },
             8 => Request::Stats,
@@ -492,9 +709,18 @@ impl Reply {
                     w.opt(t.remote, |w, a| w.addr(a));
                     w.u8(u8::from(t.srtp));
                     w.u32(t.subscriptions.len() as u32);
-                    for (ssrc, sub) in &t.subscriptions {
-                        w.u32(*ssrc);
+                    for (track, sub) in &t.subscriptions {
+                        w.u32(*track);
                         w.u64(*sub);
+                    }
+                    w.u32(t.tracks.len() as u32);
+                    for (track, layers) in &t.tracks {
+                        w.u32(*track);
+                        w.u32(layers.len() as u32);
+                        for (layer, ssrc) in layers {
+                            w.u8(*layer);
+                            w.u32(*ssrc);
+                        }
                     }
                     write_indexes(&mut w, &t.srtp_indexes);
                 }
@@ -555,10 +781,30 @@ impl Reply {
                     let m = r.count("subscriptions", 12)?;
                     let mut subscriptions = Vec::with_capacity(m);
                     for _ in 0..m {
-                        subscriptions.push((r.u32("ssrc")?, r.u64("subscriber")?));
+                        subscriptions.push((r.u32("track")?, r.u64("subscriber")?));
+                    }
+                    let k = r.count("tracks", 8)?;
+                    let mut tracks = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        let track = r.u32("track")?;
+                        let l = r.count("track layers", 5)?;
+                        let mut layers = Vec::with_capacity(l);
+                        for _ in 0..l {
+                            layers.push((r.u8("layer")?, r.u32("layer ssrc")?));
+                        }
+                        tracks.push((track, layers));
                     }
                     let srtp_indexes = read_indexes(&mut r)?;
-                    ts.push(TransportInfo { transport, worker, ufrag, remote, srtp, subscriptions, srtp_indexes });
+                    ts.push(TransportInfo {
+                        transport,
+                        worker,
+                        ufrag,
+                        remote,
+                        srtp,
+                        subscriptions,
+                        tracks,
+                        srtp_indexes,
+                    });
                 }
                 Reply::Snapshot(ts)
             }
@@ -590,6 +836,22 @@ impl Event {
                 w.u64(*transport);
                 w.addr(*addr);
             }
+            Event::SsrcLearned { transport, track, layer, ssrc } => {
+                w.u8(3);
+                w.u64(*transport);
+                w.u32(*track);
+                w.u8(*layer);
+                w.u32(*ssrc);
+            }
+            Event::AudioLevels { levels } => {
+                w.u8(4);
+                w.u32(levels.len() as u32);
+                for (t, track, level) in levels {
+                    w.u64(*t);
+                    w.u32(*track);
+                    w.u8(*level);
+                }
+            }
         }
         w.into_inner()
     }
@@ -600,6 +862,20 @@ impl Event {
         let ev = match r.u8("event type")? {
             1 => Event::DtlsIn { transport: r.u64("transport")?, datagram: r.bytes("datagram")? },
             2 => Event::IceBound { transport: r.u64("transport")?, addr: r.addr("addr")? },
+            3 => Event::SsrcLearned {
+                transport: r.u64("transport")?,
+                track: r.u32("track")?,
+                layer: r.u8("layer")?,
+                ssrc: r.u32("ssrc")?,
+            },
+            4 => {
+                let n = r.count("levels", 13)?;
+                let mut levels = Vec::with_capacity(n);
+                for _ in 0..n {
+                    levels.push((r.u64("transport")?, r.u32("track")?, r.u8("level")?));
+                }
+                Event::AudioLevels { levels }
+            }
             tag => return Err(DecodeError::UnknownTag { kind: "event", tag }),
         };
         r.finish()?;
@@ -628,10 +904,51 @@ mod tests {
                 inbound: KeySalt { key: vec![1; 16], salt: vec![2; 12] },
                 outbound: KeySalt { key: vec![3; 16], salt: vec![4; 12] },
             },
-            Request::Subscribe { publisher: 1, ssrc: 0xdead_beef, subscriber: 2 },
-            Request::Unsubscribe { publisher: 1, ssrc: 5, subscriber: 2 },
+            Request::Subscribe {
+                publisher: 1,
+                track: 7,
+                subscriber: 2,
+                out_ssrc: 0xdead_beef,
+                out_rtx_ssrc: 0x0bad_cafe,
+                rtx_payload_type: 97,
+            },
+            Request::Subscribe { publisher: 1, track: 0, subscriber: 2, out_ssrc: 5, out_rtx_ssrc: 0, rtx_payload_type: 0 },
+            Request::Unsubscribe { publisher: 1, track: 5, subscriber: 2 },
+            Request::SetExtensions {
+                transport: 4,
+                ext: HeaderExtIds { mid: 1, rid: 2, repaired_rid: 3, audio_level: 4, twcc: 5 },
+            },
+            Request::SetExtensions { transport: 4, ext: HeaderExtIds::default() },
+            Request::AddTrack {
+                publisher: 1,
+                track: 3,
+                kind: TrackKind::Video,
+                mid: "1".into(),
+                clock_rate: 90_000,
+                payload_type: 96,
+                feedback: FB_NACK | FB_PLI | FB_FIR | FB_TWCC,
+                layers: vec![
+                    Layer { rid: "q".into(), ssrc: 0 },
+                    Layer { rid: "h".into(), ssrc: 0 },
+                    Layer { rid: "f".into(), ssrc: 0x55 },
+                ],
+            },
+            Request::AddTrack {
+                publisher: 1,
+                track: 4,
+                kind: TrackKind::Audio,
+                mid: "0".into(),
+                clock_rate: 48_000,
+                payload_type: 111,
+                feedback: 0,
+                layers: vec![Layer { rid: String::new(), ssrc: 1234 }],
+            },
+            Request::RemoveTrack { publisher: 1, track: 3 },
+            Request::SetPreferences { publisher: 1, track: 3, subscriber: 2, max_height: 360 },
+            Request::SetPreferences { publisher: 1, track: 3, subscriber: 2, max_height: u16::MAX },
+            Request::SetSendCap { transport: 2, bps: 300_000 },
             Request::DtlsOut { transport: 4, datagram: vec![22, 254, 253] },
-            Request::RequestKeyframe { publisher: 3, ssrc: 0x1234 },
+            Request::RequestKeyframe { publisher: 3, track: 0x1234 },
             Request::BindRemote { transport: 3, addr: "[::1]:5004".parse().unwrap() },
             Request::ResumeSrtp { transport: 3, indexes: vec![(7, SRTP_RTP_INBOUND, (3 << 16) | 65_530), (8, SRTP_RTCP_OUTBOUND, 12)] },
             Request::ResumeSrtp { transport: 4, indexes: vec![] },
@@ -675,6 +992,7 @@ mod tests {
                 remote: Some("127.0.0.1:9".parse().unwrap()),
                 srtp: true,
                 subscriptions: vec![(5, 2)],
+                tracks: vec![(5, vec![(0, 0x11), (2, 0x33)]), (6, vec![])],
                 srtp_indexes: vec![(5, SRTP_RTP_INBOUND, 0x4_0001), (9, SRTP_RTP_OUTBOUND, 0x1_ffff)],
             }]),
             Reply::error(ErrorCode::UnknownTransport, "no transport 5"),
@@ -685,9 +1003,29 @@ mod tests {
         for ev in [
             Event::DtlsIn { transport: 1, datagram: vec![22; 40] },
             Event::IceBound { transport: 2, addr: "127.0.0.1:4".parse().unwrap() },
+            Event::SsrcLearned { transport: 3, track: 2, layer: 1, ssrc: 0xfeed_f00d },
+            Event::AudioLevels { levels: vec![(1, 0, 127), (2, 5, 30)] },
+            Event::AudioLevels { levels: vec![] },
         ] {
             assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);
         }
+    }
+
+    #[test]
+    fn bad_track_kind_is_rejected() {
+        let mut body = Request::AddTrack {
+            publisher: 1,
+            track: 0,
+            kind: TrackKind::Audio,
+            mid: String::new(),
+            clock_rate: 48_000,
+            payload_type: 111,
+            feedback: 0,
+            layers: vec![],
+        }
+        .encode();
+        body[13] = 2; // tag, publisher (8), track (4), then kind
+        assert!(matches!(Request::decode(&body), Err(DecodeError::Invalid { field: "kind", .. })));
     }
 
     #[test]
