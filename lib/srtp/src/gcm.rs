@@ -1,32 +1,55 @@
 //! AEAD_AES_128_GCM (RFC 7714): AES-GCM over the payload with the RTP header
 //! (or the SRTCP header and index word) as associated data.
 //!
+//! The per-packet work is `ring`'s AES-GCM, which interleaves AES-CTR with a
+//! GHASH that folds several blocks per reduction (VAES/VPCLMULQDQ or
+//! AES-NI/PCLMULQDQ, chosen at run time). It decrypts while it authenticates
+//! and zeroes the buffer when the tag is wrong, so [`GcmTransform::open`]
+//! keeps a copy of the ciphertext (on the stack, up to [`OPEN_COPY_MAX`]
+//! bytes) to put back: a packet that fails authentication is left as it
+//! was. Larger payloads (only possible on loopback: they exceed any path MTU)
+//! go through RustCrypto's `aes-gcm`, which checks the tag before decrypting.
+//!
 //! Callers (the context) validate lengths first; every slice bound used here
 //! follows from the preconditions each function states.
 
 use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
+use aes_gcm::{Aes128Gcm, KeyInit};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM};
 
 use crate::kdf::SessionKeys;
 use crate::profile::{GCM_TAG_LEN, SRTCP_INDEX_LEN};
 use crate::rtcp;
+use crate::Error;
+
+/// Largest payload [`GcmTransform::open`] decrypts with `ring` (keeping a
+/// stack copy to restore on failure); larger ones take the `aes-gcm` path.
+pub(crate) const OPEN_COPY_MAX: usize = 2048;
 
 /// Session state for one of SRTP or SRTCP under the GCM profile: the AES key
-/// schedule and GHASH key are computed once, per-packet work is in place.
+/// schedule and GHASH key powers are computed once, per-packet work is in place.
 #[derive(Clone)]
 pub(crate) struct GcmTransform {
-    aead: Aes128Gcm,
+    key: LessSafeKey,
+    /// Verify-then-decrypt for payloads over [`OPEN_COPY_MAX`].
+    large: Aes128Gcm,
     salt: [u8; 12],
 }
 
 impl GcmTransform {
-    pub fn new(keys: &SessionKeys) -> Self {
+    pub fn new(keys: &SessionKeys) -> Result<Self, Error> {
         let mut salt = [0u8; 12];
         salt.copy_from_slice(&keys.salt[..12]);
-        GcmTransform {
-            aead: Aes128Gcm::new(&keys.enc.into()),
+        let key = UnboundKey::new(&AES_128_GCM, &keys.enc).map_err(|_| Error::BadKeyLength {
+            what: "AES-128-GCM session key",
+            expected: 16,
+            got: keys.enc.len(),
+        })?;
+        Ok(GcmTransform {
+            key: LessSafeKey::new(key),
+            large: Aes128Gcm::new(&keys.enc.into()),
             salt,
-        }
+        })
     }
 
     /// RFC 7714 §8.1: IV = (0x0000 || SSRC || ROC || SEQ) XOR salt, where
@@ -57,21 +80,42 @@ impl GcmTransform {
         iv
     }
 
-    fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Option<Tag> {
-        self.aead
-            .encrypt_in_place_detached(Nonce::from_slice(iv), aad, data)
-            .ok()
+    fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Option<[u8; GCM_TAG_LEN]> {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*iv), Aad::from(aad), data)
+            .ok()?;
+        tag.as_ref().try_into().ok()
     }
 
-    /// aes-gcm checks the tag before decrypting, so `data` is untouched on failure.
-    fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+    /// Verifies and decrypts `data` in place; on a wrong tag returns false
+    /// with `data` as it was.
+    pub(crate) fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
         let tag: [u8; GCM_TAG_LEN] = match tag.try_into() {
             Ok(t) => t,
             Err(_) => return false,
         };
-        self.aead
-            .decrypt_in_place_detached(Nonce::from_slice(iv), aad, data, &tag.into())
-            .is_ok()
+        if data.len() > OPEN_COPY_MAX {
+            return self
+                .large
+                .decrypt_in_place_detached(iv.into(), aad, data, &tag.into())
+                .is_ok();
+        }
+        let mut saved = [0u8; OPEN_COPY_MAX];
+        let saved = &mut saved[..data.len()];
+        saved.copy_from_slice(data);
+        let opened = self.key.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*iv),
+            Aad::from(aad),
+            Tag::from(tag),
+            data,
+            0..,
+        );
+        if opened.is_err() {
+            data.copy_from_slice(saved);
+            return false;
+        }
+        true
     }
 
     /// Protects `pkt[..len]` in place and appends the tag; `None` only if GCM
@@ -182,6 +226,63 @@ mod tests {
             auth: [0; 20],
             salt,
         })
+        .expect("16-byte key")
+    }
+
+    /// Both open paths (ring with a restoring copy, aes-gcm above
+    /// OPEN_COPY_MAX) agree with aes-gcm's seal, and a wrong tag or a flipped
+    /// byte leaves the buffer as it was on either side of the boundary.
+    #[test]
+    fn open_paths_agree_and_restore_on_failure() {
+        let t = rfc7714();
+        let iv = t.rtp_iv(0x1234_5678, 77);
+        let aad = [0x80u8, 96, 0, 77, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x78];
+        for len in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            OPEN_COPY_MAX - 1,
+            OPEN_COPY_MAX,
+            OPEN_COPY_MAX + 1,
+            9000,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut ours = plain.clone();
+            let tag = t.seal(&iv, &aad, &mut ours).expect("seal");
+            let mut reference = plain.clone();
+            let ref_tag = t
+                .large
+                .encrypt_in_place_detached((&iv).into(), &aad, &mut reference)
+                .expect("reference seal");
+            assert_eq!(ours, reference, "ciphertext, {len} B");
+            assert_eq!(tag.as_slice(), ref_tag.as_slice(), "tag, {len} B");
+
+            for flip in [None, Some(0usize), Some(len / 2), Some(len + 3)] {
+                let mut data = ours.clone();
+                let mut bad_tag = tag;
+                match flip {
+                    Some(i) if i < len => data[i] ^= 0x01,
+                    Some(_) => bad_tag[5] ^= 0x80,
+                    None => {}
+                }
+                let before = data.clone();
+                let ok = t.open(&iv, &aad, &mut data, &bad_tag);
+                if flip.is_none() {
+                    assert!(ok, "genuine {len} B packet rejected");
+                    assert_eq!(data, plain, "plaintext, {len} B");
+                } else {
+                    assert!(!ok, "{len} B forgery accepted (flip {flip:?})");
+                    assert_eq!(data, before, "{len} B buffer changed (flip {flip:?})");
+                }
+            }
+            let mut wrong_aad = aad;
+            wrong_aad[3] ^= 1;
+            let mut data = ours.clone();
+            assert!(!t.open(&iv, &wrong_aad, &mut data, &tag));
+            assert_eq!(data, ours);
+        }
     }
 
     #[test]

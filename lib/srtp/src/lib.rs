@@ -39,8 +39,10 @@
 //! # Ok::<(), switchyard_srtp::Error>(())
 //! ```
 //!
-//! Crypto comes from RustCrypto (`aes` with runtime AES-NI detection, `ctr`,
-//! `hmac`/`sha1`, `aes-gcm`). Not implemented: MKI, key derivation rates other
+//! Crypto: AES-GCM from `ring` (stitched AES and multi-block GHASH in
+//! assembly, picked at run time), with RustCrypto's `aes-gcm` for payloads
+//! over 2 KiB; AES-CM and HMAC-SHA1 from RustCrypto (`aes` with runtime
+//! AES-NI detection, `ctr`, `hmac`/`sha1` with SHA-NI detection). Not implemented: MKI, key derivation rates other
 //! than 0 (RFC 5764 forbids them), the `_32` and AES-256 profiles, RFC 6904
 //! header extension encryption.
 
