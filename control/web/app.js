@@ -22,16 +22,40 @@ const PUBLISH_ANSWER_TIMEOUT_MS = 15000;
 const TOAST_TIMEOUT_MS = 8000;
 // URL options: ?video=320x180 (camera size), ?fps=15 (camera frame rate), ?mesh=0 (act as a client
 // that cannot run the mesh, which keeps rooms in the SFU).
+// ?video=none joins without a camera. ?fakeAudio=1 (tests) replaces the microphone by a WebAudio tone
+// whose loudness `window.switchyard.setTalking(bool)` switches, so a test decides who talks.
 const URL_PARAMS = new URLSearchParams(location.search);
 const CAMERA_CONSTRAINTS = cameraConstraints(URL_PARAMS);
+// Without ?video=, the SFU asks the camera for 1280x720 so the browser can send all three simulcast
+// layers (it drops the upper ones for small inputs); the mesh keeps CAMERA_CONSTRAINTS.
+const CAMERA_SIZE_GIVEN = /^\d{2,4}x\d{2,4}$/.test(URL_PARAMS.get('video') || '');
+const SIMULCAST_CAMERA = { width: 1280, height: 720 };
+const FAKE_AUDIO = URL_PARAMS.get('fakeAudio') === '1';
 const MESH_CAPABLE = URL_PARAMS.get('mesh') !== '0';
 // `?relay=1`: browser-to-browser connections use only TURN-relayed candidates (iceTransportPolicy
 // "relay"), the way a client behind a restrictive NAT ends up; tests use it to prove our TURN path.
 const RELAY_ONLY = URL_PARAMS.get('relay') === '1';
 // After a mode switch, how long to watch for media from everyone before giving up on timing it.
 const RECOVERY_WATCH_MS = 120000;
+// SFU: the camera is published as three simulcast layers, lowest first (docs/signaling.md); the
+// server forwards each subscriber the one that fits its bandwidth and the size it shows the video at.
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', maxBitrate: 1500000 },
+];
+// `video-size` asks for the next of these heights at or above what a tile shows (10% slack), so a
+// 350-pixel tile asks for 360 and gets the 360p layer rather than the one below it.
+const VIDEO_HEIGHTS = [90, 180, 270, 360, 540, 720, 1080, 1440, 2160];
+const VIDEO_SIZE_DEBOUNCE_MS = 300;
+// Local active-speaker detection (mesh modes, where the server sees no media).
+const SPEAKER_POLL_MS = 250;
+const SPEAKER_THRESHOLD = 0.01; // audioLevel (0..1, linear) below which someone counts as silent
+const SPEAKER_SWITCH_RATIO = 1.5; // a challenger must be this much louder than the current speaker
+const SPEAKER_HOLD_MS = 600; // least time between two changes
 
 function cameraConstraints(params) {
+  if (params.get('video') === 'none') return null;
   const c = { width: 640, height: 360 };
   const size = /^(\d{2,4})x(\d{2,4})$/.exec(params.get('video') || '');
   if (size) {
@@ -108,6 +132,16 @@ const session = {
   midToParticipant: new Map(), // mid -> participant id
   trackToParticipant: new Map(), // receiver track id -> participant id (from ontrack)
 
+  // Active speaker: a participant id (ours included) or null. From the server's `active-speaker`
+  // in the SFU, from local detection (getStats audio levels) in the mesh.
+  activeSpeaker: null,
+  speakerLevels: new Map(), // mesh detection: participant id -> smoothed audio level
+  speakerChangedAt: 0,
+  // SFU: msid stream id -> the maxHeight last sent in `video-size` for it.
+  videoSizes: new Map(),
+  videoSizeTimer: null,
+  fakeAudio: null, // ?fakeAudio=1: { ctx, gain, talking }
+
   chatLog: [], // received chat messages, in arrival order; the same array object forever
   chatOpen: window.matchMedia('(min-width: 900px)').matches,
   unread: 0,
@@ -133,6 +167,7 @@ const ui = {
   roomName: $('room-name'),
   modeBadge: $('mode-badge'),
   count: $('participant-count'),
+  speaker: $('speaker-status'),
   conn: $('conn-status'),
   stage: $('stage'),
   grid: $('grid'),
@@ -303,6 +338,7 @@ const handlers = {
   'peer-answer': onPeerMessage,
   'peer-candidate': onPeerMessage,
   'media-state': onMediaState,
+  'active-speaker': onActiveSpeaker,
   chat: onChat,
   mode: onMode,
   error: onServerError,
@@ -410,6 +446,12 @@ function onMediaState(msg) {
   if (tile) renderTile(tile);
 }
 
+function onActiveSpeaker(msg) {
+  if (session.topology !== 'sfu') return; // the mesh detects it locally
+  if (msg.id !== null && typeof msg.id !== 'string') return console.warn('[switchyard] malformed active-speaker', msg);
+  setActiveSpeaker(msg.id);
+}
+
 function onChat(msg) {
   if (typeof msg.text !== 'string') return console.warn('[switchyard] chat without text', msg);
   const entry = {
@@ -450,6 +492,8 @@ function onServerError(msg) {
 
   // A rejected publish offer must not leave the renegotiation queue waiting for an answer.
   if (msg.ref === 'publish') rejectPublishAnswer(new Error(`${code}: ${text}`));
+  // A size request that crossed a mode switch is of no interest to the user.
+  if (msg.ref === 'video-size') return;
 
   // An error while joining means the join itself failed: back to the join screen.
   if (session.state === 'joining' && (msg.ref === 'join' || msg.ref === undefined)) {
@@ -468,15 +512,18 @@ function onServerError(msg) {
 
 /** Gets the camera and microphone, falling back to whichever one works. Never rejects. */
 async function acquireLocalMedia() {
+  if (FAKE_AUDIO) return acquireWithFakeAudio();
   if (!navigator.mediaDevices?.getUserMedia) {
     showToast('Camera and microphone need a secure page (https or localhost); joining to watch only.');
     return null;
   }
-  const attempts = [
-    { audio: true, video: CAMERA_CONSTRAINTS },
-    { audio: true, video: false },
-    { audio: false, video: CAMERA_CONSTRAINTS },
-  ];
+  const attempts = CAMERA_CONSTRAINTS
+    ? [
+      { audio: true, video: CAMERA_CONSTRAINTS },
+      { audio: true, video: false },
+      { audio: false, video: CAMERA_CONSTRAINTS },
+    ]
+    : [{ audio: true, video: false }];
   let lastError = null;
   for (const constraints of attempts) {
     try {
@@ -489,6 +536,46 @@ async function acquireLocalMedia() {
   }
   showToast(`No camera or microphone (${describeError(lastError)}); joining to watch only.`);
   return null;
+}
+
+/**
+ * Test aid (?fakeAudio=1): the camera as usual, the microphone a WebAudio tone (a pitch of its own
+ * per name) through a gain that `setTalking` turns up or down. Starts silent.
+ */
+async function acquireWithFakeAudio() {
+  let stream = new MediaStream();
+  if (CAMERA_CONSTRAINTS && navigator.mediaDevices?.getUserMedia) {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: false, video: CAMERA_CONSTRAINTS });
+    } catch (err) {
+      console.warn('[switchyard] no camera for the fake-audio page', err);
+    }
+  }
+  try {
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    osc.frequency.value = 220 + (hueFor(session.name) % 12) * 40;
+    const gain = ctx.createGain();
+    gain.gain.value = 0;
+    const dest = ctx.createMediaStreamDestination();
+    osc.connect(gain).connect(dest);
+    osc.start();
+    ctx.resume().catch(() => {});
+    session.fakeAudio = { ctx, gain, talking: false };
+    for (const t of dest.stream.getAudioTracks()) stream.addTrack(t);
+  } catch (err) {
+    console.warn('[switchyard] WebAudio unavailable for ?fakeAudio=1', err);
+  }
+  return stream.getTracks().length ? stream : null;
+}
+
+function setTalking(on) {
+  const fake = session.fakeAudio;
+  if (!fake) return false;
+  fake.talking = !!on;
+  fake.gain.gain.setValueAtTime(on ? 0.5 : 0, fake.ctx.currentTime);
+  fake.ctx.resume().catch(() => {});
+  return true;
 }
 
 function audioTrack() {
@@ -584,7 +671,7 @@ async function startScreenShare() {
 /** SFU: the screen as its own sendonly m-line on the publish connection. */
 function addScreenToPublish(pc) {
   const share = session.screen;
-  if (!share) return;
+  if (!share || share.transceiver) return;
   // A separate stream so the server (and the other clients) can tell it from the camera.
   share.transceiver = pc.addTransceiver(share.track, { direction: 'sendonly', streams: [share.stream] });
 }
@@ -637,14 +724,41 @@ function ensurePublishPc() {
   return pc;
 }
 
-function startPublishing(stream) {
+async function startPublishing(stream) {
   session.published = true;
   const tracks = stream ? stream.getTracks() : [];
   if (tracks.length === 0 && !session.screen) return;
+  const epoch = session.topologyEpoch;
+  await fitCamera('sfu');
+  // A mode switch may have happened while the camera was being resized.
+  if (session.state !== 'joined' || session.topology !== 'sfu' || session.topologyEpoch !== epoch || !session.published) return;
   const pc = ensurePublishPc();
-  for (const track of tracks) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  const camera = cameraTrack();
+  for (const track of tracks) {
+    const init = { direction: 'sendonly', streams: [stream] };
+    // The camera goes out as three simulcast layers; the screen share (below) as one stream.
+    if (track === camera) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    pc.addTransceiver(track, init);
+  }
   addScreenToPublish(pc);
   requestPublishNegotiation();
+}
+
+/**
+ * The SFU asks the camera for 1280x720 (so the browser sends all simulcast layers) unless the page
+ * named a size; the mesh, which encodes once per peer, goes back to the usual size. Never throws.
+ */
+async function fitCamera(topology) {
+  const cam = cameraTrack();
+  if (!cam || CAMERA_SIZE_GIVEN || !CAMERA_CONSTRAINTS) return;
+  const want = topology === 'sfu' ? SIMULCAST_CAMERA : CAMERA_CONSTRAINTS;
+  const now = cam.getSettings();
+  if (now.width === want.width && now.height === want.height) return;
+  try {
+    await cam.applyConstraints({ ...CAMERA_CONSTRAINTS, width: want.width, height: want.height });
+  } catch (err) {
+    console.info('[switchyard] camera keeps its size', describeError(err));
+  }
 }
 
 /**
@@ -903,8 +1017,11 @@ function syncTopology() {
   if (!session.mediaSettled) return;
   if (want === 'sfu') {
     // The server offers the subscribe connection once there is something to receive.
-    if (!session.published) startPublishing(session.localStream);
+    if (!session.published) {
+      startPublishing(session.localStream).catch((err) => reportError('Publishing failed', err));
+    }
   } else {
+    fitCamera('mesh');
     syncMesh();
   }
 }
@@ -923,6 +1040,9 @@ function teardownTopology() {
   session.streamToParticipant.clear();
   session.midToStream = new Map();
   session.midToParticipant = new Map();
+  session.videoSizes.clear();
+  session.speakerLevels.clear();
+  setActiveSpeaker(null);
   for (const id of [...session.peers.keys()]) closePeer(id);
 }
 
@@ -1216,10 +1336,23 @@ function createTile(id, isLocal) {
   audio.hidden = true;
   audio.muted = isLocal; // never play our own microphone back
 
-  el.append(main, pip, avatar, label, audio);
+  const speaking = document.createElement('div');
+  speaking.className = 'speaking-label';
+  speaking.textContent = 'Speaking';
+  speaking.hidden = true;
+
+  el.append(main, pip, avatar, label, speaking, audio);
+  if (!isLocal) {
+    // The size a remote video is shown at is what we ask the SFU for (`video-size`).
+    new ResizeObserver(scheduleVideoSizes).observe(main);
+    new ResizeObserver(scheduleVideoSizes).observe(pip);
+  }
   // streamOf: track id -> msid stream id, to tell a camera (shares a stream with the microphone)
   // from a screen share (a stream of its own).
-  return { id, isLocal, el, main, pip, avatar, nameEl, icons, audio, tracks: new Map(), streamOf: new Map(), audioKey: '' };
+  return {
+    id, isLocal, el, main, pip, avatar, nameEl, icons, audio, speaking,
+    tracks: new Map(), streamOf: new Map(), audioKey: '',
+  };
 }
 
 function destroyTile(tile) {
@@ -1270,6 +1403,126 @@ function renderTile(tile) {
   if (!info.audio) tile.icons.append(tileIcon(ICONS.micOff, 'Microphone muted'));
   if (!info.video) tile.icons.append(tileIcon(ICONS.camOff, 'Camera off'));
   if (info.screen) tile.icons.append(tileIcon(ICONS.screen, 'Sharing screen'));
+  applySpeaker(tile);
+  if (!tile.isLocal) scheduleVideoSizes();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active speaker: announced by the server in the SFU, detected here in the mesh
+// ---------------------------------------------------------------------------------------------
+
+function setActiveSpeaker(id) {
+  if (session.activeSpeaker === id) return;
+  session.activeSpeaker = id;
+  session.speakerChangedAt = Date.now();
+  if (localTile) applySpeaker(localTile);
+  for (const tile of remoteTiles.values()) applySpeaker(tile);
+  updateHeader();
+}
+
+/** The highlighted border and the "Speaking" label on the speaker's tile. */
+function applySpeaker(tile) {
+  const pid = tile.isLocal ? session.participantId : tile.id;
+  const on = session.activeSpeaker !== null && pid === session.activeSpeaker;
+  tile.el.classList.toggle('speaking', on);
+  tile.speaking.hidden = !on;
+}
+
+function speakerName(id) {
+  if (id === null) return '';
+  return id === session.participantId ? `${session.name} (you)` : participantName(id);
+}
+
+let speakerBusy = false;
+
+/**
+ * Mesh: the loudest of our own microphone and each peer's audio (getStats `audioLevel`, smoothed)
+ * becomes the speaker when it is clearly louder than the current one; silence changes nothing.
+ */
+async function detectSpeakerLocally() {
+  if (speakerBusy || session.state !== 'joined' || session.topology !== 'mesh') return;
+  speakerBusy = true;
+  try {
+    const levels = new Map();
+    let own = null;
+    for (const peer of [...session.peers.values()]) {
+      if (peer.closed || peer.pc.signalingState === 'closed') continue;
+      let report;
+      try {
+        report = await peer.pc.getStats();
+      } catch {
+        continue; // closed meanwhile
+      }
+      report.forEach((s) => {
+        if ((s.kind || s.mediaType) !== 'audio' || typeof s.audioLevel !== 'number') return;
+        if (s.type === 'inbound-rtp') levels.set(peer.id, Math.max(levels.get(peer.id) || 0, s.audioLevel));
+        else if (s.type === 'media-source') own = Math.max(own ?? 0, s.audioLevel);
+      });
+    }
+    if (session.topology !== 'mesh') return;
+    if (own !== null && session.participantId) levels.set(session.participantId, micOn() ? own : 0);
+    const smoothed = session.speakerLevels;
+    for (const id of [...smoothed.keys()]) if (!levels.has(id)) smoothed.delete(id);
+    for (const [id, level] of levels) smoothed.set(id, 0.5 * (smoothed.get(id) || 0) + 0.5 * level);
+    setActiveSpeaker(pickSpeaker(smoothed, session.activeSpeaker, session.speakerChangedAt, Date.now()));
+  } finally {
+    speakerBusy = false;
+  }
+}
+
+function pickSpeaker(levels, current, changedAt, now) {
+  let best = null;
+  let loudest = 0;
+  for (const [id, level] of levels) {
+    if (level > loudest) {
+      best = id;
+      loudest = level;
+    }
+  }
+  if (best === null || loudest < SPEAKER_THRESHOLD || best === current) return current;
+  if (current === null || !levels.has(current)) return best;
+  if (now - changedAt < SPEAKER_HOLD_MS) return current;
+  const currentLevel = levels.get(current) || 0;
+  return currentLevel < SPEAKER_THRESHOLD || loudest > currentLevel * SPEAKER_SWITCH_RATIO ? best : current;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SFU: the size each remote video is shown at (`video-size`), so the server sends a layer that fits
+// ---------------------------------------------------------------------------------------------
+
+function scheduleVideoSizes() {
+  if (session.topology !== 'sfu') return;
+  clearTimeout(session.videoSizeTimer);
+  session.videoSizeTimer = setTimeout(sendVideoSizes, VIDEO_SIZE_DEBOUNCE_MS);
+}
+
+/** The height to ask for when a video is shown `px` device pixels high. */
+function heightFor(px) {
+  return VIDEO_HEIGHTS.find((h) => h >= px * 0.9) ?? VIDEO_HEIGHTS[VIDEO_HEIGHTS.length - 1];
+}
+
+function sendVideoSizes() {
+  session.videoSizeTimer = null;
+  if (session.state !== 'joined' || session.topology !== 'sfu') return;
+  const dpr = window.devicePixelRatio || 1;
+  for (const tile of remoteTiles.values()) {
+    const hidden = tile.el.classList.contains('video-off');
+    for (const [trackId, track] of tile.tracks) {
+      if (track.kind !== 'video' || track.readyState === 'ended') continue;
+      const stream = tile.streamOf.get(trackId);
+      if (!stream) continue;
+      let shown = 0;
+      for (const v of [tile.main, tile.pip]) {
+        if (!hidden && !v.hidden && v.dataset.trackId === trackId) shown = Math.max(shown, v.clientHeight);
+      }
+      // Not shown (camera off, no room for it): the lowest layer is enough.
+      const maxHeight = shown > 0 ? heightFor(shown * dpr) : VIDEO_HEIGHTS[0];
+      if (session.videoSizes.get(stream) === maxHeight) continue;
+      if (send({ type: 'video-size', stream, maxHeight, epoch: session.topologyEpoch })) {
+        session.videoSizes.set(stream, maxHeight);
+      }
+    }
+  }
 }
 
 /**
@@ -1447,6 +1700,9 @@ function updateHeader() {
   else status = 'Offline';
   ui.conn.textContent = status;
   ui.conn.dataset.status = status.toLowerCase().replace('…', '');
+  const speaker = session.state === 'joined' ? speakerName(session.activeSpeaker) : '';
+  ui.speaker.textContent = speaker ? `Speaking: ${speaker}` : '';
+  ui.speaker.hidden = !speaker;
 }
 
 function setTool(btn, { icon, label, text, off = false, disabled = false, badge = 0 }) {
@@ -1585,6 +1841,9 @@ function resetSession() {
   session.trackToParticipant.clear();
   session.sub = { running: false, pending: null, lastVersion: -Infinity };
   session.pub = { running: false, wanted: false, pendingAnswer: null };
+  session.activeSpeaker = null;
+  session.speakerLevels.clear();
+  session.videoSizes.clear();
   session.chatLog.length = 0; // keep the array identity: tests may hold a reference
   session.unread = 0;
   ui.chatLog.replaceChildren();
@@ -1600,6 +1859,8 @@ function teardownCall() {
   }
   session.localStream?.getTracks().forEach((t) => t.stop());
   session.localStream = null;
+  session.fakeAudio?.ctx.close().catch(() => {});
+  session.fakeAudio = null;
   for (const tile of remoteTiles.values()) destroyTile(tile);
   remoteTiles.clear();
   if (localTile) destroyTile(localTile);
@@ -1653,6 +1914,37 @@ async function collectStats() {
   }));
   for (const r of reports) if (r) addInbound(result, r.report, r.owner);
   return result;
+}
+
+/**
+ * Per sending participant, their (camera) video as we receive it: { frameHeight, frameWidth,
+ * framesDecoded } from the inbound-rtp stats; with several videos (camera and screen), the one
+ * with the most frames decoded.
+ */
+async function inboundVideo() {
+  const out = {};
+  const sources = [];
+  if (session.subscribePc) sources.push({ pc: session.subscribePc, owner: null });
+  for (const peer of session.peers.values()) sources.push({ pc: peer.pc, owner: peer.id });
+  for (const { pc, owner } of sources) {
+    if (pc.signalingState === 'closed') continue;
+    let report;
+    try {
+      report = await pc.getStats();
+    } catch {
+      continue;
+    }
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp' || (s.kind || s.mediaType) !== 'video') return;
+      const pid = owner
+        || (s.mid !== undefined && session.midToParticipant.get(s.mid))
+        || session.trackToParticipant.get(s.trackIdentifier);
+      if (!pid) return;
+      const v = { frameHeight: s.frameHeight || 0, frameWidth: s.frameWidth || 0, framesDecoded: s.framesDecoded || 0 };
+      if (!out[pid] || v.framesDecoded > out[pid].framesDecoded) out[pid] = v;
+    });
+  }
+  return out;
 }
 
 function addInbound(result, report, owner) {
@@ -1722,6 +2014,14 @@ window.switchyard = {
   get localStream() { return session.localStream; },
   remoteTiles: () => remoteTiles.size,
   stats: collectStats,
+  /** Per remote participant: { frameHeight, frameWidth, framesDecoded } of the video we receive. */
+  inboundVideo,
+  /** The active speaker's participant id (ours included), or null. */
+  activeSpeaker: () => session.activeSpeaker,
+  /** ?fakeAudio=1 only: turn the synthetic microphone's tone on (talking) or off; false otherwise. */
+  setTalking,
+  /** SFU: msid stream id -> the maxHeight last sent in `video-size`. */
+  videoSizes: () => Object.fromEntries(session.videoSizes),
   leave,
   sendChat,
   join: (room, name) => join(String(room ?? ''), String(name ?? '')),
@@ -1752,6 +2052,8 @@ function bindUi() {
     if (sendChat(ui.chatInput.value)) ui.chatInput.value = '';
   });
   new ResizeObserver(() => layoutGrid()).observe(ui.stage);
+  setInterval(() => detectSpeakerLocally().catch((err) => console.warn('[switchyard] speaker detection', err)),
+    SPEAKER_POLL_MS);
   // Tell the server right away when the tab goes, rather than waiting for a timeout.
   window.addEventListener('pagehide', () => {
     if (session.state === 'joined') send({ type: 'leave' });

@@ -2,6 +2,7 @@
 // camera and microphone, join participants through the real web client, and read their WebRTC stats.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -69,6 +70,9 @@ export async function launchBrowser() {
       '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection',
       '--autoplay-policy=no-user-gesture-required',
+      // A page fulfilled by the test (SWITCHYARD_WEB) has no address space of its own, and Chromium
+      // would then refuse its WebSocket to the loopback server.
+      ...(process.env.SWITCHYARD_WEB ? ['--disable-features=LocalNetworkAccessChecks'] : []),
     ],
   });
 }
@@ -80,6 +84,7 @@ export async function launchBrowser() {
 export async function join(browser, url, room, name, options = {}) {
   const context = await browser.newContext({ viewport: options.viewport || { width: 1280, height: 720 } });
   await context.grantPermissions(['camera', 'microphone']);
+  if (process.env.SWITCHYARD_WEB) await serveWebFrom(context, url, process.env.SWITCHYARD_WEB);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
   const query = new URLSearchParams({ room, name, autojoin: '1', ...(options.query || {}) });
@@ -87,6 +92,21 @@ export async function join(browser, url, room, name, options = {}) {
   await page.waitForFunction(() => window.switchyard && window.switchyard.state === 'joined', null, { timeout: 20000 });
   const id = await page.evaluate(() => window.switchyard.participantId);
   return { page, context, name, id };
+}
+
+/**
+ * With SWITCHYARD_WEB=control/web, pages load the web client's files from that directory instead of
+ * the copy compiled into the server binary (web-client work without rebuilding the server).
+ */
+async function serveWebFrom(context, url, dir) {
+  const types = { '/': 'text/html', '/app.js': 'text/javascript', '/style.css': 'text/css' };
+  const files = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+  await context.route(`${url}/**`, async (route) => {
+    const p = new URL(route.request().url()).pathname;
+    if (!files[p]) return route.continue();
+    const body = await readFile(path.resolve(ROOT, dir, files[p]));
+    return route.fulfill({ status: 200, contentType: `${types[p]}; charset=utf-8`, body });
+  });
 }
 
 export async function stats(p) {
