@@ -47,6 +47,11 @@ impl Base {
 
     /// Sends `method path` and reads the whole response.
     pub fn request(&self, method: &str, path: &str) -> anyhow::Result<Response> {
+        self.request_with(method, path, None)
+    }
+
+    /// Sends `method path` with an optional JSON body and reads the whole response.
+    pub fn request_with(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<Response> {
         let server = self.show();
         let addrs: Vec<_> = self
             .host
@@ -72,9 +77,13 @@ impl Base {
             }
         };
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
         let req = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\nUser-Agent: switchyardctl\r\n\r\n",
-            self.prefix, self.host
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n{content_type}Content-Length: {}\r\nConnection: close\r\nUser-Agent: switchyardctl\r\n\r\n{body}",
+            self.prefix,
+            self.host,
+            body.len()
         );
         stream.write_all(req.as_bytes()).with_context(|| format!("sending to {server}"))?;
         let mut r = BufReader::new(stream);
@@ -129,7 +138,12 @@ impl Base {
 
     /// A request whose 2xx answer is JSON; other statuses become errors carrying the server's message.
     pub fn json(&self, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-        let r = self.request(method, path)?;
+        self.json_with(method, path, None)
+    }
+
+    /// Like [`Base::json`], sending `body` as JSON.
+    pub fn json_with(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+        let r = self.request_with(method, path, body)?;
         if !(200..300).contains(&r.status) {
             let msg = serde_json::from_str::<serde_json::Value>(&r.body)
                 .ok()

@@ -39,6 +39,16 @@ enum Cmd {
         /// Participant id, as `rooms` shows it.
         id: String,
     },
+    /// Test aid: limit what the SFU sends participant ID (`p7`) in ROOM to KBPS kbit/s (0 lifts the
+    /// limit), emulating a slow downlink; the engine drops what exceeds it.
+    SendCap {
+        /// Room name.
+        room: String,
+        /// Participant id, as `rooms` shows it.
+        id: String,
+        /// kbit/s; 0 removes the cap.
+        kbps: u64,
+    },
     /// Remove everyone from ROOM.
     Close {
         /// Room name.
@@ -91,6 +101,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Kick { room, id } => {
             api.json("POST", &format!("/api/rooms/{}/participants/{}/kick", enc(&room), enc(&id)))?;
             println!("kicked {id} from {room}");
+        }
+        Cmd::SendCap { room, id, kbps } => {
+            let path = format!("/api/rooms/{}/participants/{}/send-cap", enc(&room), enc(&id));
+            api.json_with("POST", &path, Some(&serde_json::json!({ "kbps": kbps })))?;
+            if kbps == 0 {
+                println!("lifted the send cap of {id} in {room}");
+            } else {
+                println!("capped what {id} in {room} receives to {kbps} kbit/s");
+            }
         }
         Cmd::Close { room } => {
             let v = api.json("POST", &format!("/api/rooms/{}/close", enc(&room)))?;
