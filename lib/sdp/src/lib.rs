@@ -10,6 +10,24 @@
 //! [`SessionDescription::parse`] into the model of [`model`] and write it with
 //! [`SessionDescription::to_sdp`] (CRLF).
 //!
+//! # Header extensions, feedback and simulcast
+//!
+//! On the publish connection the answer takes the offer's ids for the header extensions the
+//! engine reads (mid, rid, repaired rid, audio level, transport-wide-cc; [`ExtIds`] in
+//! [`PublishAnswer::ext`]) and declines the others; keeps the feedback the engine gives publishers
+//! (`nack`, `nack pli`, `ccm fir`, and `transport-cc` when the transport-wide-cc extension is
+//! accepted; [`PublishedTrack::feedback`]); takes one codec per m-line, so no RTX, RED or FEC
+//! (libwebrtc then retransmits NACKed packets on the media SSRC); and receives rid simulcast
+//! (`a=rid:<rid> send` + `a=simulcast:send`, at most 3 layers, lowest first) with no SSRC in the
+//! SDP: the engine learns each layer's SSRC from the mid and rid extensions, which a simulcast
+//! m-line must therefore negotiate.
+//!
+//! On the subscribe connection the engine sends each track as one stream with its own SSRC and
+//! rewrites the header extensions to fixed ids, so the offer declares exactly those
+//! ([`SUBSCRIBE_EXT_AUDIO_LEVEL`], [`SUBSCRIBE_EXT_TWCC`]), one `a=ssrc` per track and no rids,
+//! and the feedback the engine answers itself (NACK from its cache, PLI/FIR, transport-cc and
+//! goog-remb for its bandwidth estimate), whatever the publisher negotiated.
+//!
 //! Everything is a pure function: no I/O, no clock, no randomness (the caller supplies
 //! credentials, fingerprint, candidate and session ids in [`LocalTransport`]). No input panics;
 //! errors are [`Error`]s whose messages say which line or m-line is wrong and what the server
@@ -31,14 +49,14 @@ mod write;
 
 pub use client::{answer_subscribe_client, offer_publish_client, ClientTrack};
 pub use error::Error;
-pub use model::{
-    Candidate, Codec, Direction, Extmap, Fingerprint, Group, Media, MediaKind, Origin,
-    SessionDescription, Setup, SsrcGroup, SsrcInfo,
-};
 pub use ext::{
     feedback, ExtIds, CLIENT_EXT_IDS, FB_FIR, FB_NACK, FB_PLI, FB_REMB, FB_TWCC,
     SUBSCRIBE_EXT_AUDIO_LEVEL, SUBSCRIBE_EXT_TWCC, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID,
     URI_RID, URI_TWCC,
+};
+pub use model::{
+    Candidate, Codec, Direction, Extmap, Fingerprint, Group, Media, MediaKind, Origin,
+    SessionDescription, Setup, SsrcGroup, SsrcInfo,
 };
 pub use publish::{answer_publish, PublishAnswer, PublishedTrack};
 pub use subscribe::{check_subscribe_answer, offer_subscribe, SubscribeSlot};

@@ -18,7 +18,9 @@ use crate::transport::{answer_bundle, rejected_media, remote_transport, LocalTra
 /// codec the answer accepted, with the offer's payload type and fmtp and only the rtcp-fb the
 /// server keeps, and `feedback` the same rtcp-fb as [`crate::FB_NACK`].. bits.
 /// `stream_id`/`track_id` come from `a=msid` (or `a=ssrc ... msid:`); without either, the stream
-/// is `-` (no stream) and the track `track-<ssrc>` (`track-<mid>` for simulcast). The control
+/// is `-` (no stream) and the track `track-<ssrc>` (`track-<mid>` for simulcast). `cname` is the
+/// SSRC's; a simulcast m-line, which has no `a=ssrc`, takes the cname of the offer's other SSRCs
+/// (preferring one of the same stream), else the stream id. The control
 /// daemon may rewrite `stream_id` (e.g. to the participant id) before offering the track to
 /// subscribers, and sets `ssrc` to the subscriber's outgoing SSRC before putting the track in a
 /// [`crate::SubscribeSlot`]. The load generator uses the same type, as [`crate::ClientTrack`], to
@@ -99,7 +101,7 @@ pub fn answer_publish(
     // For each accepted extension id, the m-line and URI that first used it.
     let mut ext_seen: Vec<(usize, u16, String)> = Vec::new();
     for (index, offered) in offer.media.iter().enumerate() {
-        match accept(index, offered, local)? {
+        match accept(offer, index, offered, local)? {
             Some((media, track)) => {
                 merge_ext(index, &media, &mut ext, &mut ext_seen)?;
                 accepted.push((index, track.mid.clone()));
@@ -290,6 +292,7 @@ fn kept_feedback(kind: &MediaKind, offered: &[String], twcc: bool) -> Vec<String
 }
 
 fn accept(
+    offer: &SessionDescription,
     index: usize,
     offered: &Media,
     local: &LocalTransport,
@@ -333,7 +336,8 @@ fn accept(
     }
     let has = |uri: &str| extmaps.iter().any(|m| m.uri == uri);
     let rids = crate::simulcast::send_rids(index, offered)?;
-    if !rids.is_empty() && !(has(ext::URI_MID) && has(ext::URI_RID)) {
+    let layers_identifiable = has(ext::URI_MID) && has(ext::URI_RID);
+    if !rids.is_empty() && !layers_identifiable {
         return Err(Error::media(
             index,
             kind,
@@ -360,6 +364,13 @@ fn accept(
                 ),
             ));
         };
+        if ssrc == 0 {
+            return Err(Error::media(
+                index,
+                kind,
+                "sends SSRC 0, which the server reserves (it means \"not known yet\"); use another SSRC",
+            ));
+        }
         ssrc
     } else {
         0
@@ -378,8 +389,17 @@ fn accept(
         (true, true) => format!("track-{ssrc}"),
         (true, false) => format!("track-{mid}"),
     };
+    // A simulcast m-line has no a=ssrc and so no cname of its own: take the one the endpoint
+    // gives its other SSRCs (one per connection in browsers), so subscribers keep lip sync.
     let cname = info
         .and_then(|i| i.cname.clone())
+        .or_else(|| {
+            let all = || offer.media.iter().flat_map(|m| &m.ssrcs);
+            all()
+                .filter(|s| s.msid_stream.as_deref() == Some(stream_id.as_str()))
+                .chain(all())
+                .find_map(|s| s.cname.clone())
+        })
         .unwrap_or_else(|| stream_id.clone());
     let rtcp_fb = kept_feedback(kind, &chosen.rtcp_fb, has(ext::URI_TWCC));
     let feedback = ext::feedback(&rtcp_fb);

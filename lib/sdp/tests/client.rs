@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use switchyard_sdp::{
     answer_publish, answer_subscribe_client, offer_publish_client, remote_transport, ClientTrack,
-    Codec, Direction, Error, MediaKind, SessionDescription, Setup,
+    Codec, Direction, Error, MediaKind, SessionDescription, Setup, CLIENT_EXT_IDS, FB_FIR, FB_NACK,
+    FB_PLI, FB_TWCC,
 };
 
 fn tracks() -> Vec<ClientTrack> {
@@ -14,6 +15,8 @@ fn tracks() -> Vec<ClientTrack> {
             mid: "0".into(),
             kind: MediaKind::Audio,
             ssrc: 1001,
+            rids: vec![],
+            feedback: 0,
             codec: Codec {
                 pt: 111,
                 name: "opus".into(),
@@ -30,6 +33,8 @@ fn tracks() -> Vec<ClientTrack> {
             mid: "1".into(),
             kind: MediaKind::Video,
             ssrc: 2002,
+            rids: vec![],
+            feedback: 0,
             codec: Codec {
                 pt: 96,
                 name: "VP8".into(),
@@ -57,9 +62,43 @@ fn client_offer_is_answered_with_the_same_tracks() {
     assert!(s[2].contains(&"a=ssrc:2002 msid:loadgen-7 cam"));
 
     let offer = SessionDescription::parse(&offer_text).unwrap();
-    let (answer_text, accepted) = answer_publish(&offer, &server()).unwrap();
+    // The client offers the extensions and feedback a browser offers, so the server keeps
+    // NACK, PLI/FIR and TWCC.
     assert_eq!(
-        accepted, tracks,
+        lines_with(&s[1], "a=extmap"),
+        [
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        ]
+    );
+    assert_eq!(
+        lines_with(&s[1], "a=rtcp-fb"),
+        ["a=rtcp-fb:111 transport-cc"]
+    );
+    assert_eq!(lines_with(&s[2], "a=extmap").len(), 4);
+    assert_eq!(
+        lines_with(&s[2], "a=rtcp-fb"),
+        [
+            "a=rtcp-fb:96 nack",
+            "a=rtcp-fb:96 nack pli",
+            "a=rtcp-fb:96 ccm fir",
+            "a=rtcp-fb:96 transport-cc"
+        ]
+    );
+    let answered = answer_publish(&offer, &server()).unwrap();
+    let (answer_text, accepted) = (answered.sdp, answered.tracks);
+    assert_eq!(
+        answered.ext, CLIENT_EXT_IDS,
+        "every offered extension accepted"
+    );
+    let mut expected = tracks.clone();
+    expected[0].codec.rtcp_fb = vec!["transport-cc".into()];
+    expected[0].feedback = FB_TWCC;
+    expected[1].codec.rtcp_fb.push("transport-cc".into());
+    expected[1].feedback = FB_NACK | FB_PLI | FB_FIR | FB_TWCC;
+    assert_eq!(
+        accepted, expected,
         "the server accepts exactly what the client sends"
     );
 
@@ -133,4 +172,60 @@ fn client_answer_to_a_chrome_style_offer_rejects_what_it_cannot_take() {
     let err = answer_subscribe_client(&SessionDescription::parse(&active).unwrap(), &client())
         .unwrap_err();
     assert!(matches!(err, Error::Setup { .. }), "{err}");
+}
+
+#[test]
+fn client_simulcast_offer_round_trips() {
+    let mut tracks = tracks();
+    tracks[1].rids = vec!["l".into(), "m".into(), "h".into()];
+    let text = offer_publish_client(&tracks, &client()).unwrap();
+    let s = sections(&text);
+    assert_eq!(
+        lines_with(&s[2], "a=rid"),
+        ["a=rid:l send", "a=rid:m send", "a=rid:h send"]
+    );
+    assert_eq!(lines_with(&s[2], "a=simulcast"), ["a=simulcast:send l;m;h"]);
+    assert!(lines_with(&s[2], "a=ssrc").is_empty(), "{s:#?}");
+    let answered = answer_publish(&SessionDescription::parse(&text).unwrap(), &server()).unwrap();
+    let video = &answered.tracks[1];
+    assert_eq!(
+        (video.ssrc, video.rids.clone()),
+        (0, tracks[1].rids.clone())
+    );
+    assert_eq!(video.cname, "loadgen-7-cname", "the audio SSRC's cname");
+    assert_eq!(video.track_id, "cam");
+    let a = sections(&answered.sdp);
+    assert_eq!(
+        lines_with(&a[2], "a=rid"),
+        ["a=rid:l recv", "a=rid:m recv", "a=rid:h recv"]
+    );
+    assert_eq!(lines_with(&a[2], "a=simulcast"), ["a=simulcast:recv l;m;h"]);
+
+    // Two simulcast tracks may both have SSRC 0; bad rids are refused.
+    let mut two = tracks.clone();
+    two[0] = tracks[1].clone();
+    two[0].mid = "v0".into();
+    offer_publish_client(&two, &client()).unwrap();
+    let mut bad = tracks.clone();
+    bad[1].rids = vec!["a".into(), "b".into(), "c".into(), "d".into()];
+    assert!(offer_publish_client(&bad, &client()).is_err());
+    bad[1].rids = vec!["has space".into()];
+    assert!(offer_publish_client(&bad, &client()).is_err());
+}
+
+#[test]
+fn client_answer_keeps_the_subscribe_extensions() {
+    let offer = parse(CHROME_OFFER);
+    let text = answer_subscribe_client(&offer, &client()).unwrap();
+    let s = sections(&text);
+    assert_eq!(
+        lines_with(&s[1], "a=extmap"),
+        [
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+        ],
+        "abs-send-time declined"
+    );
+    assert!(s[2].contains(&"a=rtcp-fb:96 transport-cc"));
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use switchyard_sdp::{
     answer_publish, answer_subscribe_client, check_subscribe_answer, offer_subscribe,
-    remote_transport, MediaKind, SessionDescription, SubscribeSlot,
+    remote_transport, MediaKind, PublishAnswer, SessionDescription, SubscribeSlot,
 };
 
 /// SplitMix64: deterministic, so a failure names a reproducible case.
@@ -205,15 +205,29 @@ fn exercise(text: &str, slots: &[SubscribeSlot]) {
     let _ = remote_transport(&first);
     let _ = answer_subscribe_client(&first, &client());
     let _ = check_subscribe_answer(slots, &first);
-    if let Ok((answer, tracks)) = answer_publish(&first, &server()) {
+    if let Ok(PublishAnswer {
+        sdp: answer,
+        tracks,
+        ..
+    }) = answer_publish(&first, &server())
+    {
         SessionDescription::parse(&answer).expect("the publish answer parses");
         let slots: Vec<SubscribeSlot> = tracks
             .into_iter()
             .enumerate()
-            .map(|(i, t)| SubscribeSlot {
-                mid: format!("s{i}"),
-                kind: t.kind.clone(),
-                track: Some(t),
+            .map(|(i, mut t)| {
+                if t.rids.is_empty() {
+                    assert_ne!(t.ssrc, 0, "a track without rids has its SSRC");
+                } else {
+                    // Simulcast: the control daemon gives each subscriber its outgoing SSRC.
+                    assert_eq!(t.ssrc, 0, "a simulcast track has no single SSRC");
+                    t.ssrc = 0x5000_0000 + i as u32;
+                }
+                SubscribeSlot {
+                    mid: format!("s{i}"),
+                    kind: t.kind.clone(),
+                    track: Some(t),
+                }
             })
             .collect();
         if !slots.is_empty() {
@@ -239,10 +253,15 @@ fn mutated_offers_never_panic() {
             track: None,
         },
     ];
-    let fixtures: Vec<String> = [CHROME_OFFER, FIREFOX_OFFER, AIORTC_OFFER]
-        .iter()
-        .flat_map(|f| [f.to_string(), crlf(f)])
-        .collect();
+    let fixtures: Vec<String> = [
+        CHROME_OFFER,
+        FIREFOX_OFFER,
+        AIORTC_OFFER,
+        CHROME_SIMULCAST_OFFER,
+    ]
+    .iter()
+    .flat_map(|f| [f.to_string(), crlf(f)])
+    .collect();
     // SDP_FUZZ_ROUNDS / SDP_FUZZ_SEED run a longer or different campaign by hand.
     let env = |name: &str, default: u64| {
         std::env::var(name)
@@ -273,7 +292,12 @@ fn mutated_offers_never_panic() {
 
 #[test]
 fn every_prefix_of_every_fixture() {
-    for fixture in [CHROME_OFFER, FIREFOX_OFFER, AIORTC_OFFER] {
+    for fixture in [
+        CHROME_OFFER,
+        FIREFOX_OFFER,
+        AIORTC_OFFER,
+        CHROME_SIMULCAST_OFFER,
+    ] {
         let text = crlf(fixture);
         for cut in 0..=text.len() {
             exercise(&text[..cut], &[]);

@@ -10,7 +10,7 @@ use switchyard_sdp::{
 };
 
 fn published(fixture: &str) -> Vec<PublishedTrack> {
-    answer_publish(&parse(fixture), &server()).unwrap().1
+    answer_publish(&parse(fixture), &server()).unwrap().tracks
 }
 
 fn slot(mid: &str, kind: MediaKind, track: Option<PublishedTrack>) -> SubscribeSlot {
@@ -133,11 +133,30 @@ fn offer_contents() {
     assert_eq!(
         lines_with(video, "a=rtcp-fb"),
         [
-            "a=rtcp-fb:96 ccm fir",
             "a=rtcp-fb:96 nack",
-            "a=rtcp-fb:96 nack pli"
+            "a=rtcp-fb:96 nack pli",
+            "a=rtcp-fb:96 ccm fir",
+            "a=rtcp-fb:96 transport-cc",
+            "a=rtcp-fb:96 goog-remb"
+        ],
+        "the feedback the engine handles, not the publisher's"
+    );
+    assert_eq!(
+        lines_with(video, "a=extmap"),
+        ["a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"]
+    );
+    assert_eq!(
+        lines_with(audio, "a=rtcp-fb"),
+        ["a=rtcp-fb:111 transport-cc"]
+    );
+    assert_eq!(
+        lines_with(audio, "a=extmap"),
+        [
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
         ]
     );
+    assert!(lines_with(video, "a=rid").is_empty() && lines_with(video, "a=simulcast").is_empty());
     assert_eq!(
         lines_with(video, "a=ssrc:"),
         [
@@ -149,6 +168,11 @@ fn offer_contents() {
     let idle = &s[3];
     assert_eq!(idle[0], "m=video 40000 UDP/TLS/RTP/SAVPF 96");
     assert!(idle.contains(&"a=inactive") && idle.contains(&"a=mid:v3"));
+    assert_eq!(lines_with(idle, "a=extmap"), lines_with(video, "a=extmap"));
+    assert_eq!(
+        lines_with(idle, "a=rtcp-fb"),
+        lines_with(video, "a=rtcp-fb")
+    );
     assert!(lines_with(idle, "a=ssrc").is_empty() && lines_with(idle, "a=msid").is_empty());
     assert_eq!(s[4][0], "m=audio 40000 UDP/TLS/RTP/SAVPF 109");
     assert!(s[4].contains(&"a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1"));
@@ -180,10 +204,18 @@ fn offer_round_trips_through_the_parser() {
         match &slot.track {
             Some(track) => {
                 assert_eq!(media.direction, Direction::SendOnly);
+                let mut codec = track.codec.clone();
+                codec.rtcp_fb = if track.kind == MediaKind::Video {
+                    ["nack", "nack pli", "ccm fir", "transport-cc", "goog-remb"]
+                        .map(String::from)
+                        .to_vec()
+                } else {
+                    vec!["transport-cc".into()]
+                };
                 assert_eq!(
                     media.codecs,
-                    vec![track.codec.clone()],
-                    "the publisher's codec, unchanged"
+                    vec![codec],
+                    "the publisher's codec, with the engine's feedback"
                 );
                 assert_eq!(
                     media.msid,
@@ -452,8 +484,83 @@ fn placeholder_for_an_audio_only_slot_list() {
             clock_rate: 48000,
             channels: Some(2),
             fmtp: Some("minptime=10;useinbandfec=1".into()),
-            rtcp_fb: vec![],
+            rtcp_fb: vec!["transport-cc".into()],
         }]
     );
     assert_eq!(parsed.media[0].direction, Direction::Inactive);
+}
+
+#[test]
+fn simulcast_track_is_offered_as_one_stream_with_the_outgoing_ssrc() {
+    let tracks = published(CHROME_SIMULCAST_OFFER);
+    let mut video = tracks[1].clone();
+    assert_eq!((video.ssrc, video.rids.len()), (0, 3));
+    // Without an outgoing SSRC the track cannot be offered.
+    let msg = invalid(&[slot("v", MediaKind::Video, Some(video.clone()))]);
+    assert!(
+        msg.contains("SSRC is 0") && msg.contains("out_ssrc"),
+        "{msg}"
+    );
+    video.ssrc = 0x1234_5678;
+    let sdp = offer_subscribe(
+        &[
+            slot("a", MediaKind::Audio, Some(tracks[0].clone())),
+            slot("v", MediaKind::Video, Some(video.clone())),
+        ],
+        &server(),
+    )
+    .unwrap();
+    let s = sections(&sdp);
+    let cname = "Zt5kP9wQ2xVb7NmR";
+    assert_eq!(
+        lines_with(&s[2], "a=ssrc"),
+        [
+            format!("a=ssrc:305419896 cname:{cname}"),
+            format!(
+                "a=ssrc:305419896 msid:{} {}",
+                video.stream_id, video.track_id
+            ),
+        ],
+        "one SSRC, the publisher's cname (lip sync with its audio)"
+    );
+    assert_eq!(
+        s[1].iter()
+            .filter(|l| l.contains(&format!("cname:{cname}")))
+            .count(),
+        1
+    );
+    for absent in ["a=rid", "a=simulcast", "a=ssrc-group"] {
+        assert!(
+            lines_with(&s[2], absent).is_empty(),
+            "{absent} in {:#?}",
+            s[2]
+        );
+    }
+    let parsed = SessionDescription::parse(&sdp).unwrap();
+    assert_eq!(parsed.media[1].primary_ssrc(), Some(0x1234_5678));
+    let answer = SessionDescription::parse(&browser_answer(&sdp, "active")).unwrap();
+    let slots = [
+        slot("a", MediaKind::Audio, Some(tracks[0].clone())),
+        slot("v", MediaKind::Video, Some(video)),
+    ];
+    check_subscribe_answer(&slots, &answer).unwrap();
+}
+
+#[test]
+fn answers_without_the_extensions_or_feedback_still_pass() {
+    let slots = slots();
+    let offer = offer_subscribe(&slots, &server()).unwrap();
+    let answer: String = browser_answer(&offer, "active")
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("a=extmap") && !l.starts_with("a=rtcp-fb"))
+        .collect();
+    check_subscribe_answer(&slots, &SessionDescription::parse(&answer).unwrap()).unwrap();
+    // And with them (as Chrome answers: the extmaps echoed).
+    let with: String = browser_answer(&offer, "active").replace(
+        "a=rtcp-mux\r\n",
+        "a=rtcp-mux\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n",
+    );
+    let parsed = SessionDescription::parse(&with).unwrap();
+    assert_eq!(parsed.media[0].extmaps.len(), 1);
+    check_subscribe_answer(&slots, &parsed).unwrap();
 }

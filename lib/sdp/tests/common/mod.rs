@@ -6,6 +6,9 @@ use switchyard_sdp::{LocalTransport, SessionDescription};
 pub const CHROME_OFFER: &str = include_str!("../fixtures/chrome_offer.sdp");
 pub const FIREFOX_OFFER: &str = include_str!("../fixtures/firefox_offer.sdp");
 pub const AIORTC_OFFER: &str = include_str!("../fixtures/aiortc_offer.sdp");
+/// What Chrome 120+ offers on a publish connection with three rid simulcast layers
+/// (`sendEncodings` q, h, f): no `a=ssrc` on the video m-line, RTX/RED/ULPFEC offered.
+pub const CHROME_SIMULCAST_OFFER: &str = include_str!("../fixtures/chrome_simulcast_offer.sdp");
 
 pub const SERVER_FINGERPRINT: &str = "D2:FA:0E:C3:22:59:5E:14:95:69:92:3D:13:B4:84:24:2C:C2:A2:C0:3E:FD:34:8E:5E:EA:6F:AF:52:CE:E6:0F";
 pub const CLIENT_FINGERPRINT: &str = "19:E2:1C:3B:4B:9F:81:E6:B8:5C:F4:A5:A8:D8:73:04:BB:05:2F:70:9F:04:A9:0E:05:E9:26:33:E8:70:88:A2";
