@@ -39,13 +39,14 @@ pub struct SubscribeSlot {
 /// payload type other slots already give that codec). Every m-line declares the header extensions
 /// the engine writes, `a=extmap:1 ssrc-audio-level` (audio) and `a=extmap:3 transport-wide-cc`,
 /// and the feedback the engine handles: rtcp-fb `nack`, `nack pli`, `ccm fir`, `transport-cc`,
-/// `goog-remb` for video, `transport-cc` for audio (in place of the publisher's). Session: `a=ice-lite`, `a=group:BUNDLE` over all slots; every m-line has the
-/// server's ICE credentials, fingerprint, `a=setup:actpass`, rtcp-mux, candidate and
-/// end-of-candidates. Errors if `slots` is empty, mids repeat or are not tokens, a slot is not
-/// audio/video or holds a track of the other kind, two slots forward the same SSRC, a track's SSRC
-/// is 0, a value would break the SDP syntax, or two slots use one payload type for different
-/// codecs (browsers refuse that within a BUNDLE group, and the engine cannot rewrite payload
-/// types).
+/// `goog-remb` for video, `transport-cc` for audio (in place of the publisher's). Session:
+/// `a=ice-lite`, `a=group:BUNDLE` over all slots; every m-line has the server's ICE credentials,
+/// fingerprint, `a=setup:actpass`, rtcp-mux, candidate and end-of-candidates.
+///
+/// Errors if `slots` is empty, mids repeat or are not tokens, a slot is not audio/video or holds
+/// a track of the other kind, two slots forward the same SSRC, a track's SSRC is 0, a value would
+/// break the SDP syntax, or two slots use one payload type for different codecs (browsers refuse
+/// that within a BUNDLE group, and the engine cannot rewrite payload types).
 pub fn offer_subscribe(slots: &[SubscribeSlot], local: &LocalTransport) -> Result<String, Error> {
     if slots.is_empty() {
         return Err(Error::invalid(
