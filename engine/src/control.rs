@@ -19,7 +19,8 @@ use switchyard_protocol::{
 };
 use switchyard_udp::Waker;
 
-use crate::forwarder::{CommandError, Dest};
+use crate::forwarder::{CommandError, Dest, TrackSpec};
+use crate::streams::SubscriptionSpec;
 use crate::stats::WorkerCounters;
 use crate::worker::{Command, Done, Op};
 
@@ -39,12 +40,12 @@ pub struct WorkerHandle {
     pub counters: Arc<WorkerCounters>,
 }
 
-/// A track as the control daemon declared it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A track as the control daemon declared it (what a subscription to it needs to know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TrackDecl {
     kind: TrackKind,
-    /// Layer SSRCs, lowest first (0 = not known yet).
-    ssrcs: Vec<u32>,
+    clock_rate: u32,
+    layers: u8,
 }
 
 #[derive(Default)]
@@ -177,37 +178,31 @@ impl ControlState {
                 self.run(w, Op::ResumeSrtp { id: transport, indexes })?;
                 Ok(Reply::Ok)
             }
-            Request::SetExtensions { transport, .. } => {
-                self.worker_of(transport)?;
+            Request::SetExtensions { transport, ext } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::SetExtensions { id: transport, ext })?;
                 Ok(Reply::Ok)
             }
-            Request::SetPreferences { publisher, track, subscriber, .. } => {
-                self.worker_of(publisher)?;
-                self.worker_of(subscriber)?;
-                self.track(publisher, track)?;
+            Request::SetPreferences { publisher, track, subscriber, max_height } => {
+                let sw = self.worker_of(subscriber)?;
+                self.run(sw, Op::SetPreferences { subscriber, publisher, track, max_height })?;
                 Ok(Reply::Ok)
             }
-            Request::SetSendCap { transport, .. } => {
-                self.worker_of(transport)?;
+            Request::SetSendCap { transport, bps } => {
+                let w = self.worker_of(transport)?;
+                self.run(w, Op::SetSendCap { id: transport, bps })?;
                 Ok(Reply::Ok)
             }
-            Request::AddTrack { publisher, track, kind, layers, .. } => {
-                self.worker_of(publisher)?;
-                if layers.is_empty() || layers.len() > 3 {
-                    return Err((ErrorCode::Invalid, format!("a track has 1 to 3 layers, not {}", layers.len())));
-                }
-                let decl = TrackDecl { kind, ssrcs: layers.iter().map(|l| l.ssrc).collect() };
-                let mut reg = lock(&self.registry);
-                match reg.tracks.get(&(publisher, track)) {
-                    Some(d) if *d == decl => Ok(Reply::Ok),
-                    Some(_) => Err((ErrorCode::Duplicate, format!("track {track} of {publisher} already exists"))),
-                    None => {
-                        reg.tracks.insert((publisher, track), decl);
-                        Ok(Reply::Ok)
-                    }
-                }
+            Request::AddTrack { publisher, track, kind, mid, clock_rate, payload_type, feedback, layers } => {
+                let w = self.worker_of(publisher)?;
+                let decl = TrackDecl { kind, clock_rate, layers: layers.len() as u8 };
+                let spec = TrackSpec { track, kind, mid, clock_rate, payload_type, feedback, layers };
+                self.run(w, Op::AddTrack { publisher, spec })?;
+                lock(&self.registry).tracks.insert((publisher, track), decl);
+                Ok(Reply::Ok)
             }
             Request::RemoveTrack { publisher, track } => {
+                let w = self.worker_of(publisher)?;
                 self.track(publisher, track)?;
                 let subs: Vec<_> = lock(&self.registry)
                     .subscriptions
@@ -218,10 +213,11 @@ impl ControlState {
                 for (p, t, s) in subs {
                     self.unsubscribe(p, t, s)?;
                 }
+                self.run(w, Op::RemoveTrack { publisher, track })?;
                 lock(&self.registry).tracks.remove(&(publisher, track));
                 Ok(Reply::Ok)
             }
-            Request::Subscribe { publisher, track, subscriber, .. } => {
+            Request::Subscribe { publisher, track, subscriber, out_ssrc, out_rtx_ssrc, rtx_payload_type } => {
                 if publisher == subscriber {
                     return Err((ErrorCode::Invalid, "a transport cannot subscribe to its own stream".into()));
                 }
@@ -230,23 +226,23 @@ impl ControlState {
                 let decl = self.track(publisher, track)?;
                 let dest = if pw == sw { Dest::Local(subscriber) } else { Dest::Remote { worker: sw, transport: subscriber } };
                 let up = if pw == sw { Dest::Local(publisher) } else { Dest::Remote { worker: pw, transport: publisher } };
-                let ssrcs: Vec<u32> = decl.ssrcs.iter().copied().filter(|s| *s != 0).collect();
-                for (i, &ssrc) in ssrcs.iter().enumerate() {
-                    let added = self.run(pw, Op::AddRoute { publisher, ssrc, dest, limit: MAX_SUBSCRIBERS_PER_STREAM }).and_then(
-                        |_| {
-                            self.run(sw, Op::AddFeedback { subscriber, ssrc, publisher: up }).inspect_err(|_| {
-                                let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber });
-                            })
-                        },
-                    );
-                    if let Err(e) = added {
-                        // Undo so a failed subscribe changes nothing.
-                        for &done in &ssrcs[..i] {
-                            let _ = self.run(pw, Op::RemoveRoute { publisher, ssrc: done, subscriber });
-                            let _ = self.run(sw, Op::RemoveFeedback { subscriber, ssrc: done });
-                        }
-                        return Err(e);
-                    }
+                let spec = SubscriptionSpec {
+                    publisher,
+                    publisher_at: up,
+                    track,
+                    kind: decl.kind,
+                    clock_rate: decl.clock_rate,
+                    layers: decl.layers,
+                    out_ssrc,
+                    out_rtx_ssrc,
+                    rtx_payload_type,
+                };
+                // The subscriber's state first, so the first routed packet finds it.
+                self.run(sw, Op::AddSubscription { subscriber, spec })?;
+                if let Err(e) = self.run(pw, Op::AddRoute { publisher, track, dest, limit: MAX_SUBSCRIBERS_PER_STREAM }) {
+                    // Undo so a failed subscribe changes nothing.
+                    let _ = self.run(sw, Op::RemoveSubscription { subscriber, publisher, track });
+                    return Err(e);
                 }
                 lock(&self.registry).subscriptions.insert((publisher, track, subscriber));
                 Ok(Reply::Ok)
@@ -262,12 +258,8 @@ impl ControlState {
             }
             Request::RequestKeyframe { publisher, track } => {
                 let w = self.worker_of(publisher)?;
-                let decl = self.track(publisher, track)?;
-                if decl.kind == TrackKind::Video {
-                    for ssrc in decl.ssrcs.into_iter().filter(|s| *s != 0) {
-                        self.run(w, Op::RequestKeyframe { publisher, ssrc })?;
-                    }
-                }
+                self.track(publisher, track)?;
+                self.run(w, Op::RequestKeyframe { publisher, track })?;
                 Ok(Reply::Ok)
             }
             Request::BindRemote { transport, addr } => {
@@ -284,24 +276,6 @@ impl ControlState {
                     }
                 }
                 all.sort_by_key(|t| t.transport);
-                let reg = lock(&self.registry);
-                for t in &mut all {
-                    let mut subs: Vec<(u32, TransportId)> =
-                        reg.subscriptions.iter().filter(|(p, _, _)| *p == t.transport).map(|&(_, tr, s)| (tr, s)).collect();
-                    subs.sort_unstable();
-                    t.subscriptions = subs;
-                    let mut tracks: Vec<(u32, Vec<(u8, u32)>)> = reg
-                        .tracks
-                        .iter()
-                        .filter(|((p, _), _)| *p == t.transport)
-                        .map(|(&(_, tr), d)| {
-                            let layers = d.ssrcs.iter().enumerate().filter(|(_, s)| **s != 0).map(|(i, s)| (i as u8, *s));
-                            (tr, layers.collect())
-                        })
-                        .collect();
-                    tracks.sort_unstable();
-                    t.tracks = tracks;
-                }
                 Ok(Reply::Snapshot(all))
             }
         }
@@ -311,18 +285,15 @@ impl ControlState {
         lock(&self.registry)
             .tracks
             .get(&(publisher, track))
-            .cloned()
+            .copied()
             .ok_or_else(|| (ErrorCode::UnknownTrack, format!("no track {track} on transport {publisher}")))
     }
 
     fn unsubscribe(&self, publisher: TransportId, track: u32, subscriber: TransportId) -> Result<(), CommandError> {
         let pw = self.worker_of(publisher)?;
         let sw = self.worker_of(subscriber)?;
-        let ssrcs = self.track(publisher, track).map(|d| d.ssrcs).unwrap_or_default();
-        for ssrc in ssrcs.into_iter().filter(|s| *s != 0) {
-            self.run(pw, Op::RemoveRoute { publisher, ssrc, subscriber })?;
-            self.run(sw, Op::RemoveFeedback { subscriber, ssrc })?;
-        }
+        self.run(pw, Op::RemoveRoute { publisher, track, subscriber })?;
+        self.run(sw, Op::RemoveSubscription { subscriber, publisher, track })?;
         lock(&self.registry).subscriptions.remove(&(publisher, track, subscriber));
         Ok(())
     }

@@ -1,38 +1,76 @@
 //! The sans-I/O core of one worker: bytes and time in, datagrams / hand-offs / events out.
 //!
-//! [`Forwarder`] owns the worker's transports and routes and never touches a socket or the clock: the
-//! worker loop (`worker.rs`) passes each received datagram with the batch's receive time, and an
-//! [`Output`] collects what to send. That makes every rule of the packet path testable without sockets:
+//! [`Forwarder`] owns the worker's transports, tracks and subscriptions and never touches a socket or
+//! the clock: the worker loop (`worker.rs`) passes each received datagram with the batch's receive
+//! time, calls [`Forwarder::tick`] about every 20 ms, and an [`Output`] collects what to send. That
+//! makes every rule of the packet path testable without sockets:
 //!
 //! 1. demultiplex by first byte (RFC 7983);
 //! 2. STUN binding requests are checked against the transport's ICE password and answered; a valid
 //!    check binds the source address to the transport;
 //! 3. DTLS from a bound address is punted to the control daemon (rate-limited);
-//! 4. SRTP/SRTCP from a bound address is decrypted once, in place, and routed by SSRC: each local
-//!    subscriber gets its own encryption straight into a send buffer; subscribers on other workers get
-//!    one shared copy of the plaintext, handed over a lock-free queue.
+//! 4. SRTP/SRTCP from a bound address is decrypted once, in place. RTP is matched to a track layer by
+//!    SSRC (simulcast SSRCs are learned from the mid/rid header extensions), its header-extension ids
+//!    are rewritten to the engine's canonical ones, and the publisher-side state is updated (loss
+//!    detection, keyframes, receive statistics, bitrate, audio level, TWCC arrivals). Then every
+//!    subscriber of the track gets it: on this worker directly, on another worker as one shared copy
+//!    of the plaintext with a small [`MediaMeta`], handed over a lock-free queue. On the subscriber's
+//!    worker the subscription rewrites SSRC/sequence/timestamp (one stream across simulcast layers),
+//!    stamps the transport-wide sequence number, keeps the packet for retransmission and encrypts it.
+//! 5. RTCP is consumed, not relayed: NACKs are answered from the subscription's cache, PLI/FIR go
+//!    through the publisher's coalescing keyframe requester, TWCC/REMB feed the subscriber's
+//!    bandwidth estimate, sender reports update the mapping subscribers' own SRs are made from.
 //!
-//! Nothing on the SRTP path allocates: routes and buffers are built when the control daemon asks.
+//! Nothing on the packet path allocates: state is built when the control daemon asks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use switchyard_protocol::{
-    ErrorCode, Event, KeySalt, TransportId, TransportInfo, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
+    ErrorCode, Event, HeaderExtIds, KeySalt, Layer, TrackKind, TransportId, TransportInfo, FB_FIR, FB_PLI,
+    OUT_EXT_TWCC, SRTP_RTCP_OUTBOUND, SRTP_RTP_INBOUND, SRTP_RTP_OUTBOUND,
 };
 use switchyard_srtp::{Context, IndexKind, Profile};
 use switchyard_stun::{split_username, write_binding_success, Class, Message, Method};
 
 use crate::demux::{self, Kind};
-use crate::handoff::{Handoff, PacketKind};
-use crate::pool::{PacketBuf, PacketPool};
+use crate::handoff::{Handoff, MediaMeta, PacketKind};
+use crate::media::estimator::{self, Estimator};
+use crate::media::keyframe::{self, Request as KeyframeRequest};
+use crate::media::layer_selector::Choice;
+use crate::media::rtcp::{self, Packet, SenderInfo};
+use crate::media::seq_rewriter::{Rewritten, SeqRewriter};
+use crate::pool::{PacketBuf, PacketPool, MAX_PACKET};
+use crate::rtp::{self, TokenBucket, TwccRecorder};
 use crate::stats::{Counter, DropReason, WorkerCounters};
+use crate::streams::{PubTrack, SubStream, SubscriptionSpec, MAX_LAYERS};
 use crate::transport::Transport;
 
-/// SSRC the engine uses as the sender of RTCP it originates (keyframe requests).
+/// SSRC the engine uses as the sender of RTCP it originates towards publishers (receiver reports,
+/// NACKs, keyframe requests, TWCC feedback).
 pub const ENGINE_RTCP_SSRC: u32 = 0x5359_4400;
+/// How often the worker calls [`Forwarder::tick`] while streams exist.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Receiver reports to publishers and sender reports to subscribers, per stream.
+const REPORT_INTERVAL_MS: u64 = 1000;
+/// TWCC feedback to publishers.
+const TWCC_FEEDBACK_MS: u64 = 50;
+/// Audio-level events.
+const AUDIO_LEVEL_MS: u64 = 200;
+/// Window of the per-layer bitrate.
+const BITRATE_WINDOW_MS: u64 = 1000;
+/// Spacing of NACK retries towards publishers (their RTT is not measured: they receive no media).
+const PUBLISHER_RTT_MS: u64 = 100;
+/// A layer not seen for this long counts as stopped (the publisher dropped it).
+const LAYER_IDLE_MS: u64 = 1500;
+/// A switch still waiting for its keyframe asks again after this long.
+const KEYFRAME_RETRY_MS: u64 = 1000;
+/// A subscriber estimator with no feedback for this long (nothing sent: paused) grows optimistically.
+const ESTIMATOR_IDLE_MS: i64 = 1000;
+/// Sequence numbers one NACK poll takes per stream.
+const MAX_NACKS: usize = 64;
 
 /// Where a routed packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +101,7 @@ pub trait Output {
     /// Queues one datagram to `to`: `fill` writes it into a send buffer and returns its length, or
     /// `None` to abandon it. Returns false if it was not queued.
     fn send<F: FnOnce(&mut [u8]) -> Option<usize>>(&mut self, to: SocketAddr, received: Instant, fill: F) -> bool;
-    /// Queues a shared packet for a transport on another worker; gives it back if that queue is full.
+    /// Queues a hand-off for a transport on another worker; gives it back if that queue is full.
     fn handoff(&mut self, worker: u16, h: Handoff) -> Result<(), Handoff>;
     /// Reports an event to the control daemon; false if the event queue is full.
     fn event(&mut self, ev: Event) -> bool;
@@ -72,7 +110,26 @@ pub trait Output {
 /// A worker-command failure: nothing was changed.
 pub type CommandError = (ErrorCode, String);
 
-/// One worker's transports, routes and packet path.
+/// A track as `AddTrack` declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackSpec {
+    /// The control daemon's id, unique per publisher.
+    pub track: u32,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Its mid.
+    pub mid: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Negotiated payload type.
+    pub payload_type: u8,
+    /// `FB_*` bits.
+    pub feedback: u8,
+    /// 1 to 3 layers, lowest first.
+    pub layers: Vec<Layer>,
+}
+
+/// One worker's transports, tracks, subscriptions and packet path.
 pub struct Forwarder {
     worker: u16,
     counters: Arc<WorkerCounters>,
@@ -81,18 +138,40 @@ pub struct Forwarder {
     by_id: FxHashMap<TransportId, usize>,
     by_ufrag: FxHashMap<String, usize>,
     by_addr: FxHashMap<SocketAddr, usize>,
-    /// (publisher slot, ssrc) -> subscribers.
-    routes: FxHashMap<(usize, u32), Vec<Dest>>,
-    /// (subscriber slot, media ssrc) -> the publisher, for feedback (PLI, FIR, NACK) flowing upstream.
-    feedback: FxHashMap<(usize, u32), Dest>,
+    /// Tracks published by local transports.
+    tracks: Vec<Option<PubTrack>>,
+    free_tracks: Vec<usize>,
+    /// (publisher slot, track id) -> track.
+    track_by_id: FxHashMap<(usize, u32), usize>,
+    /// (publisher slot, ssrc) -> (track, layer).
+    by_ssrc: FxHashMap<(usize, u32), (usize, u8)>,
+    /// Subscriptions of local transports.
+    subs: Vec<Option<SubStream>>,
+    free_subs: Vec<usize>,
+    /// (subscriber slot, publisher, track) -> subscription.
+    sub_by_key: FxHashMap<(usize, TransportId, u32), usize>,
+    /// (subscriber slot, out_ssrc or out_rtx_ssrc) -> subscription, for the subscriber's RTCP.
+    sub_by_out: FxHashMap<(usize, u32), usize>,
+    /// Per transport slot: video subscriptions (to split its estimate), refilled every tick.
+    video_subs: Vec<u16>,
     pool: PacketPool,
-    /// Largest subscriber list in `routes`, kept current on every route change.
+    /// Largest subscriber list of a track, kept current on every route change.
     max_fanout: usize,
+    /// Scratch for RTCP the engine writes and for packets policed away.
+    scratch: Box<[u8]>,
+    epoch: Instant,
+    last_tick_ms: Option<u64>,
+    last_twcc_ms: u64,
+    last_levels_ms: u64,
 }
 
 impl Forwarder {
     /// An empty forwarder for worker `worker`, with `pool_size` shared packet buffers.
     pub fn new(worker: u16, counters: Arc<WorkerCounters>, pool_size: usize) -> Forwarder {
+        // Time in ms/µs counts from a little before now, so callers' instants taken just before this
+        // (tests) are still after the origin.
+        let now = Instant::now();
+        let epoch = now.checked_sub(Duration::from_secs(10)).unwrap_or(now);
         Forwarder {
             worker,
             counters,
@@ -101,10 +180,22 @@ impl Forwarder {
             by_id: FxHashMap::default(),
             by_ufrag: FxHashMap::default(),
             by_addr: FxHashMap::default(),
-            routes: FxHashMap::default(),
-            feedback: FxHashMap::default(),
+            tracks: Vec::new(),
+            free_tracks: Vec::new(),
+            track_by_id: FxHashMap::default(),
+            by_ssrc: FxHashMap::default(),
+            subs: Vec::new(),
+            free_subs: Vec::new(),
+            sub_by_key: FxHashMap::default(),
+            sub_by_out: FxHashMap::default(),
+            video_subs: Vec::new(),
             pool: PacketPool::new(pool_size),
             max_fanout: 0,
+            scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
+            epoch,
+            last_tick_ms: None,
+            last_twcc_ms: 0,
+            last_levels_ms: 0,
         }
     }
 
@@ -118,14 +209,19 @@ impl Forwarder {
         self.by_id.len()
     }
 
-    /// Largest number of subscribers any one stream here has: the worker keeps that much room in its
+    /// Largest number of subscribers any one track here has: the worker keeps that much room in its
     /// send batch before taking the next datagram.
     pub fn max_fanout(&self) -> usize {
         self.max_fanout
     }
 
+    /// Whether there are tracks or subscriptions (then the worker calls [`Forwarder::tick`]).
+    pub fn has_streams(&self) -> bool {
+        !self.track_by_id.is_empty() || !self.sub_by_key.is_empty()
+    }
+
     fn refresh_fanout(&mut self) {
-        self.max_fanout = self.routes.values().map(Vec::len).max().unwrap_or(0);
+        self.max_fanout = self.tracks.iter().flatten().map(|t| t.subscribers.len()).max().unwrap_or(0);
     }
 
     fn slot(&self, id: TransportId) -> Result<usize, CommandError> {
@@ -133,6 +229,16 @@ impl Forwarder {
             .get(&id)
             .copied()
             .ok_or_else(|| (ErrorCode::UnknownTransport, format!("no transport {id} on worker {}", self.worker)))
+    }
+
+    fn transport_mut(&mut self, id: TransportId) -> Result<&mut Transport, CommandError> {
+        let slot = self.slot(id)?;
+        self.transports[slot].as_mut().ok_or_else(|| (ErrorCode::Internal, format!("transport {id} slot empty")))
+    }
+
+    #[inline]
+    fn micros(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.epoch).as_micros() as i64
     }
 
     // ---- commands from the control daemon ----
@@ -167,7 +273,7 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Removes a transport, its addresses, the routes it publishes and any route or feedback entry
+    /// Removes a transport, its addresses, the tracks it publishes, its subscriptions and any route
     /// naming it on this worker.
     pub fn remove_transport(&mut self, id: TransportId) -> Result<(), CommandError> {
         let slot = self.slot(id)?;
@@ -179,12 +285,18 @@ impl Forwarder {
         for a in t.validated.iter().flatten() {
             self.by_addr.remove(a);
         }
-        self.routes.retain(|(s, _), _| *s != slot);
-        for dests in self.routes.values_mut() {
-            dests.retain(|d| d.transport() != id);
+        let own: Vec<u32> = self.tracks.iter().flatten().filter(|tr| tr.slot == slot).map(|tr| tr.id).collect();
+        for track in own {
+            self.drop_track(slot, track);
         }
-        self.routes.retain(|_, d| !d.is_empty());
-        self.feedback.retain(|(s, _), d| *s != slot && d.transport() != id);
+        for tr in self.tracks.iter_mut().flatten() {
+            tr.subscribers.retain(|d| d.transport() != id);
+        }
+        let subs: Vec<(TransportId, u32)> =
+            self.subs.iter().flatten().filter(|s| s.slot == slot).map(|s| (s.spec.publisher, s.spec.track)).collect();
+        for (p, track) in subs {
+            self.drop_subscription(slot, p, track);
+        }
         self.free_slots.push(slot);
         self.refresh_fanout();
         Ok(())
@@ -257,45 +369,216 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Routes `ssrc` from local publisher `publisher` to `dest`.
-    pub fn add_route(&mut self, publisher: TransportId, ssrc: u32, dest: Dest, limit: usize) -> Result<(), CommandError> {
-        let slot = self.slot(publisher)?;
-        let dests = self.routes.entry((slot, ssrc)).or_default();
-        if dests.iter().any(|d| d.transport() == dest.transport()) {
-            return Ok(());
+    /// The header-extension ids the transport's peer uses (and whether it wants TWCC feedback).
+    pub fn set_extensions(&mut self, id: TransportId, ext: HeaderExtIds) -> Result<(), CommandError> {
+        let t = self.transport_mut(id)?;
+        t.ext = ext;
+        if ext.twcc == 0 {
+            t.twcc_rx = None;
+        } else if t.twcc_rx.is_none() {
+            t.twcc_rx = Some(Box::new(TwccRecorder::new(4096)));
         }
-        if dests.len() >= limit {
-            return Err((ErrorCode::LimitReached, format!("stream {ssrc} already has {limit} subscribers")));
-        }
-        dests.push(dest);
-        self.max_fanout = self.max_fanout.max(dests.len());
         Ok(())
     }
 
-    /// Stops routing `ssrc` from `publisher` to `subscriber`.
-    pub fn remove_route(&mut self, publisher: TransportId, ssrc: u32, subscriber: TransportId) -> Result<(), CommandError> {
+    /// Polices what is sent to the transport to `bps` (0: no cap).
+    pub fn set_send_cap(&mut self, id: TransportId, bps: u64, now: Instant) -> Result<(), CommandError> {
+        let t = self.transport_mut(id)?;
+        t.send_cap = (bps > 0).then(|| TokenBucket::new(bps, now));
+        Ok(())
+    }
+
+    /// Declares a track the local transport `publisher` sends. Declaring the same track again is
+    /// accepted; a different declaration under the same id is refused.
+    pub fn add_track(&mut self, publisher: TransportId, spec: TrackSpec, now: Instant) -> Result<(), CommandError> {
         let slot = self.slot(publisher)?;
-        if let Some(dests) = self.routes.get_mut(&(slot, ssrc)) {
-            dests.retain(|d| d.transport() != subscriber);
-            if dests.is_empty() {
-                self.routes.remove(&(slot, ssrc));
+        let TrackSpec { track, kind, mid, clock_rate, payload_type: _, feedback, layers } = spec;
+        if layers.is_empty() || layers.len() > MAX_LAYERS {
+            return Err((ErrorCode::Invalid, format!("a track has 1 to {MAX_LAYERS} layers, not {}", layers.len())));
+        }
+        if let Some(&ti) = self.track_by_id.get(&(slot, track)) {
+            let same = self.tracks[ti].as_ref().is_some_and(|t| t.same_as(kind, &mid, clock_rate, feedback, &layers));
+            return if same { Ok(()) } else { Err((ErrorCode::Duplicate, format!("track {track} of {publisher} already exists"))) };
+        }
+        for l in layers.iter().filter(|l| l.ssrc != 0) {
+            if self.by_ssrc.contains_key(&(slot, l.ssrc)) || layers.iter().filter(|m| m.ssrc == l.ssrc).count() > 1 {
+                return Err((ErrorCode::Duplicate, format!("SSRC {} is already used by a track of {publisher}", l.ssrc)));
             }
+        }
+        let now_ms = self.micros(now) as u64 / 1000;
+        let t = PubTrack::new(slot, publisher, track, kind, mid, clock_rate, feedback, &layers, now_ms);
+        let ti = match self.free_tracks.pop() {
+            Some(i) => {
+                self.tracks[i] = Some(t);
+                i
+            }
+            None => {
+                self.tracks.push(Some(t));
+                self.tracks.len() - 1
+            }
+        };
+        for (i, l) in layers.iter().enumerate() {
+            if l.ssrc != 0 {
+                self.by_ssrc.insert((slot, l.ssrc), (ti, i as u8));
+            }
+        }
+        self.track_by_id.insert((slot, track), ti);
+        Ok(())
+    }
+
+    /// Removes a track (its subscriptions on other transports are the control thread's to remove).
+    pub fn remove_track(&mut self, publisher: TransportId, track: u32) -> Result<(), CommandError> {
+        let slot = self.slot(publisher)?;
+        self.drop_track(slot, track);
+        self.refresh_fanout();
+        Ok(())
+    }
+
+    fn drop_track(&mut self, slot: usize, track: u32) {
+        let Some(ti) = self.track_by_id.remove(&(slot, track)) else { return };
+        self.by_ssrc.retain(|_, (t, _)| *t != ti);
+        self.tracks[ti] = None;
+        self.free_tracks.push(ti);
+    }
+
+    /// Sends track `track` of local publisher `publisher` to `dest` (whose worker must hold the
+    /// subscription: [`Forwarder::add_subscription`]).
+    ///
+    /// For tests and benchmarks that drive a forwarder directly: when the publisher declared no such
+    /// track, a one-layer video track with SSRC `track` is declared, and a local `dest` without a
+    /// subscription gets one with `out_ssrc` = `track` (the stream arrives unchanged).
+    pub fn add_route(&mut self, publisher: TransportId, track: u32, dest: Dest, limit: usize) -> Result<(), CommandError> {
+        let slot = self.slot(publisher)?;
+        let now = Instant::now();
+        if !self.track_by_id.contains_key(&(slot, track)) {
+            let layers = vec![Layer { rid: String::new(), ssrc: track }];
+            let spec = TrackSpec { track, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 0, feedback: 0, layers };
+            self.add_track(publisher, spec, now)?;
+        }
+        if let Dest::Local(sub) = dest {
+            let sslot = self.slot(sub)?;
+            if !self.sub_by_key.contains_key(&(sslot, publisher, track)) {
+                let (kind, clock_rate, layers) = self.track_by_id.get(&(slot, track)).and_then(|&ti| self.tracks[ti].as_ref()).map_or(
+                    (TrackKind::Video, 90_000, 1),
+                    |t| (t.kind, t.clock_rate, t.layers.len() as u8),
+                );
+                let spec = SubscriptionSpec {
+                    publisher,
+                    publisher_at: Dest::Local(publisher),
+                    track,
+                    kind,
+                    clock_rate,
+                    layers,
+                    out_ssrc: track,
+                    out_rtx_ssrc: 0,
+                    rtx_payload_type: 0,
+                };
+                self.insert_subscription(sub, spec, now)?;
+            }
+        }
+        let ti = self.track_by_id.get(&(slot, track)).copied().ok_or_else(|| no_track(publisher, track))?;
+        let Some(t) = self.tracks[ti].as_mut() else { return Err(no_track(publisher, track)) };
+        if t.subscribers.iter().any(|d| d.transport() == dest.transport()) {
+            return Ok(());
+        }
+        if t.subscribers.len() >= limit {
+            return Err((ErrorCode::LimitReached, format!("track {track} already has {limit} subscribers")));
+        }
+        t.subscribers.push(dest);
+        self.max_fanout = self.max_fanout.max(t.subscribers.len());
+        Ok(())
+    }
+
+    /// Stops sending track `track` of `publisher` to `subscriber`.
+    pub fn remove_route(&mut self, publisher: TransportId, track: u32, subscriber: TransportId) -> Result<(), CommandError> {
+        let slot = self.slot(publisher)?;
+        if let Some(t) = self.track_by_id.get(&(slot, track)).and_then(|&ti| self.tracks[ti].as_mut()) {
+            t.subscribers.retain(|d| d.transport() != subscriber);
         }
         self.refresh_fanout();
         Ok(())
     }
 
-    /// Sends feedback that local subscriber `subscriber` sends about `ssrc` to its publisher.
-    pub fn add_feedback(&mut self, subscriber: TransportId, ssrc: u32, publisher: Dest) -> Result<(), CommandError> {
-        let slot = self.slot(subscriber)?;
-        self.feedback.insert((slot, ssrc), publisher);
+    /// Creates the state of local transport `subscriber`'s subscription to a track (rewriter, layer
+    /// selector, retransmission cache; its transport's bandwidth estimator if it has none). A
+    /// single-layer video track asks its publisher for a keyframe at once (a simulcast one does when
+    /// its first layer is chosen).
+    pub fn add_subscription(&mut self, subscriber: TransportId, spec: SubscriptionSpec, now: Instant, out: &mut impl Output) -> Result<(), CommandError> {
+        let si = self.insert_subscription(subscriber, spec, now)?;
+        if let Some(s) = self.subs[si].as_ref() {
+            if s.video && !s.simulcast() {
+                self.ask_keyframe(si, 0, false, now, out);
+            }
+        }
         Ok(())
     }
 
-    /// Forgets a feedback route.
-    pub fn remove_feedback(&mut self, subscriber: TransportId, ssrc: u32) -> Result<(), CommandError> {
+    fn insert_subscription(&mut self, subscriber: TransportId, spec: SubscriptionSpec, now: Instant) -> Result<usize, CommandError> {
         let slot = self.slot(subscriber)?;
-        self.feedback.remove(&(slot, ssrc));
+        if spec.publisher == subscriber {
+            return Err((ErrorCode::Invalid, "a transport cannot subscribe to its own track".into()));
+        }
+        if let Some(&si) = self.sub_by_key.get(&(slot, spec.publisher, spec.track)) {
+            return Ok(si);
+        }
+        for ssrc in [spec.out_ssrc, spec.out_rtx_ssrc] {
+            if ssrc != 0 && self.sub_by_out.contains_key(&(slot, ssrc)) {
+                return Err((ErrorCode::Duplicate, format!("out SSRC {ssrc} is already used towards transport {subscriber}")));
+            }
+        }
+        if spec.out_ssrc == 0 {
+            return Err((ErrorCode::Invalid, "out_ssrc must not be 0".into()));
+        }
+        let now_ms = self.micros(now) as u64 / 1000;
+        let key = (slot, spec.publisher, spec.track);
+        let outs = [spec.out_ssrc, spec.out_rtx_ssrc];
+        let s = SubStream::new(slot, spec, now_ms);
+        let si = match self.free_subs.pop() {
+            Some(i) => {
+                self.subs[i] = Some(s);
+                i
+            }
+            None => {
+                self.subs.push(Some(s));
+                self.subs.len() - 1
+            }
+        };
+        self.sub_by_key.insert(key, si);
+        for ssrc in outs.into_iter().filter(|s| *s != 0) {
+            self.sub_by_out.insert((slot, ssrc), si);
+        }
+        if let Some(t) = self.transports[slot].as_mut() {
+            if t.estimator.is_none() {
+                t.estimator = Some(Box::new(Estimator::new(estimator::Config::default())));
+            }
+        }
+        if self.video_subs.len() < self.transports.len() {
+            self.video_subs.resize(self.transports.len(), 0);
+        }
+        Ok(si)
+    }
+
+    /// Removes a subscription's state.
+    pub fn remove_subscription(&mut self, subscriber: TransportId, publisher: TransportId, track: u32) -> Result<(), CommandError> {
+        let slot = self.slot(subscriber)?;
+        self.drop_subscription(slot, publisher, track);
+        Ok(())
+    }
+
+    fn drop_subscription(&mut self, slot: usize, publisher: TransportId, track: u32) {
+        let Some(si) = self.sub_by_key.remove(&(slot, publisher, track)) else { return };
+        self.sub_by_out.retain(|_, v| *v != si);
+        self.subs[si] = None;
+        self.free_subs.push(si);
+    }
+
+    /// The largest height the subscriber shows the track at (`u16::MAX`: no limit).
+    pub fn set_preferences(&mut self, subscriber: TransportId, publisher: TransportId, track: u32, max_height: u16) -> Result<(), CommandError> {
+        let slot = self.slot(subscriber)?;
+        let si = self.sub_by_key.get(&(slot, publisher, track)).copied().ok_or_else(|| no_track(publisher, track))?;
+        if let Some(s) = self.subs[si].as_mut() {
+            s.max_height = max_height;
+        }
         Ok(())
     }
 
@@ -318,26 +601,22 @@ impl Forwarder {
         }
     }
 
-    /// Sends a PLI for `ssrc` to the publisher `id` (a new subscriber needs a keyframe to start).
-    pub fn request_keyframe(&mut self, id: TransportId, ssrc: u32, now: Instant, out: &mut impl Output) -> Result<(), CommandError> {
+    /// Asks local publisher `id` for a keyframe of every layer of video track `track`, through the
+    /// coalescing keyframe requester (what it lets through goes out as PLI or FIR).
+    pub fn request_keyframe(&mut self, id: TransportId, track: u32, now: Instant, out: &mut impl Output) -> Result<(), CommandError> {
         let slot = self.slot(id)?;
-        let Some(t) = self.transports[slot].as_mut() else {
+        let Some(t) = self.transports[slot].as_ref() else {
             return Err((ErrorCode::UnknownTransport, format!("no transport {id}")));
         };
         if t.remote.is_none() || t.srtp_out.is_none() {
             return Err((ErrorCode::Invalid, format!("transport {id} has no media connection yet")));
         }
-        // PLI: V=2, FMT=1, PT=206, length 2 words; sender SSRC is the engine's own, media SSRC the stream.
-        let mut pli = [0x81, 206, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0];
-        pli[4..8].copy_from_slice(&ENGINE_RTCP_SSRC.to_be_bytes());
-        pli[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        let before = self.counters.get(Counter::RtcpForwarded);
-        protect_and_send(t, &self.counters, &pli, PacketKind::Rtcp, now, out);
-        if self.counters.get(Counter::RtcpForwarded) > before {
-            Ok(())
-        } else {
-            Err((ErrorCode::Internal, "could not send the keyframe request".into()))
+        let ti = self.track_by_id.get(&(slot, track)).copied().ok_or_else(|| no_track(id, track))?;
+        let layers = self.tracks[ti].as_ref().filter(|t| t.kind == TrackKind::Video).map_or(0, |t| t.layers.len());
+        for layer in 0..layers {
+            self.publisher_keyframe(id, track, layer as u8, false, now, out);
         }
+        Ok(())
     }
 
     /// The transports on this worker (for the Snapshot reply).
@@ -346,12 +625,14 @@ impl Forwarder {
         for (slot, t) in self.transports.iter().enumerate() {
             let Some(t) = t else { continue };
             let mut subscriptions = Vec::new();
-            for ((s, ssrc), dests) in &self.routes {
-                if *s == slot {
-                    subscriptions.extend(dests.iter().map(|d| (*ssrc, d.transport())));
-                }
+            let mut tracks = Vec::new();
+            for tr in self.tracks.iter().flatten().filter(|tr| tr.slot == slot) {
+                subscriptions.extend(tr.subscribers.iter().map(|d| (tr.id, d.transport())));
+                let layers = tr.layers.iter().enumerate().filter(|(_, l)| l.ssrc != 0).map(|(i, l)| (i as u8, l.ssrc));
+                tracks.push((tr.id, layers.collect()));
             }
             subscriptions.sort_unstable();
+            tracks.sort_unstable();
             let mut srtp_indexes = Vec::new();
             let contexts = [(t.srtp_in.as_ref(), true), (t.srtp_out.as_ref(), false)];
             for (ctx, inbound) in contexts {
@@ -372,7 +653,7 @@ impl Forwarder {
                 remote: t.remote,
                 srtp: t.srtp_in.is_some(),
                 subscriptions,
-                tracks: Vec::new(),
+                tracks,
                 srtp_indexes,
             });
         }
@@ -466,55 +747,570 @@ impl Forwarder {
             Ok(n) => n,
             Err(e) => return self.counters.drop_one(srtp_drop_reason(&e)),
         };
-        let plain = &buf[..len];
-        if !rtcp {
+        if rtcp {
+            self.handle_rtcp(slot, now, &buf[..len], out);
+        } else {
             // unprotect_rtp validated the 12-byte header.
-            let ssrc = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
-            self.fan_out(slot, ssrc, plain, PacketKind::Rtp, now, out);
-            return;
+            self.handle_rtp(slot, now, &mut buf[..len], out);
         }
-        // RTCP: a sender report (or anything whose sender SSRC is a routed stream) goes down to that
-        // stream's subscribers; feedback about a stream goes up to its publisher.
-        let sender = u32::from_be_bytes([plain[4], plain[5], plain[6], plain[7]]);
-        if self.routes.contains_key(&(slot, sender)) {
-            self.fan_out(slot, sender, plain, PacketKind::Rtcp, now, out);
-        } else if let Some(media) = feedback_media_ssrc(plain) {
-            if let Some(&dest) = self.feedback.get(&(slot, media)) {
-                self.deliver(dest, plain, PacketKind::Rtcp, now, out, &mut None);
+    }
+
+    /// A publisher's RTP packet: publisher-side state, then every subscriber of its track.
+    fn handle_rtp(&mut self, slot: usize, now: Instant, pkt: &mut [u8], out: &mut impl Output) {
+        let ssrc = rtp::ssrc(pkt);
+        let (ti, li) = match self.by_ssrc.get(&(slot, ssrc)) {
+            Some(&v) => v,
+            None => match self.learn_ssrc(slot, ssrc, pkt, out) {
+                Some(v) => v,
+                None => return self.counters.drop_one(DropReason::UnknownSsrc),
+            },
+        };
+        let now_us = self.micros(now);
+        let now_ms = now_us as u64 / 1000;
+        let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, .. } = self;
+        let Some(pt) = transports[slot].as_mut() else { return };
+        let info = rtp::remap_extensions(pkt, &pt.ext);
+        if let (Some(off), Some(rec)) = (info.twcc, pt.twcc_rx.as_mut()) {
+            let o = off as usize;
+            rec.record(u16::from_be_bytes([pkt[o], pkt[o + 1]]), now_us);
+        }
+        let publisher = pt.id;
+        let Some(track) = tracks[ti].as_mut() else { return };
+        let Some(layer) = track.layers.get_mut(li as usize) else { return };
+        let seq = rtp::seq(pkt);
+        let ts = rtp::timestamp(pkt);
+        layer.stats.on_packet(seq, ts, now_us, track.clock_rate);
+        layer.window_bytes += pkt.len() as u64;
+        if let Some(n) = layer.nack.as_mut() {
+            n.on_packet(seq, now_ms);
+        }
+        let mut key = false;
+        if track.kind == TrackKind::Video {
+            if let Some((a, b)) = rtp::payload_range(pkt) {
+                let (k, size) = rtp::keyframe(&pkt[a..b]);
+                if k {
+                    key = true;
+                    layer.keyframes.on_keyframe();
+                    if let Some((_, h)) = size {
+                        layer.height = h;
+                    }
+                }
+            }
+        } else if let Some(level) = info.audio_level {
+            let l = level & 0x7F;
+            track.level = Some(track.level.map_or(l, |m| m.min(l)));
+        }
+        let meta = MediaMeta {
+            publisher,
+            track: track.id,
+            layer: li,
+            keyframe: key,
+            fir: false,
+            height: layer.height,
+            layer_bps: layer.bps,
+            twcc_offset: info.twcc.unwrap_or(0),
+            ntp: 0,
+            rtp_ts: 0,
+        };
+        let plain = &*pkt;
+        let mut shared: Option<Arc<PacketBuf>> = None;
+        for &dest in &track.subscribers {
+            match dest {
+                Dest::Local(id) => {
+                    let Some(&sslot) = by_id.get(&id) else { continue };
+                    let Some(&si) = sub_by_key.get(&(sslot, publisher, meta.track)) else { continue };
+                    let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[sslot].as_mut()) else { continue };
+                    deliver_media(sub, t, counters, scratch, &meta, plain, now, now_us, out);
+                }
+                Dest::Remote { worker, transport } => {
+                    if shared.is_none() {
+                        shared = pool.share(plain);
+                    }
+                    let Some(packet) = shared.as_ref() else {
+                        counters.drop_one(DropReason::PoolExhausted);
+                        continue;
+                    };
+                    let h = Handoff { transport, packet: Some(Arc::clone(packet)), kind: PacketKind::Media, received: now, meta };
+                    match out.handoff(worker, h) {
+                        Ok(()) => counters.add(Counter::HandoffsOut, 1),
+                        Err(_) => counters.drop_one(DropReason::HandoffQueueFull),
+                    }
+                }
             }
         }
     }
 
-    fn fan_out(&mut self, slot: usize, ssrc: u32, plain: &[u8], kind: PacketKind, now: Instant, out: &mut impl Output) {
-        let Some(dests) = self.routes.get(&(slot, ssrc)) else { return };
-        let mut shared = None;
-        for &dest in dests {
-            deliver_to(
-                &mut self.transports,
-                &self.by_id,
-                &mut self.pool,
-                &self.counters,
-                dest,
-                plain,
-                kind,
-                now,
-                out,
-                &mut shared,
-            );
+    /// Binds an unknown SSRC to a layer whose SSRC is not known yet, from the packet's mid and rid
+    /// header extensions (rid "" layers by mid alone).
+    fn learn_ssrc(&mut self, slot: usize, ssrc: u32, pkt: &[u8], out: &mut impl Output) -> Option<(usize, u8)> {
+        let ext = self.transports[slot].as_ref()?.ext;
+        if ext.mid == 0 && ext.rid == 0 {
+            return None;
+        }
+        let find = |id: u8| if id == 0 { None } else { crate::media::audio_level::find_extension(pkt, id) };
+        let mid = find(ext.mid);
+        let rid = find(ext.rid);
+        if mid.is_none() && rid.is_none() {
+            return None;
+        }
+        let mut found = None;
+        for (ti, tr) in self.tracks.iter_mut().enumerate() {
+            let Some(tr) = tr else { continue };
+            if tr.slot != slot || mid.is_some_and(|m| m != tr.mid.as_bytes()) {
+                continue;
+            }
+            for (li, l) in tr.layers.iter_mut().enumerate() {
+                let matches = match rid {
+                    Some(r) => l.rid.as_bytes() == r,
+                    None => l.rid.is_empty() && mid.is_some(),
+                };
+                if l.ssrc == 0 && matches {
+                    l.ssrc = ssrc;
+                    found = Some((ti, li as u8, tr.publisher, tr.id));
+                    break;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let (ti, li, publisher, track) = found?;
+        self.by_ssrc.insert((slot, ssrc), (ti, li));
+        if !out.event(Event::SsrcLearned { transport: publisher, track, layer: li, ssrc }) {
+            self.counters.drop_one(DropReason::EventQueueFull);
+        }
+        Some((ti, li))
+    }
+
+    /// RTCP from a transport: its own reports and its feedback about what we send it.
+    fn handle_rtcp(&mut self, slot: usize, now: Instant, plain: &[u8], out: &mut impl Output) {
+        let now_us = self.micros(now);
+        for p in rtcp::parse(plain) {
+            let Ok(p) = p else { break };
+            match p {
+                Packet::SenderReport(sr) => {
+                    self.on_publisher_sr(slot, sr.ssrc, sr.ntp, sr.rtp_ts, now, out);
+                    for b in sr.blocks() {
+                        self.on_report_block(slot, &b, now);
+                    }
+                }
+                Packet::ReceiverReport(rr) => {
+                    for b in rr.blocks() {
+                        self.on_report_block(slot, &b, now);
+                    }
+                }
+                Packet::Nack(n) => self.on_nack(slot, n.media, n.lost(), now, out),
+                Packet::Pli { media, .. } => self.on_keyframe_request(slot, media, false, now, out),
+                Packet::Fir(f) => {
+                    for (ssrc, seq) in f.entries() {
+                        let new = self.sub_by_out.get(&(slot, ssrc)).and_then(|&si| self.subs[si].as_mut()).is_some_and(|s| s.fir.is_new(seq));
+                        if new {
+                            self.on_keyframe_request(slot, ssrc, true, now, out);
+                        }
+                    }
+                }
+                Packet::Twcc(fb) => {
+                    if let Some(t) = self.transports[slot].as_mut() {
+                        if let Some(e) = t.estimator.as_mut() {
+                            e.on_feedback(&fb, now_us);
+                            t.estimator_fed = true;
+                        }
+                    }
+                }
+                Packet::Remb(r) => {
+                    if let Some(t) = self.transports[slot].as_mut() {
+                        if let Some(e) = t.estimator.as_mut() {
+                            e.on_remb(r.bitrate, now_us);
+                            t.estimator_fed = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
-    fn deliver(&mut self, dest: Dest, plain: &[u8], kind: PacketKind, now: Instant, out: &mut impl Output, shared: &mut Option<Arc<PacketBuf>>) {
-        deliver_to(&mut self.transports, &self.by_id, &mut self.pool, &self.counters, dest, plain, kind, now, out, shared);
+    /// A publisher's sender report: kept for our receiver reports and passed to the subscribers.
+    fn on_publisher_sr(&mut self, slot: usize, ssrc: u32, ntp: u64, rtp_ts: u32, now: Instant, out: &mut impl Output) {
+        let Some(&(ti, li)) = self.by_ssrc.get(&(slot, ssrc)) else { return };
+        let Forwarder { tracks, subs, by_id, sub_by_key, counters, .. } = self;
+        let Some(tr) = tracks[ti].as_mut() else { return };
+        let Some(layer) = tr.layers.get_mut(li as usize) else { return };
+        layer.last_sr = Some((ntp, rtp_ts, now));
+        let meta = MediaMeta { publisher: tr.publisher, track: tr.id, layer: li, ntp, rtp_ts, ..MediaMeta::default() };
+        for &dest in &tr.subscribers {
+            match dest {
+                Dest::Local(id) => {
+                    let Some(&sslot) = by_id.get(&id) else { continue };
+                    if let Some(s) = sub_by_key.get(&(sslot, tr.publisher, tr.id)).and_then(|&si| subs[si].as_mut()) {
+                        if let Some(x) = s.layer_sr.get_mut(li as usize) {
+                            *x = Some((ntp, rtp_ts, now));
+                        }
+                    }
+                }
+                Dest::Remote { worker, transport } => {
+                    let h = Handoff { transport, packet: None, kind: PacketKind::SenderInfo, received: now, meta };
+                    if out.handoff(worker, h).is_err() {
+                        counters.drop_one(DropReason::HandoffQueueFull);
+                    }
+                }
+            }
+        }
     }
 
-    /// Encrypts and sends a packet another worker handed over.
+    /// A report block from a subscriber about one of our outgoing streams: round-trip time.
+    fn on_report_block(&mut self, slot: usize, b: &rtcp::ReportBlock, now: Instant) {
+        let Some(&si) = self.sub_by_out.get(&(slot, b.ssrc)) else { return };
+        let Some(s) = self.subs[si].as_ref() else { return };
+        let Some((compact, sent)) = s.sr_sent else { return };
+        if b.last_sr == 0 || b.last_sr != compact {
+            return;
+        }
+        let since_us = now.saturating_duration_since(sent).as_micros() as i64;
+        let dlsr_us = b.delay_since_last_sr as i64 * 1_000_000 / 65_536;
+        if let Some(t) = self.transports[slot].as_mut() {
+            t.rtt_ms = ((since_us - dlsr_us).max(0) / 1000) as u32;
+        }
+    }
+
+    /// A subscriber's NACK: answered from its subscription's cache; never forwarded upstream.
+    fn on_nack(&mut self, slot: usize, media: u32, lost: impl Iterator<Item = u16>, now: Instant, out: &mut impl Output) {
+        let now_us = self.micros(now);
+        let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
+        let Forwarder { subs, transports, counters, scratch, .. } = self;
+        let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[slot].as_mut()) else { return };
+        for seq in lost {
+            counters.add(Counter::NackReceived, 1);
+            let Some(pkt) = sub.cache.as_ref().and_then(|c| c.get(seq)) else {
+                counters.drop_one(DropReason::NackCacheMiss);
+                continue;
+            };
+            let (rtx_ssrc, rtx_pt) = (sub.spec.out_rtx_ssrc, sub.spec.rtx_payload_type);
+            let rtx_seq = sub.rtx_seq;
+            let tw = match (rtp::find_ext_offset(pkt, OUT_EXT_TWCC), t.estimator.is_some()) {
+                (Some(off), true) => Some((off, t.twcc_seq)),
+                _ => None,
+            };
+            let mut n = 0usize;
+            let build = |b: &mut [u8]| -> Option<usize> {
+                if rtx_ssrc == 0 {
+                    b.get_mut(..pkt.len())?.copy_from_slice(pkt);
+                    if let Some((off, s)) = tw {
+                        b.get_mut(off..off + 2)?.copy_from_slice(&s.to_be_bytes());
+                    }
+                    Some(pkt.len())
+                } else {
+                    // RFC 4588: RTX SSRC, payload type and sequence number; the original sequence
+                    // number (OSN) first in the payload.
+                    let (hl, _) = rtp::payload_range(pkt)?;
+                    let len = pkt.len() + 2;
+                    let d = b.get_mut(..len)?;
+                    d[..hl].copy_from_slice(&pkt[..hl]);
+                    d[1] = (pkt[1] & 0x80) | (rtx_pt & 0x7F);
+                    d[2..4].copy_from_slice(&rtx_seq.to_be_bytes());
+                    d[8..12].copy_from_slice(&rtx_ssrc.to_be_bytes());
+                    d[hl..hl + 2].copy_from_slice(&pkt[2..4]);
+                    d[hl + 2..].copy_from_slice(&pkt[hl..]);
+                    if let Some((off, s)) = tw {
+                        d.get_mut(off..off + 2)?.copy_from_slice(&s.to_be_bytes());
+                    }
+                    Some(len)
+                }
+            };
+            let sent = send_rtp(t, counters, scratch, now, out, |b| {
+                let r = build(b);
+                if let Some(len) = r {
+                    n = len;
+                }
+                r
+            });
+            if rtx_ssrc != 0 {
+                sub.rtx_seq = sub.rtx_seq.wrapping_add(1);
+            }
+            if let Some((_, s)) = tw {
+                t.twcc_seq = t.twcc_seq.wrapping_add(1);
+                if let Some(e) = t.estimator.as_mut() {
+                    e.on_sent(s, n, now_us);
+                }
+            }
+            if sent {
+                counters.add(Counter::RtxSent, 1);
+            }
+        }
+    }
+
+    /// A subscriber's PLI or FIR about one of its streams: to the publisher's coalescing requester,
+    /// for the layer the subscriber currently gets.
+    fn on_keyframe_request(&mut self, slot: usize, media: u32, fir: bool, now: Instant, out: &mut impl Output) {
+        let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
+        let Some(s) = self.subs[si].as_ref() else { return };
+        if !s.video {
+            return;
+        }
+        let layer = s.rewriter.as_ref().and_then(SeqRewriter::current).map(|l| l as u8).or(s.target).unwrap_or(0);
+        self.ask_keyframe(si, layer, fir, now, out);
+    }
+
+    /// Asks a subscription's publisher (here or on its worker) for a keyframe of `layer`.
+    fn ask_keyframe(&mut self, si: usize, layer: u8, fir: bool, now: Instant, out: &mut impl Output) {
+        let Some(s) = self.subs[si].as_ref() else { return };
+        let (publisher_at, track) = (s.spec.publisher_at, s.spec.track);
+        match publisher_at {
+            Dest::Local(p) => self.publisher_keyframe(p, track, layer, fir, now, out),
+            Dest::Remote { worker, transport } => {
+                let meta = MediaMeta { publisher: transport, track, layer, fir, ..MediaMeta::default() };
+                let h = Handoff { transport, packet: None, kind: PacketKind::KeyframeRequest, received: now, meta };
+                match out.handoff(worker, h) {
+                    Ok(()) => self.counters.add(Counter::HandoffsOut, 1),
+                    Err(_) => self.counters.drop_one(DropReason::HandoffQueueFull),
+                }
+            }
+        }
+    }
+
+    /// A keyframe request for a local publisher's layer: through its requester; what it lets through
+    /// goes out as PLI or FIR (per what the publisher negotiated).
+    fn publisher_keyframe(&mut self, publisher: TransportId, track: u32, layer: u8, fir: bool, now: Instant, out: &mut impl Output) {
+        let now_ms = self.micros(now) as u64 / 1000;
+        let Some(&slot) = self.by_id.get(&publisher) else { return };
+        let Some(&ti) = self.track_by_id.get(&(slot, track)) else { return };
+        let Forwarder { tracks, transports, counters, scratch, .. } = self;
+        let (Some(tr), Some(t)) = (tracks[ti].as_mut(), transports[slot].as_mut()) else { return };
+        let feedback = tr.feedback;
+        let li = if (layer as usize) < tr.layers.len() { layer as usize } else { 0 };
+        let Some(l) = tr.layers.get_mut(li) else { return };
+        let kind = keyframe_kind(feedback, fir);
+        match l.keyframes.request(kind, now_ms) {
+            Some(req) if l.ssrc != 0 => {
+                let at = rtcp::write_rr(scratch, ENGINE_RTCP_SSRC, &[]).unwrap_or(0);
+                if let Some(n) = write_keyframe_request(&mut scratch[at..], l.ssrc, req) {
+                    if send_rtcp(t, counters, &scratch[..at + n], now, out) {
+                        counters.add(Counter::KeyframeRequestsSent, 1);
+                    }
+                }
+            }
+            Some(_) => {}
+            None => counters.add(Counter::KeyframeRequestsCoalesced, 1),
+        }
+    }
+
+    /// Handles what another worker handed over: media for a local subscription, a publisher's sender
+    /// report for it, a keyframe request for a local publisher, or a packet to send as it is.
     pub fn handle_handoff(&mut self, h: Handoff, out: &mut impl Output) {
         self.counters.add(Counter::HandoffsIn, 1);
-        let Some(t) = self.by_id.get(&h.transport).and_then(|&s| self.transports[s].as_mut()) else {
+        let Some(&slot) = self.by_id.get(&h.transport) else {
             return self.counters.drop_one(DropReason::StaleHandoff);
         };
-        protect_and_send(t, &self.counters, h.packet.bytes(), h.kind, h.received, out);
+        let m = h.meta;
+        match h.kind {
+            PacketKind::Rtp | PacketKind::Rtcp => {
+                let (Some(t), Some(p)) = (self.transports[slot].as_mut(), h.packet.as_ref()) else {
+                    return self.counters.drop_one(DropReason::StaleHandoff);
+                };
+                protect_and_send(t, &self.counters, p.bytes(), h.kind, h.received, out);
+            }
+            PacketKind::Media => {
+                let now_us = self.micros(h.received);
+                let Forwarder { subs, transports, sub_by_key, counters, scratch, .. } = self;
+                let Some(&si) = sub_by_key.get(&(slot, m.publisher, m.track)) else {
+                    return counters.drop_one(DropReason::StaleHandoff);
+                };
+                let (Some(sub), Some(t), Some(p)) = (subs[si].as_mut(), transports[slot].as_mut(), h.packet.as_ref()) else {
+                    return counters.drop_one(DropReason::StaleHandoff);
+                };
+                deliver_media(sub, t, counters, scratch, &m, p.bytes(), h.received, now_us, out);
+            }
+            PacketKind::SenderInfo => {
+                if let Some(s) = self.sub_by_key.get(&(slot, m.publisher, m.track)).and_then(|&si| self.subs[si].as_mut()) {
+                    if let Some(x) = s.layer_sr.get_mut(m.layer as usize) {
+                        *x = Some((m.ntp, m.rtp_ts, h.received));
+                    }
+                }
+            }
+            PacketKind::KeyframeRequest => self.publisher_keyframe(h.transport, m.track, m.layer, m.fir, h.received, out),
+        }
+    }
+
+    // ---- periodic work ----
+
+    /// Periodic work, about every 20 ms while streams exist: NACKs, keyframe-request repeats, receiver
+    /// reports and TWCC feedback to publishers; layer choice, sender reports to subscribers; per-layer
+    /// bitrates; audio levels.
+    pub fn tick(&mut self, now: Instant, out: &mut impl Output) {
+        let now_us = self.micros(now);
+        let now_ms = now_us as u64 / 1000;
+        let elapsed_ms = self.last_tick_ms.map_or(TICK.as_millis() as u64, |t| now_ms.saturating_sub(t)).max(1);
+        self.last_tick_ms = Some(now_ms);
+        self.tick_publishers(now, now_ms, out);
+        if now_ms.saturating_sub(self.last_twcc_ms) >= TWCC_FEEDBACK_MS {
+            self.last_twcc_ms = now_ms;
+            self.tick_twcc(now, out);
+        }
+        self.tick_subscribers(now, now_us, elapsed_ms, out);
+        if now_ms.saturating_sub(self.last_levels_ms) >= AUDIO_LEVEL_MS {
+            self.last_levels_ms = now_ms;
+            self.tick_levels(out);
+        }
+    }
+
+    fn tick_publishers(&mut self, now: Instant, now_ms: u64, out: &mut impl Output) {
+        let Forwarder { tracks, transports, counters, scratch, .. } = self;
+        let mut lost = [0u16; MAX_NACKS];
+        for tr in tracks.iter_mut().flatten() {
+            let Some(t) = transports[tr.slot].as_mut() else { continue };
+            let rr_due = now_ms.saturating_sub(tr.last_rr_ms) >= REPORT_INTERVAL_MS;
+            for l in &mut tr.layers {
+                let span = now_ms.saturating_sub(l.window_start_ms);
+                if span >= BITRATE_WINDOW_MS {
+                    l.bps = (l.window_bytes * 8 * 1000 / span).min(u32::MAX as u64) as u32;
+                    l.window_bytes = 0;
+                    l.window_start_ms = now_ms;
+                }
+            }
+            if t.remote.is_none() || t.srtp_out.is_none() {
+                continue;
+            }
+            // Receiver report first (with blocks when due, else empty), then NACKs and keyframe
+            // requests, as one compound packet.
+            let mut blocks = [rtcp::ReportBlock {
+                ssrc: 0,
+                fraction_lost: 0,
+                cumulative_lost: 0,
+                highest_seq: 0,
+                jitter: 0,
+                last_sr: 0,
+                delay_since_last_sr: 0,
+            }; MAX_LAYERS];
+            let mut nb = 0;
+            if rr_due {
+                tr.last_rr_ms = now_ms;
+                for l in tr.layers.iter_mut().filter(|l| l.ssrc != 0 && l.stats.started()) {
+                    let (lsr, dlsr) = match l.last_sr {
+                        Some((ntp, _, at)) => {
+                            let d = now.saturating_duration_since(at).as_micros() as u64 * 65_536 / 1_000_000;
+                            ((ntp >> 16) as u32, d.min(u32::MAX as u64) as u32)
+                        }
+                        None => (0, 0),
+                    };
+                    blocks[nb] = l.stats.report(l.ssrc, lsr, dlsr);
+                    nb += 1;
+                }
+            }
+            let Some(mut at) = rtcp::write_rr(scratch, ENGINE_RTCP_SSRC, &blocks[..nb]) else { continue };
+            let header_only = at;
+            let mut nacks = 0;
+            let mut keyframes = 0;
+            for l in &mut tr.layers {
+                if l.ssrc == 0 {
+                    continue;
+                }
+                if let Some(g) = l.nack.as_mut() {
+                    let n = g.poll(now_ms, PUBLISHER_RTT_MS, &mut lost);
+                    if n > 0 {
+                        if let Some((len, _)) = rtcp::write_nack(&mut scratch[at..], ENGINE_RTCP_SSRC, l.ssrc, &lost[..n]) {
+                            at += len;
+                            nacks += 1;
+                        }
+                    }
+                }
+                if let Some(req) = l.keyframes.poll(now_ms) {
+                    if let Some(len) = write_keyframe_request(&mut scratch[at..], l.ssrc, req) {
+                        at += len;
+                        keyframes += 1;
+                    }
+                }
+            }
+            if (nb > 0 || rr_due || at > header_only) && send_rtcp(t, counters, &scratch[..at], now, out) {
+                if rr_due {
+                    counters.add(Counter::RrSent, 1);
+                }
+                counters.add(Counter::NackSent, nacks);
+                counters.add(Counter::KeyframeRequestsSent, keyframes);
+            }
+        }
+    }
+
+    fn tick_twcc(&mut self, now: Instant, out: &mut impl Output) {
+        let Forwarder { transports, counters, scratch, .. } = self;
+        for t in transports.iter_mut().flatten() {
+            if t.remote.is_none() || t.srtp_out.is_none() {
+                continue;
+            }
+            let Some(rec) = t.twcc_rx.as_mut() else { continue };
+            if !rec.pending() {
+                continue;
+            }
+            let Some(at) = rtcp::write_rr(scratch, ENGINE_RTCP_SSRC, &[]) else { continue };
+            let Some(n) = rec.write(&mut scratch[at..], ENGINE_RTCP_SSRC, 0) else { continue };
+            if send_rtcp(t, counters, &scratch[..at + n], now, out) {
+                counters.add(Counter::TwccSent, 1);
+            }
+        }
+    }
+
+    fn tick_subscribers(&mut self, now: Instant, now_us: i64, elapsed_ms: u64, out: &mut impl Output) {
+        let now_ms = now_us as u64 / 1000;
+        // Estimates: split over each transport's video subscriptions; application-limited senders may
+        // grow past what was acknowledged; without feedback for a while (paused) grow optimistically.
+        if self.video_subs.len() < self.transports.len() {
+            self.video_subs.resize(self.transports.len(), 0);
+        }
+        self.video_subs.iter_mut().for_each(|v| *v = 0);
+        for s in self.subs.iter().flatten().filter(|s| s.video) {
+            if let Some(v) = self.video_subs.get_mut(s.slot) {
+                *v += 1;
+            }
+        }
+        for t in self.transports.iter_mut().flatten() {
+            let sent_bps = t.sent_bytes * 8 * 1000 / elapsed_ms;
+            t.sent_bytes = 0;
+            let Some(e) = t.estimator.as_mut() else { continue };
+            e.set_app_limited((sent_bps as f64) < 0.5 * e.estimate(now_us) as f64);
+            if t.estimator_fed && e.last_update_us().is_some_and(|u| now_us.saturating_sub(u) > ESTIMATOR_IDLE_MS * 1000) {
+                e.on_idle(now_us);
+            }
+        }
+        for si in 0..self.subs.len() {
+            let ask = {
+                let Forwarder { subs, transports, counters, scratch, video_subs, .. } = &mut *self;
+                let Some(s) = subs[si].as_mut() else { continue };
+                let Some(t) = transports[s.slot].as_mut() else { continue };
+                let ask = if s.video && s.simulcast() {
+                    let share = video_subs.get(s.slot).copied().unwrap_or(1).max(1) as u64;
+                    let estimate = match (&t.estimator, t.estimator_fed) {
+                        (Some(e), true) => e.estimate(now_us) / share,
+                        _ => u64::MAX,
+                    };
+                    choose_layer(s, counters, estimate, now_ms)
+                } else {
+                    None
+                };
+                if now_ms.saturating_sub(s.last_sr_ms) >= REPORT_INTERVAL_MS {
+                    s.last_sr_ms = now_ms;
+                    send_sr(s, t, counters, scratch, now, out);
+                }
+                ask
+            };
+            if let Some(layer) = ask {
+                self.ask_keyframe(si, layer, false, now, out);
+            }
+        }
+    }
+
+    fn tick_levels(&mut self, out: &mut impl Output) {
+        let n = self.tracks.iter().flatten().filter(|t| t.level.is_some()).count();
+        if n == 0 {
+            return;
+        }
+        let mut levels = Vec::with_capacity(n);
+        for t in self.tracks.iter_mut().flatten() {
+            if let Some(l) = t.level.take() {
+                levels.push((t.publisher, t.id, l));
+            }
+        }
+        if !out.event(Event::AudioLevels { levels }) {
+            self.counters.drop_one(DropReason::EventQueueFull);
+        }
     }
 
     /// Transport ids whose peer has sent nothing since `before` (for consent / liveness timeouts).
@@ -523,41 +1319,242 @@ impl Forwarder {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn deliver_to(
-    transports: &mut [Option<Transport>],
-    by_id: &FxHashMap<TransportId, usize>,
-    pool: &mut PacketPool,
-    counters: &WorkerCounters,
-    dest: Dest,
-    plain: &[u8],
-    kind: PacketKind,
-    now: Instant,
-    out: &mut impl Output,
-    shared: &mut Option<Arc<PacketBuf>>,
-) {
-    match dest {
-        Dest::Local(id) => {
-            let Some(t) = by_id.get(&id).and_then(|&s| transports[s].as_mut()) else {
-                return counters.drop_one(DropReason::StaleHandoff);
-            };
-            protect_and_send(t, counters, plain, kind, now, out);
-        }
-        Dest::Remote { worker, transport } => {
-            if shared.is_none() {
-                *shared = pool.share(plain);
-            }
-            let Some(packet) = shared.as_ref() else {
-                return counters.drop_one(DropReason::PoolExhausted);
-            };
-            let h = Handoff { transport, packet: Arc::clone(packet), kind, received: now };
-            match out.handoff(worker, h) {
-                Ok(()) => counters.add(Counter::HandoffsOut, 1),
-                Err(_) => counters.drop_one(DropReason::HandoffQueueFull),
+fn no_track(publisher: TransportId, track: u32) -> CommandError {
+    (ErrorCode::UnknownTrack, format!("no track {track} of transport {publisher}"))
+}
+
+/// PLI or FIR, from what the publisher negotiated (nothing declared: PLI) and what was asked.
+fn keyframe_kind(feedback: u8, fir: bool) -> keyframe::Kind {
+    let pli_ok = feedback & FB_PLI != 0 || feedback & (FB_PLI | FB_FIR) == 0;
+    let fir_ok = feedback & FB_FIR != 0;
+    if fir_ok && (fir || !pli_ok) {
+        keyframe::Kind::Fir
+    } else {
+        keyframe::Kind::Pli
+    }
+}
+
+fn write_keyframe_request(out: &mut [u8], ssrc: u32, req: KeyframeRequest) -> Option<usize> {
+    match req {
+        KeyframeRequest::Pli => rtcp::write_pli(out, ENGINE_RTCP_SSRC, ssrc),
+        KeyframeRequest::Fir { seq } => rtcp::write_fir(out, ENGINE_RTCP_SSRC, ssrc, seq),
+    }
+}
+
+/// Re-chooses a simulcast subscription's layer; returns a layer to ask a keyframe of (a new target,
+/// or a switch still waiting for one).
+fn choose_layer(s: &mut SubStream, counters: &WorkerCounters, estimate: u64, now_ms: u64) -> Option<u8> {
+    let _ = counters;
+    for i in 0..s.spec.layers as usize {
+        if let Some(seen) = s.layer_seen_ms[i] {
+            if now_ms.saturating_sub(seen) > LAYER_IDLE_MS {
+                let bps = s.selector.layer(i).map_or(0, |l| l.bitrate_bps);
+                s.selector.update_layer(i, bps, false);
+                s.layer_seen_ms[i] = None;
             }
         }
     }
+    let any_active = s.layer_seen_ms.iter().any(Option::is_some);
+    let target = match s.selector.select(estimate, s.max_height, now_ms) {
+        Choice::Layer { index, .. } => Some(index as u8),
+        Choice::Paused => None,
+    };
+    s.paused = target.is_none() && any_active;
+    let mut ask = None;
+    if target != s.target {
+        s.target = target;
+        if let Some(r) = s.rewriter.as_mut() {
+            r.select(target.map(u32::from));
+        }
+        if let Some(l) = target {
+            s.keyframe_asked_ms = Some(now_ms);
+            ask = Some(l);
+        }
+    } else if let Some(l) = target {
+        let waiting = s.rewriter.as_ref().map_or(true, |r| r.current() != Some(l as u32));
+        if waiting && s.keyframe_asked_ms.map_or(true, |t| now_ms.saturating_sub(t) >= KEYFRAME_RETRY_MS) {
+            s.keyframe_asked_ms = Some(now_ms);
+            ask = Some(l);
+        }
+    }
+    ask
+}
+
+/// A sender report for a subscription: the publisher's latest SR of the layer being forwarded,
+/// carried forward to now and translated through the rewriter's timestamp offset; the counts are
+/// what this subscriber was sent.
+fn send_sr(s: &mut SubStream, t: &mut Transport, counters: &WorkerCounters, scratch: &mut [u8], now: Instant, out: &mut impl Output) {
+    let Some(r) = s.rewriter.as_ref().filter(|r| r.started()) else { return };
+    let Some(layer) = r.current() else { return };
+    let Some(&Some((ntp, rtp_ts, at))) = s.layer_sr.get(layer as usize) else { return };
+    let elapsed = now.saturating_duration_since(at);
+    let ntp_now = ntp.wrapping_add(((elapsed.as_nanos() << 32) / 1_000_000_000) as u64);
+    let ticks = (elapsed.as_micros() as u64).saturating_mul(s.spec.clock_rate as u64) / 1_000_000;
+    let rtp_now = rtp_ts.wrapping_add(ticks as u32).wrapping_add(r.ts_offset());
+    let info = SenderInfo { ssrc: s.spec.out_ssrc, ntp: ntp_now, rtp_ts: rtp_now, packet_count: s.packets, octet_count: s.octets };
+    let Some(n) = rtcp::write_sr(scratch, &info, &[]) else { return };
+    if send_rtcp(t, counters, &scratch[..n], now, out) {
+        s.sr_sent = Some(((ntp_now >> 16) as u32, now));
+        counters.add(Counter::SrSent, 1);
+    }
+}
+
+/// One publisher packet for one local subscription: layer bookkeeping, rewriting onto `out_ssrc`,
+/// transport-wide sequence number, retransmission cache, send cap, encryption.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn deliver_media(
+    sub: &mut SubStream,
+    t: &mut Transport,
+    counters: &WorkerCounters,
+    scratch: &mut [u8],
+    meta: &MediaMeta,
+    plain: &[u8],
+    received: Instant,
+    now_us: i64,
+    out: &mut impl Output,
+) {
+    let now_ms = now_us as u64 / 1000;
+    let layer = meta.layer as usize;
+    if sub.video && sub.simulcast() {
+        if let Some(seen) = sub.layer_seen_ms.get_mut(layer) {
+            *seen = Some(now_ms);
+        }
+        sub.selector.update_layer(layer, meta.layer_bps as u64, true);
+        if meta.height != 0 {
+            sub.selector.set_height(layer, meta.height);
+        }
+        if sub.paused {
+            return counters.drop_one(DropReason::Paused);
+        }
+    }
+    let seq = rtp::seq(plain);
+    let ts = rtp::timestamp(plain);
+    // One layer: every packet may start the stream (a single-layer stream is not held for a keyframe).
+    let keyframe = meta.keyframe || !sub.simulcast();
+    if sub.rewriter.is_none() {
+        if sub.target != Some(meta.layer) {
+            return counters.drop_one(DropReason::LayerNotSelected);
+        }
+        let mut r = SeqRewriter::new(sub.spec.out_ssrc, seq, ts, sub.spec.clock_rate);
+        r.select(Some(meta.layer as u32));
+        sub.rewriter = Some(r);
+    }
+    let Some(rw) = sub.rewriter.as_mut().and_then(|r| r.rewrite(meta.layer as u32, seq, ts, keyframe, now_ms)) else {
+        return counters.drop_one(DropReason::LayerNotSelected);
+    };
+    if rw.switched && sub.forwarded {
+        counters.add(Counter::LayerSwitches, 1);
+    }
+    sub.forwarded = true;
+    let tw = match (meta.twcc_offset, t.estimator.is_some()) {
+        (off, true) if off != 0 => {
+            let s = t.twcc_seq;
+            t.twcc_seq = s.wrapping_add(1);
+            Some((off as usize, s))
+        }
+        _ => None,
+    };
+    let len = plain.len();
+    let payload = rtp::payload_range(plain).map_or(0, |(a, b)| b - a);
+    sub.packets = sub.packets.wrapping_add(1);
+    sub.octets = sub.octets.wrapping_add(payload as u32);
+    if let Some(e) = t.estimator.as_mut() {
+        if let Some((_, s)) = tw {
+            e.on_sent(s, len, now_us);
+        }
+    }
+    let cache = &mut sub.cache;
+    send_rtp(t, counters, scratch, received, out, |b| {
+        let n = rewrite_into(b, plain, &rw, tw)?;
+        if let Some(c) = cache.as_mut() {
+            let _ = c.put(rw.seq, &b[..n]);
+        }
+        Some(n)
+    });
+}
+
+/// Copies `plain` into `b` with the rewritten SSRC/seq/ts and the transport-wide sequence number.
+#[inline]
+fn rewrite_into(b: &mut [u8], plain: &[u8], rw: &Rewritten, tw: Option<(usize, u16)>) -> Option<usize> {
+    let d = b.get_mut(..plain.len())?;
+    d.copy_from_slice(plain);
+    d[2..4].copy_from_slice(&rw.seq.to_be_bytes());
+    d[4..8].copy_from_slice(&rw.ts.to_be_bytes());
+    d[8..12].copy_from_slice(&rw.ssrc.to_be_bytes());
+    if let Some((off, s)) = tw {
+        d.get_mut(off..off + 2)?.copy_from_slice(&s.to_be_bytes());
+    }
+    Some(plain.len())
+}
+
+/// Sends an RTP packet `build` writes to a subscriber, through its send cap: a packet over the cap is
+/// still built (into `scratch`, so the cache keeps it and a NACK can recover it, as after loss on a
+/// real link) but not sent. Returns whether it was queued.
+#[inline]
+fn send_rtp(
+    t: &mut Transport,
+    counters: &WorkerCounters,
+    scratch: &mut [u8],
+    received: Instant,
+    out: &mut impl Output,
+    build: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let (Some(remote), Some(ctx)) = (t.remote, t.srtp_out.as_mut()) else {
+        counters.drop_one(DropReason::ProtectFailed);
+        return false;
+    };
+    if let Some(cap) = t.send_cap.as_mut() {
+        // Size on the wire is about the plaintext plus the SRTP tag: the plaintext length is what is
+        // known before building; the cap is a test aid, so this is close enough.
+        if let Some(n) = build(scratch) {
+            if !cap.take(n + 28 + 16, received) {
+                counters.drop_one(DropReason::SendCap);
+                return false;
+            }
+            let bytes = &scratch[..n];
+            let mut protect_failed = false;
+            let queued = out.send(remote, received, |b| {
+                let dst = b.get_mut(..n)?;
+                dst.copy_from_slice(bytes);
+                let r = ctx.protect_rtp(b, n);
+                protect_failed = r.is_err();
+                r.ok()
+            });
+            return account(t, counters, queued, protect_failed, n);
+        }
+        counters.drop_one(DropReason::ProtectFailed);
+        return false;
+    }
+    let mut protect_failed = false;
+    let mut n = 0;
+    let queued = out.send(remote, received, |b| {
+        n = build(b)?;
+        let r = ctx.protect_rtp(b, n);
+        protect_failed = r.is_err();
+        r.ok()
+    });
+    account(t, counters, queued, protect_failed, n)
+}
+
+#[inline]
+fn account(t: &mut Transport, counters: &WorkerCounters, queued: bool, protect_failed: bool, n: usize) -> bool {
+    if queued {
+        counters.add(Counter::RtpForwarded, 1);
+        t.sent_bytes += n as u64;
+    } else if protect_failed {
+        counters.drop_one(DropReason::ProtectFailed);
+    } else {
+        counters.drop_one(DropReason::SendBatchFull);
+    }
+    queued
+}
+
+/// Encrypts and sends RTCP the engine made; returns whether it was queued.
+fn send_rtcp(t: &mut Transport, counters: &WorkerCounters, plain: &[u8], now: Instant, out: &mut impl Output) -> bool {
+    let before = counters.get(Counter::RtcpForwarded);
+    protect_and_send(t, counters, plain, PacketKind::Rtcp, now, out);
+    counters.get(Counter::RtcpForwarded) > before
 }
 
 #[inline]
@@ -566,41 +1563,21 @@ fn protect_and_send(t: &mut Transport, counters: &WorkerCounters, plain: &[u8], 
         return counters.drop_one(DropReason::ProtectFailed);
     };
     let mut protect_failed = false;
+    let rtcp = kind != PacketKind::Rtp;
     let queued = out.send(remote, received, |b| {
         let dst = b.get_mut(..plain.len())?;
         dst.copy_from_slice(plain);
-        let r = match kind {
-            PacketKind::Rtp => ctx.protect_rtp(b, plain.len()),
-            PacketKind::Rtcp => ctx.protect_rtcp(b, plain.len()),
-        };
+        let r = if rtcp { ctx.protect_rtcp(b, plain.len()) } else { ctx.protect_rtp(b, plain.len()) };
         protect_failed = r.is_err();
         r.ok()
     });
     if queued {
-        counters.add(if kind == PacketKind::Rtp { Counter::RtpForwarded } else { Counter::RtcpForwarded }, 1);
+        counters.add(if rtcp { Counter::RtcpForwarded } else { Counter::RtpForwarded }, 1);
     } else if protect_failed {
         counters.drop_one(DropReason::ProtectFailed);
     } else {
         counters.drop_one(DropReason::SendBatchFull);
     }
-}
-
-/// The media SSRC of the first feedback message (RTPFB 205 / PSFB 206, RFC 4585 §6.1) in a compound
-/// RTCP packet, if any.
-pub fn feedback_media_ssrc(mut rtcp: &[u8]) -> Option<u32> {
-    while rtcp.len() >= 4 {
-        let pt = rtcp[1];
-        let words = u16::from_be_bytes([rtcp[2], rtcp[3]]) as usize;
-        let len = (words + 1) * 4;
-        if len > rtcp.len() {
-            return None;
-        }
-        if (pt == 205 || pt == 206) && len >= 12 {
-            return Some(u32::from_be_bytes([rtcp[8], rtcp[9], rtcp[10], rtcp[11]]));
-        }
-        rtcp = &rtcp[len..];
-    }
-    None
 }
 
 fn srtp_drop_reason(e: &switchyard_srtp::Error) -> DropReason {

@@ -17,22 +17,60 @@ use crate::pool::PacketBuf;
 /// What a hand-off carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketKind {
-    /// A decrypted RTP packet for a subscriber.
+    /// A decrypted RTP packet to encrypt and send as it is.
     Rtp,
-    /// A decrypted RTCP compound packet for a subscriber or publisher.
+    /// A decrypted RTCP compound packet to encrypt and send as it is.
     Rtcp,
+    /// A publisher's RTP packet for one of the destination's subscriptions ([`MediaMeta`] says which
+    /// track and layer); the destination's worker rewrites it for the subscriber.
+    Media,
+    /// The publisher's latest sender report for a layer ([`MediaMeta::ntp`], [`MediaMeta::rtp_ts`]),
+    /// for the destination's subscriptions to translate into their own; no packet.
+    SenderInfo,
+    /// A subscriber asks the destination (the publisher) for a keyframe of [`MediaMeta::track`],
+    /// layer [`MediaMeta::layer`] (a FIR if [`MediaMeta::fir`]); no packet.
+    KeyframeRequest,
 }
 
-/// A decrypted packet for one transport on another worker, which encrypts and sends it.
+/// What the subscriber's worker needs to know about a forwarded packet besides its bytes (filled on
+/// the publisher's worker, copied with the hand-off: no allocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaMeta {
+    /// The publishing transport.
+    pub publisher: TransportId,
+    /// Its track.
+    pub track: u32,
+    /// Simulcast layer (0 = lowest).
+    pub layer: u8,
+    /// The packet starts a keyframe.
+    pub keyframe: bool,
+    /// For a keyframe request: FIR rather than PLI.
+    pub fir: bool,
+    /// The layer's frame height (from its last keyframe; 0 = unknown).
+    pub height: u16,
+    /// The layer's bitrate measured over the last second, bits per second.
+    pub layer_bps: u32,
+    /// Offset of the transport-wide sequence number in the packet (0 = none).
+    pub twcc_offset: u16,
+    /// Sender-report NTP time.
+    pub ntp: u64,
+    /// Sender-report RTP time.
+    pub rtp_ts: u32,
+}
+
+/// A packet (or a small message) for one transport on another worker.
 pub struct Handoff {
     /// The destination transport.
     pub transport: TransportId,
-    /// The shared plaintext.
-    pub packet: Arc<PacketBuf>,
-    /// RTP or RTCP.
+    /// The shared plaintext (`None` for [`PacketKind::SenderInfo`] and
+    /// [`PacketKind::KeyframeRequest`]).
+    pub packet: Option<Arc<PacketBuf>>,
+    /// What it is.
     pub kind: PacketKind,
     /// When the original datagram was received (for the latency histogram).
     pub received: Instant,
+    /// About a media packet, sender report or keyframe request.
+    pub meta: MediaMeta,
 }
 
 /// The queues between all workers: `queue(from, to)`.

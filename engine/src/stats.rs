@@ -52,11 +52,23 @@ pub enum DropReason {
     TurnNoPermission,
     /// ChannelData (first byte 64..=79) on a media port: TURN listens on its own port.
     TurnWrongPort,
+    // ---- media quality (issue 7) ----
+    /// A sequence number a subscriber NACKed that its retransmission cache no longer (or never) held.
+    NackCacheMiss,
+    /// A packet of a simulcast layer the subscriber is not receiving (normal: one copy per layer per
+    /// subscriber is looked at, one layer is sent).
+    LayerNotSelected,
+    /// Video withheld from a subscriber whose bandwidth estimate does not fit even the lowest layer.
+    Paused,
+    /// Dropped by a transport's send cap (`SetSendCap`).
+    SendCap,
+    /// RTP from a publisher whose SSRC belongs to none of its tracks (and could not be learned).
+    UnknownSsrc,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::NotWebrtc,
         DropReason::StunMalformed,
         DropReason::StunUnexpected,
@@ -79,6 +91,11 @@ impl DropReason {
         DropReason::TurnNoAllocation,
         DropReason::TurnNoPermission,
         DropReason::TurnWrongPort,
+        DropReason::NackCacheMiss,
+        DropReason::LayerNotSelected,
+        DropReason::Paused,
+        DropReason::SendCap,
+        DropReason::UnknownSsrc,
     ];
 
     /// The metrics label.
@@ -106,6 +123,11 @@ impl DropReason {
             DropReason::TurnNoAllocation => "turn_no_allocation",
             DropReason::TurnNoPermission => "turn_no_permission",
             DropReason::TurnWrongPort => "turn_wrong_port",
+            DropReason::NackCacheMiss => "nack_cache_miss",
+            DropReason::LayerNotSelected => "layer_not_selected",
+            DropReason::Paused => "paused",
+            DropReason::SendCap => "send_cap",
+            DropReason::UnknownSsrc => "unknown_ssrc",
         }
     }
 }
@@ -152,11 +174,30 @@ pub enum Counter {
     TurnQuotaRejections,
     /// STUN Binding requests answered on the TURN port (NAT discovery).
     TurnBindings,
+    // ---- media quality (issue 7) ----
+    /// Sequence numbers subscribers NACKed (each is answered, `rtx_sent`, or missed, `nack_cache_miss`).
+    NackReceived,
+    /// Retransmissions answered from a subscription's cache.
+    RtxSent,
+    /// NACK packets sent to publishers.
+    NackSent,
+    /// Keyframe requests (PLI/FIR) sent to publishers.
+    KeyframeRequestsSent,
+    /// Keyframe requests absorbed by coalescing (answered by one already sent or pending).
+    KeyframeRequestsCoalesced,
+    /// Sender reports sent to subscribers.
+    SrSent,
+    /// Receiver reports sent to publishers.
+    RrSent,
+    /// TWCC feedback packets sent to publishers.
+    TwccSent,
+    /// Simulcast layer switches (a subscriber's stream moved to another layer at a keyframe).
+    LayerSwitches,
 }
 
 impl Counter {
     /// Every counter, in order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 27] = [
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::TxPackets,
@@ -175,6 +216,15 @@ impl Counter {
         Counter::TurnAuthFailures,
         Counter::TurnQuotaRejections,
         Counter::TurnBindings,
+        Counter::NackReceived,
+        Counter::RtxSent,
+        Counter::NackSent,
+        Counter::KeyframeRequestsSent,
+        Counter::KeyframeRequestsCoalesced,
+        Counter::SrSent,
+        Counter::RrSent,
+        Counter::TwccSent,
+        Counter::LayerSwitches,
     ];
 
     /// The metrics name suffix.
@@ -198,6 +248,15 @@ impl Counter {
             Counter::TurnAuthFailures => "turn_auth_failures",
             Counter::TurnQuotaRejections => "turn_quota_rejections",
             Counter::TurnBindings => "turn_bindings",
+            Counter::NackReceived => "nack_received",
+            Counter::RtxSent => "rtx_sent",
+            Counter::NackSent => "nack_sent",
+            Counter::KeyframeRequestsSent => "keyframe_requests_sent",
+            Counter::KeyframeRequestsCoalesced => "keyframe_requests_coalesced",
+            Counter::SrSent => "sr_sent",
+            Counter::RrSent => "rr_sent",
+            Counter::TwccSent => "twcc_sent",
+            Counter::LayerSwitches => "layer_switches",
         }
     }
 }

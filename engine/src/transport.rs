@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use switchyard_protocol::TransportId;
+use switchyard_protocol::{HeaderExtIds, TransportId};
 use switchyard_srtp::Context;
+
+use crate::media::estimator::Estimator;
+use crate::rtp::{TokenBucket, TwccRecorder};
 
 /// How many distinct remote addresses may pass ICE for one transport (one per candidate pair a client
 /// checks; browsers use one or two).
@@ -34,6 +37,23 @@ pub struct Transport {
     pub srtp_out: Option<Context>,
     /// Last datagram received from the peer.
     pub last_rx: Instant,
+    /// Header-extension ids the peer uses in what it sends (`SetExtensions`).
+    pub ext: HeaderExtIds,
+    /// Arrival times by transport-wide sequence number, for TWCC feedback to the peer (a publisher
+    /// that negotiated transport-cc).
+    pub twcc_rx: Option<Box<TwccRecorder>>,
+    /// Bandwidth estimate towards the peer (a subscriber), from its TWCC feedback and REMB.
+    pub estimator: Option<Box<Estimator>>,
+    /// Whether the peer ever sent TWCC feedback or REMB (without, the estimate means nothing).
+    pub estimator_fed: bool,
+    /// Next transport-wide sequence number stamped into what we send the peer.
+    pub twcc_seq: u16,
+    /// Bytes sent to the peer since the last tick (to tell an application-limited sender).
+    pub sent_bytes: u64,
+    /// `SetSendCap`: what we send the peer is policed to this.
+    pub send_cap: Option<TokenBucket>,
+    /// Round-trip time to the peer from its receiver reports, ms (0 = unknown).
+    pub rtt_ms: u32,
     dtls_tokens: f64,
     dtls_refilled: Instant,
 }
@@ -50,6 +70,14 @@ impl Transport {
             srtp_in: None,
             srtp_out: None,
             last_rx: now,
+            ext: HeaderExtIds::default(),
+            twcc_rx: None,
+            estimator: None,
+            estimator_fed: false,
+            twcc_seq: 0,
+            sent_bytes: 0,
+            send_cap: None,
+            rtt_ms: 0,
             dtls_tokens: DTLS_BURST,
             dtls_refilled: now,
         }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use switchyard_protocol::{Event, KeySalt, LatencySummary, TransportId, TransportInfo};
+use switchyard_protocol::{Event, HeaderExtIds, KeySalt, LatencySummary, TransportId, TransportInfo};
 use switchyard_udp::{SendBatch, SocketId, UdpIo};
 
-use crate::forwarder::{CommandError, Dest, Forwarder, Output};
+use crate::forwarder::{CommandError, Dest, Forwarder, Output, TrackSpec, TICK};
 use crate::handoff::{Handoff, HandoffMesh};
 use crate::latency::Latency;
 use crate::stats::{Counter, DropReason, WorkerCounters};
+use crate::streams::SubscriptionSpec;
 
 /// Outgoing datagrams a worker gathers before one `sendmmsg` / io_uring submission. Large enough that a
 /// stream with hundreds of subscribers fits in one batch.
@@ -35,18 +36,28 @@ pub enum Op {
     SetSrtp { id: TransportId, profile: u16, inbound: KeySalt, outbound: KeySalt },
     /// See `Request::ResumeSrtp`.
     ResumeSrtp { id: TransportId, indexes: Vec<(u32, u8, u64)> },
-    /// Route a local publisher's stream to `dest`.
-    AddRoute { publisher: TransportId, ssrc: u32, dest: Dest, limit: usize },
-    /// Stop routing a stream to a subscriber.
-    RemoveRoute { publisher: TransportId, ssrc: u32, subscriber: TransportId },
-    /// Send a local subscriber's feedback about `ssrc` to `publisher`.
-    AddFeedback { subscriber: TransportId, ssrc: u32, publisher: Dest },
-    /// Forget a feedback route.
-    RemoveFeedback { subscriber: TransportId, ssrc: u32 },
+    /// See `Request::SetExtensions`.
+    SetExtensions { id: TransportId, ext: HeaderExtIds },
+    /// See `Request::SetSendCap`.
+    SetSendCap { id: TransportId, bps: u64 },
+    /// Declare a track a local transport publishes.
+    AddTrack { publisher: TransportId, spec: TrackSpec },
+    /// Forget a track.
+    RemoveTrack { publisher: TransportId, track: u32 },
+    /// Send a local publisher's track to `dest`.
+    AddRoute { publisher: TransportId, track: u32, dest: Dest, limit: usize },
+    /// Stop sending a track to a subscriber.
+    RemoveRoute { publisher: TransportId, track: u32, subscriber: TransportId },
+    /// Create a local subscriber's subscription state.
+    AddSubscription { subscriber: TransportId, spec: SubscriptionSpec },
+    /// Remove a local subscriber's subscription state.
+    RemoveSubscription { subscriber: TransportId, publisher: TransportId, track: u32 },
+    /// See `Request::SetPreferences`.
+    SetPreferences { subscriber: TransportId, publisher: TransportId, track: u32, max_height: u16 },
     /// See `Request::DtlsOut`.
     DtlsOut { id: TransportId, datagram: Vec<u8> },
-    /// Send a keyframe request to a local publisher.
-    RequestKeyframe { publisher: TransportId, ssrc: u32 },
+    /// Ask a local publisher for a keyframe of a track (through its coalescing requester).
+    RequestKeyframe { publisher: TransportId, track: u32 },
     /// See `Request::BindRemote`.
     BindRemote { id: TransportId, addr: SocketAddr },
     /// Report the latency histogram.
@@ -152,6 +163,7 @@ impl Worker {
         let mut latency = Latency::new();
         let mut handoff_start = 0usize;
         let mut last_fanout = 0usize;
+        let mut last_tick = Instant::now();
         tracing::info!(worker = index, io = %io.kind(), addr = ?io.local_addr().ok(), "worker started");
 
         while !stop.load(Ordering::Relaxed) {
@@ -180,12 +192,31 @@ impl Worker {
                 }
                 fwd.handle_handoff(h, &mut sink);
             }
+            // Periodic media work (NACKs, reports, keyframe repeats, layer choice) while streams exist.
+            let streams = fwd.has_streams();
+            if streams {
+                let t = Instant::now();
+                if t.saturating_duration_since(last_tick) >= TICK {
+                    last_tick = t;
+                    if SEND_BATCH - sink.batch.len() < SEND_BATCH / 4 {
+                        flush(&mut io, &mut sink, &counters, &mut latency);
+                    }
+                    fwd.tick(t, &mut sink);
+                }
+            }
             if !sink.batch.is_empty() {
                 flush(&mut io, &mut sink, &counters, &mut latency);
             }
 
             io.prepare_sleep();
-            let timeout = if mesh.pending(me) || !commands.is_empty() { Duration::ZERO } else { IDLE_WAIT };
+            let timeout = if mesh.pending(me) || !commands.is_empty() {
+                Duration::ZERO
+            } else if streams {
+                // Wake for the next tick; no extra wake-ups while nothing exists.
+                TICK.saturating_sub(Instant::now().saturating_duration_since(last_tick)).min(IDLE_WAIT)
+            } else {
+                IDLE_WAIT
+            };
             let mut now: Option<Instant> = None;
             // Receive no more datagrams than the send batch can take copies of: with fan-out F, a
             // batch of SEND_BATCH / F. The rest wait in the socket for the next turn of the loop.
@@ -278,21 +309,33 @@ fn apply(fwd: &mut Forwarder, op: Op, out: &mut Sink<'_>) -> Result<(), CommandE
         Op::RemoveTransport { id } => fwd.remove_transport(id),
         Op::SetSrtp { id, profile, inbound, outbound } => fwd.set_srtp(id, profile, &inbound, &outbound),
         Op::ResumeSrtp { id, indexes } => fwd.resume_srtp(id, &indexes),
-        Op::AddRoute { publisher, ssrc, dest, limit } => fwd.add_route(publisher, ssrc, dest, limit),
-        Op::RemoveRoute { publisher, ssrc, subscriber } => fwd.remove_route(publisher, ssrc, subscriber),
-        Op::AddFeedback { subscriber, ssrc, publisher } => fwd.add_feedback(subscriber, ssrc, publisher),
-        Op::RemoveFeedback { subscriber, ssrc } => fwd.remove_feedback(subscriber, ssrc),
+        Op::SetExtensions { id, ext } => fwd.set_extensions(id, ext),
+        Op::SetSendCap { id, bps } => fwd.set_send_cap(id, bps, now),
+        Op::AddTrack { publisher, spec } => fwd.add_track(publisher, spec, now),
+        Op::RemoveTrack { publisher, track } => fwd.remove_track(publisher, track),
+        Op::AddRoute { publisher, track, dest, limit } => fwd.add_route(publisher, track, dest, limit),
+        Op::RemoveRoute { publisher, track, subscriber } => fwd.remove_route(publisher, track, subscriber),
+        Op::AddSubscription { subscriber, spec } => {
+            if out.batch.is_full() {
+                return Err((switchyard_protocol::ErrorCode::Internal, "send batch full".into()));
+            }
+            fwd.add_subscription(subscriber, spec, now, out)
+        }
+        Op::RemoveSubscription { subscriber, publisher, track } => fwd.remove_subscription(subscriber, publisher, track),
+        Op::SetPreferences { subscriber, publisher, track, max_height } => {
+            fwd.set_preferences(subscriber, publisher, track, max_height)
+        }
         Op::DtlsOut { id, datagram } => {
             if out.batch.is_full() {
                 return Err((switchyard_protocol::ErrorCode::Internal, "send batch full".into()));
             }
             fwd.dtls_out(id, &datagram, now, out)
         }
-        Op::RequestKeyframe { publisher, ssrc } => {
+        Op::RequestKeyframe { publisher, track } => {
             if out.batch.is_full() {
                 return Err((switchyard_protocol::ErrorCode::Internal, "send batch full".into()));
             }
-            fwd.request_keyframe(publisher, ssrc, now, out)
+            fwd.request_keyframe(publisher, track, now, out)
         }
         Op::BindRemote { id, addr } => fwd.bind_remote(id, addr),
         Op::Latency | Op::Snapshot => Ok(()),

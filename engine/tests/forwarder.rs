@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use switchyard_engine::forwarder::{Dest, Forwarder, Output};
+use switchyard_engine::forwarder::{Dest, Forwarder, Output, TrackSpec, ENGINE_RTCP_SSRC};
+use switchyard_engine::media::rtcp::{self, Packet};
+use switchyard_engine::streams::SubscriptionSpec;
 use switchyard_engine::handoff::Handoff;
 use switchyard_engine::stats::{Counter, DropReason, WorkerCounters};
-use switchyard_protocol::{Event, KeySalt};
+use switchyard_protocol::{Event, KeySalt, Layer, TrackKind, FB_PLI};
 use switchyard_srtp::{Context, Profile};
 use switchyard_stun::{BindingRequest, Class, Message};
 
@@ -101,6 +103,32 @@ fn protect(ctx: &mut Context, plain: &[u8]) -> Vec<u8> {
     buf
 }
 
+fn one_layer_spec(publisher: u64, publisher_at: Dest, ssrc: u32) -> SubscriptionSpec {
+    SubscriptionSpec {
+        publisher,
+        publisher_at,
+        track: ssrc,
+        kind: TrackKind::Video,
+        clock_rate: 90_000,
+        layers: 1,
+        out_ssrc: ssrc,
+        out_rtx_ssrc: 0,
+        rtx_payload_type: 0,
+    }
+}
+
+fn video_track(track: u32, feedback: u8, layers: &[(&str, u32)]) -> TrackSpec {
+    TrackSpec {
+        track,
+        kind: TrackKind::Video,
+        mid: "1".into(),
+        clock_rate: 90_000,
+        payload_type: 96,
+        feedback,
+        layers: layers.iter().map(|(rid, ssrc)| Layer { rid: rid.to_string(), ssrc: *ssrc }).collect(),
+    }
+}
+
 fn forwarder() -> Forwarder {
     Forwarder::new(0, Arc::new(WorkerCounters::default()), 64)
 }
@@ -182,15 +210,19 @@ fn remote_subscribers_share_one_plaintext_copy_and_their_worker_encrypts() {
     let (mut pub_tx, _) = connected(&mut w0, 1, 6001, profile);
     let (_, mut sub_rx) = connected(&mut w1, 2, 6002, profile);
     let (_, mut sub3_rx) = connected(&mut w1, 3, 6003, profile);
-    w0.add_route(1, 77, Dest::Remote { worker: 1, transport: 2 }, 10).unwrap();
-    w0.add_route(1, 77, Dest::Remote { worker: 1, transport: 3 }, 10).unwrap();
+    for sub in [2, 3] {
+        w1.add_subscription(sub, one_layer_spec(1, Dest::Remote { worker: 0, transport: 1 }, 77), Instant::now(), &mut Captured::default())
+            .unwrap();
+        w0.add_route(1, 77, Dest::Remote { worker: 1, transport: sub }, 10).unwrap();
+    }
     let plain = rtp(77, 9, b"hello across workers");
     let mut out = Captured::default();
     w0.handle_datagram(Instant::now(), addr(6001), &mut protect(&mut pub_tx, &plain), &mut out);
     assert!(out.sent.is_empty());
     assert_eq!(out.handoffs.len(), 2);
-    assert!(Arc::ptr_eq(&out.handoffs[0].1.packet, &out.handoffs[1].1.packet), "one shared copy");
-    assert_eq!(out.handoffs[0].1.packet.bytes(), &plain[..]);
+    let (p0, p1) = (out.handoffs[0].1.packet.as_ref().unwrap(), out.handoffs[1].1.packet.as_ref().unwrap());
+    assert!(Arc::ptr_eq(p0, p1), "one shared copy");
+    assert_eq!(p0.bytes(), &plain[..]);
     let mut out1 = Captured::default();
     for (w, h) in out.handoffs {
         assert_eq!(w, 1);
@@ -274,8 +306,8 @@ fn keyframe_requests_from_a_subscriber_reach_the_publisher() {
     let mut f = forwarder();
     let (_, mut pub_rx) = connected(&mut f, 1, 9101, profile);
     let (mut sub_tx, _) = connected(&mut f, 2, 9102, profile);
+    let t0 = Instant::now();
     f.add_route(1, 0x1234, Dest::Local(2), 10).unwrap();
-    f.add_feedback(2, 0x1234, Dest::Local(1)).unwrap();
     // PLI (RFC 4585 §6.3.1): V=2 FMT=1 PT=206 length=2, sender SSRC, media SSRC.
     let pli = [0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0x12, 0x34];
     let mut buf = vec![0u8; 64];
@@ -283,12 +315,15 @@ fn keyframe_requests_from_a_subscriber_reach_the_publisher() {
     let n = sub_tx.protect_rtcp(&mut buf, 12).unwrap();
     buf.truncate(n);
     let mut out = Captured::default();
-    f.handle_datagram(Instant::now(), addr(9102), &mut buf, &mut out);
+    f.handle_datagram(t0, addr(9102), &mut buf, &mut out);
     assert_eq!(out.sent.len(), 1);
     let (to, mut pkt) = out.sent.remove(0);
     assert_eq!(to, addr(9101));
     let n = pub_rx.unprotect_rtcp(&mut pkt).unwrap();
-    assert_eq!(&pkt[..n], &pli[..]);
+    // The engine's own request: an empty receiver report, then the PLI for the stream.
+    let got: Vec<_> = rtcp::parse(&pkt[..n]).map(|p| p.unwrap()).collect();
+    assert!(matches!(got[0], Packet::ReceiverReport(ref rr) if rr.ssrc == ENGINE_RTCP_SSRC));
+    assert!(matches!(got[1], Packet::Pli { sender: ENGINE_RTCP_SSRC, media: 0x1234 }), "{got:?}");
 }
 
 #[test]
@@ -315,13 +350,19 @@ fn a_keyframe_request_is_sent_to_the_publisher_as_a_pli() {
     let mut f = forwarder();
     let (_, mut pub_rx) = connected(&mut f, 1, 9301, profile);
     let mut out = Captured::default();
-    f.request_keyframe(1, 0xfeed, Instant::now(), &mut out).unwrap();
+    let t0 = Instant::now();
+    f.add_track(1, video_track(5, FB_PLI, &[("", 0xfeed)]), t0).unwrap();
+    f.request_keyframe(1, 5, t0, &mut out).unwrap();
     let (to, mut pkt) = out.sent.remove(0);
     assert_eq!(to, addr(9301));
     let n = pub_rx.unprotect_rtcp(&mut pkt).unwrap();
-    assert_eq!(&pkt[..2], &[0x81, 206]);
-    assert_eq!(&pkt[8..12], &0xfeedu32.to_be_bytes());
-    assert_eq!(n, 12);
+    let got: Vec<_> = rtcp::parse(&pkt[..n]).map(|p| p.unwrap()).collect();
+    assert!(matches!(got[1], Packet::Pli { media: 0xfeed, .. }), "{got:?}");
+    // Within the coalescing interval a second request waits.
+    f.request_keyframe(1, 5, t0 + Duration::from_millis(10), &mut out).unwrap();
+    assert!(out.sent.is_empty());
+    assert_eq!(f.counters().get(Counter::KeyframeRequestsCoalesced), 1);
+    assert!(f.request_keyframe(1, 6, t0, &mut out).is_err(), "no such track");
     f.add_transport(2, "u2".into(), PWD.into(), Instant::now()).unwrap();
     assert!(f.request_keyframe(2, 1, Instant::now(), &mut out).is_err(), "no ICE/keys yet");
 }

@@ -117,6 +117,7 @@ pub struct Estimator {
     last_decrease_us: Option<i64>,
     remb: Option<(u64, i64)>,
     signal: Signal,
+    app_limited: bool,
 }
 
 impl Estimator {
@@ -140,7 +141,36 @@ impl Estimator {
             last_decrease_us: None,
             remb: None,
             signal: Signal::Hold,
+            app_limited: false,
         }
+    }
+
+    /// Tells the estimator the sender sends well below the estimate (a low simulcast layer, paused
+    /// video): then an increase is not capped by the acknowledged rate, so the estimate can grow
+    /// towards what a higher layer needs (there is no probing).
+    pub fn set_app_limited(&mut self, yes: bool) {
+        self.app_limited = yes;
+    }
+
+    /// No feedback arrived for a while because nothing was sent (paused video): with no evidence of
+    /// congestion, the estimate grows as under underuse (from the last update, at most 1 s at a time)
+    /// so video can resume. Does nothing within `decrease_interval_us` of a decrease.
+    pub fn on_idle(&mut self, now_us: i64) {
+        if self.last_decrease_us.is_some_and(|t| now_us.saturating_sub(t) < self.cfg.decrease_interval_us) {
+            return;
+        }
+        let dt = self.last_update_us.map_or(0, |t| now_us.saturating_sub(t).clamp(0, 1_000_000));
+        self.last_update_us = Some(now_us);
+        self.loss = 0.0;
+        self.queuing_us = 0.0;
+        self.signal = Signal::Underuse;
+        let grown = self.estimate * (1.0 + self.cfg.increase_per_s).powf(dt as f64 / 1e6);
+        self.estimate = grown.clamp(self.cfg.min_bps as f64, self.cfg.max_bps as f64);
+    }
+
+    /// When the controller last ran (feedback or idle), µs.
+    pub fn last_update_us(&self) -> Option<i64> {
+        self.last_update_us
     }
 
     /// Records a packet sent with transport-wide sequence number `seq` and `size` bytes.
@@ -278,7 +308,7 @@ impl Estimator {
         } else if q < self.cfg.normal_us && self.loss < self.cfg.loss_low {
             self.signal = Signal::Underuse;
             let grown = self.estimate * (1.0 + self.cfg.increase_per_s).powf(dt as f64 / 1e6);
-            let cap = if acked > 0.0 { (acked * 1.5 + 10_000.0).max(self.estimate) } else { f64::MAX };
+            let cap = if acked > 0.0 && !self.app_limited { (acked * 1.5 + 10_000.0).max(self.estimate) } else { f64::MAX };
             self.estimate = grown.min(cap);
         } else {
             self.signal = Signal::Hold;

@@ -85,6 +85,18 @@ impl LayerSelector {
         }
     }
 
+    /// Updates one layer's frame height (learned from its keyframes).
+    pub fn set_height(&mut self, index: usize, height: u16) {
+        if let Some(Some(l)) = self.layers.get_mut(index) {
+            l.height = height;
+        }
+    }
+
+    /// The layer at `index`, if set.
+    pub fn layer(&self, index: usize) -> Option<Layer> {
+        self.layers.get(index).copied().flatten()
+    }
+
     /// The current choice.
     pub fn choice(&self) -> Choice {
         self.choice

@@ -74,6 +74,22 @@ impl SeqRewriter {
         self.current
     }
 
+    /// The layer to switch to at its next keyframe (`None`: paused).
+    pub fn target(&self) -> Option<u32> {
+        self.target
+    }
+
+    /// What is added to the current layer's timestamps (to map an incoming RTP time, e.g. from the
+    /// publisher's sender report, onto the outgoing stream).
+    pub fn ts_offset(&self) -> u32 {
+        self.ts_offset
+    }
+
+    /// Whether a packet was forwarded yet.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// The layer to switch to, or `None` to pause (nothing is forwarded once the current layer stops).
     pub fn select(&mut self, layer: Option<u32>) {
         self.target = layer;
