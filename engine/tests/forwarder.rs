@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_engine::forwarder::{Dest, Forwarder, Output, TrackSpec, ENGINE_RTCP_SSRC};
-use switchyard_engine::media::rtcp::{self, Packet};
+use switchyard_engine::media::rtcp::{self, Packet, SenderInfo};
 use switchyard_engine::streams::SubscriptionSpec;
 use switchyard_engine::handoff::Handoff;
 use switchyard_engine::stats::{Counter, DropReason, WorkerCounters};
@@ -365,4 +365,428 @@ fn a_keyframe_request_is_sent_to_the_publisher_as_a_pli() {
     assert!(f.request_keyframe(1, 6, t0, &mut out).is_err(), "no such track");
     f.add_transport(2, "u2".into(), PWD.into(), Instant::now()).unwrap();
     assert!(f.request_keyframe(2, 1, Instant::now(), &mut out).is_err(), "no ICE/keys yet");
+}
+
+// ---- media quality (issue 7): tracks, subscriptions, RTCP, simulcast ----
+
+use switchyard_engine::media::rtcp::{write_nack, write_pli, write_twcc};
+use switchyard_protocol::{HeaderExtIds, FB_FIR, FB_NACK, FB_TWCC, OUT_EXT_AUDIO_LEVEL, OUT_EXT_TWCC, OUT_EXT_UNUSED};
+
+/// Publisher header-extension ids (as a browser's offer might number them).
+const EXT: HeaderExtIds = HeaderExtIds { mid: 4, rid: 10, repaired_rid: 11, audio_level: 1, twcc: 5 };
+
+/// An RTP packet with one-byte header extensions and a payload.
+fn rtp_ext(ssrc: u32, seq: u16, ts: u32, ext: &[(u8, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (id, v) in ext {
+        body.push((id << 4) | (v.len() as u8 - 1));
+        body.extend_from_slice(v);
+    }
+    while body.len() % 4 != 0 {
+        body.push(0);
+    }
+    let mut p = vec![if ext.is_empty() { 0x80 } else { 0x90 }, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    if !ext.is_empty() {
+        p.extend_from_slice(&[0xBE, 0xDE]);
+        p.extend_from_slice(&((body.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&body);
+    }
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A VP8 payload: the start of a frame (keyframe with `height`, or not) or a continuation, padded to
+/// `size`, its last byte `tag`.
+fn vp8(start: bool, key: bool, height: u16, size: usize, tag: u8) -> Vec<u8> {
+    let mut p = vec![if start { 0x90 } else { 0x80 }, 0x80, 0x80, 0x01];
+    if start {
+        p.extend_from_slice(&[if key { 0x50 } else { 0x51 }, 0x21, 0x00, 0x9d, 0x01, 0x2a]);
+        let w = height * 16 / 9;
+        p.extend_from_slice(&w.to_le_bytes());
+        p.extend_from_slice(&height.to_le_bytes());
+    }
+    p.resize(size.max(p.len() + 1), 0x33);
+    *p.last_mut().unwrap() = tag;
+    p
+}
+
+fn protect_rtcp(ctx: &mut Context, plain: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; plain.len() + 64];
+    buf[..plain.len()].copy_from_slice(plain);
+    let n = ctx.protect_rtcp(&mut buf, plain.len()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn is_rtcp(pkt: &[u8]) -> bool {
+    (192..=223).contains(&pkt[1])
+}
+
+/// What was sent to `to`: decrypted RTP and RTCP.
+fn received(out: &mut Captured, to: SocketAddr, rx: &mut Context) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut rtps, mut rtcps) = (Vec::new(), Vec::new());
+    for (a, mut pkt) in std::mem::take(&mut out.sent) {
+        if a != to {
+            out.sent.push((a, pkt));
+            continue;
+        }
+        if is_rtcp(&pkt) {
+            let n = rx.unprotect_rtcp(&mut pkt).unwrap();
+            pkt.truncate(n);
+            rtcps.push(pkt);
+        } else {
+            let n = rx.unprotect_rtp(&mut pkt).unwrap();
+            pkt.truncate(n);
+            rtps.push(pkt);
+        }
+    }
+    (rtps, rtcps)
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+fn ts_of(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[4], p[5], p[6], p[7]])
+}
+fn ssrc_of(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[8], p[9], p[10], p[11]])
+}
+
+fn sub_spec(publisher: u64, at: Dest, track: u32, kind: TrackKind, layers: u8, out_ssrc: u32, rtx: (u32, u8)) -> SubscriptionSpec {
+    SubscriptionSpec {
+        publisher,
+        publisher_at: at,
+        track,
+        kind,
+        clock_rate: if kind == TrackKind::Video { 90_000 } else { 48_000 },
+        layers,
+        out_ssrc,
+        out_rtx_ssrc: rtx.0,
+        rtx_payload_type: rtx.1,
+    }
+}
+
+/// Publisher 1 (port 11001) with video track 7 (SSRC 0xAAAA), subscribers 2 and 3 on the same
+/// worker: 2 receives it as 0xB2, 3 as 0xB3 with RTX 0xC3 / PT 97.
+struct Nacky {
+    f: Forwarder,
+    pub_tx: Context,
+    pub_rx: Context,
+    subs: Vec<(Context, Context)>,
+    t0: Instant,
+}
+
+fn nacky(feedback: u8) -> Nacky {
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let mut f = forwarder();
+    let (pub_tx, pub_rx) = connected(&mut f, 1, 11001, profile);
+    let t0 = Instant::now();
+    f.add_track(1, video_track(7, feedback, &[("", 0xAAAA)]), t0).unwrap();
+    let mut subs = Vec::new();
+    for (id, out_ssrc, rtx) in [(2u64, 0xB2u32, (0u32, 0u8)), (3, 0xB3, (0xC3, 97))] {
+        subs.push(connected(&mut f, id, 11000 + id as u16, profile));
+        f.add_subscription(id, sub_spec(1, Dest::Local(1), 7, TrackKind::Video, 1, out_ssrc, rtx), t0, &mut Captured::default()).unwrap();
+        f.add_route(1, 7, Dest::Local(id), 10).unwrap();
+    }
+    Nacky { f, pub_tx, pub_rx, subs, t0 }
+}
+
+#[test]
+fn subscriber_nacks_are_answered_from_the_cache_and_never_reach_the_publisher() {
+    let mut n = nacky(FB_NACK | FB_PLI);
+    let mut out = Captured::default();
+    for seq in 100..120u16 {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
+        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+    }
+    let (to2, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
+    let (to3, _) = received(&mut out, addr(11003), &mut n.subs[1].1);
+    assert_eq!((to2.len(), to3.len()), (20, 20));
+    assert!(to2.iter().all(|p| ssrc_of(p) == 0xB2) && to3.iter().all(|p| ssrc_of(p) == 0xB3), "rewritten onto out_ssrc");
+    // Subscriber 2 lost the packets it saw as seq 105 and 110, and asks for one never sent.
+    let (s105, s110) = (seq_of(&to2[5]), seq_of(&to2[10]));
+    let mut nack = vec![0u8; 64];
+    let (len, _) = write_nack(&mut nack, 0x2222, 0xB2, &[s105, s110, s110.wrapping_add(1000)]).unwrap();
+    let mut rtcp2 = protect_rtcp(&mut n.subs[0].0, &nack[..len]);
+    n.f.handle_datagram(n.t0, addr(11002), &mut rtcp2, &mut out);
+    // The originals were received, so a fresh receive context (as after their loss) reads the copies.
+    let k = keys(102, Profile::Aes128CmHmacSha1_80);
+    let mut fresh = Context::new(Profile::Aes128CmHmacSha1_80, &k.key, &k.salt).unwrap();
+    let (rtx, _) = received(&mut out, addr(11002), &mut fresh);
+    assert_eq!(rtx, vec![to2[5].clone(), to2[10].clone()], "the same bytes the subscriber was sent");
+    assert!(out.sent.is_empty(), "nothing to the publisher: {:?}", out.sent.iter().map(|s| s.0).collect::<Vec<_>>());
+    let c = n.f.counters();
+    assert_eq!((c.get(Counter::NackReceived), c.get(Counter::RtxSent), c.dropped(DropReason::NackCacheMiss)), (3, 2, 1));
+
+    // Subscriber 3 has RTX: the answer is RFC 4588 (RTX SSRC and PT, own sequence, OSN first).
+    let s3 = seq_of(&to3[7]);
+    let (len, _) = write_nack(&mut nack, 0x3333, 0xB3, &[s3]).unwrap();
+    let mut rtcp3 = protect_rtcp(&mut n.subs[1].0, &nack[..len]);
+    n.f.handle_datagram(n.t0, addr(11003), &mut rtcp3, &mut out);
+    let (rtx, _) = received(&mut out, addr(11003), &mut n.subs[1].1);
+    assert_eq!(rtx.len(), 1);
+    let (r, orig) = (&rtx[0], &to3[7]);
+    assert_eq!((ssrc_of(r), r[1] & 0x7F, ts_of(r)), (0xC3, 97, ts_of(orig)));
+    assert_eq!(&r[12..14], &s3.to_be_bytes(), "OSN");
+    assert_eq!(&r[14..], &orig[12..], "original payload after the OSN");
+    // Nothing went to the publisher but nothing is expected either: a tick now has no gap to NACK.
+    n.f.tick(n.t0 + Duration::from_millis(30), &mut out);
+    let (_, rtcp_up) = received(&mut out, addr(11001), &mut n.pub_rx);
+    for p in &rtcp_up {
+        assert!(rtcp::parse(p).all(|x| !matches!(x, Ok(Packet::Nack(_)))), "no NACK upstream");
+    }
+}
+
+#[test]
+fn a_gap_from_the_publisher_is_nacked_upstream_until_recovered() {
+    let mut n = nacky(FB_NACK | FB_PLI);
+    let mut out = Captured::default();
+    let send = |n: &mut Nacky, out: &mut Captured, seq: u16, ms: u64| {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(false, false, 0, 100, 0));
+        n.f.handle_datagram(n.t0 + Duration::from_millis(ms), addr(11001), &mut protect(&mut n.pub_tx, &plain), out);
+    };
+    for seq in (1..=10u16).chain(13..=20) {
+        send(&mut n, &mut out, seq, 0);
+    }
+    out.sent.clear();
+    n.f.tick(n.t0 + Duration::from_millis(25), &mut out);
+    let nacked = |out: &mut Captured, n: &mut Nacky| -> Vec<u16> {
+        let (_, rtcps) = received(out, addr(11001), &mut n.pub_rx);
+        let mut v = Vec::new();
+        for p in &rtcps {
+            for x in rtcp::parse(p) {
+                if let Ok(Packet::Nack(k)) = x {
+                    assert_eq!((k.sender, k.media), (ENGINE_RTCP_SSRC, 0xAAAA));
+                    v.extend(k.lost());
+                }
+            }
+        }
+        v
+    };
+    assert_eq!(nacked(&mut out, &mut n), vec![11, 12]);
+    assert_eq!(n.f.counters().get(Counter::NackSent), 1);
+    // 11 arrives (retransmitted); a later tick asks for 12 only.
+    send(&mut n, &mut out, 11, 150);
+    out.sent.clear();
+    n.f.tick(n.t0 + Duration::from_millis(200), &mut out);
+    assert_eq!(nacked(&mut out, &mut n), vec![12]);
+    // A track without NACK negotiated never sends one.
+    let mut m = nacky(FB_PLI);
+    for seq in [1u16, 5] {
+        send(&mut m, &mut out, seq, 0);
+    }
+    m.f.tick(m.t0 + Duration::from_millis(25), &mut out);
+    assert!(nacked(&mut out, &mut m).is_empty());
+}
+
+#[test]
+fn keyframe_requests_of_many_subscribers_are_coalesced_into_one() {
+    let profile = Profile::AeadAes128Gcm;
+    let mut w0 = forwarder();
+    let mut w1 = Forwarder::new(1, Arc::new(WorkerCounters::default()), 64);
+    let (mut pub_tx, mut pub_rx) = connected(&mut w0, 1, 12001, profile);
+    let t0 = Instant::now();
+    w0.add_track(1, video_track(7, FB_PLI | FB_FIR, &[("", 0xAAAA)]), t0).unwrap();
+    let mut out = Captured::default();
+    let mut subs = Vec::new();
+    // 20 subscribers here, 5 on worker 1.
+    for id in 2..27u64 {
+        let (w, at) = if id < 22 { (&mut w0, Dest::Local(1)) } else { (&mut w1, Dest::Remote { worker: 0, transport: 1 }) };
+        subs.push(connected(w, id, 12000 + id as u16, profile));
+        w.add_subscription(id, sub_spec(1, at, 7, TrackKind::Video, 1, 0xB000 + id as u32, (0, 0)), t0, &mut out).unwrap();
+        let dest = if id < 22 { Dest::Local(id) } else { Dest::Remote { worker: 1, transport: id } };
+        w0.add_route(1, 7, dest, 100).unwrap();
+    }
+    let pump = |w0: &mut Forwarder, out: &mut Captured| {
+        for (_, h) in std::mem::take(&mut out.handoffs) {
+            w0.handle_handoff(h, out);
+        }
+    };
+    pump(&mut w0, &mut out);
+    let plis = |out: &mut Captured, rx: &mut Context| -> usize {
+        let (_, rtcps) = received(out, addr(12001), rx);
+        rtcps.iter().flat_map(|p| rtcp::parse(p).collect::<Vec<_>>()).filter(|x| matches!(x, Ok(Packet::Pli { media: 0xAAAA, .. }))).count()
+    };
+    assert_eq!(plis(&mut out, &mut pub_rx), 1, "25 new subscriptions, one keyframe request");
+    // 600 ms later every subscriber sends a PLI at once (the remote ones through worker 1).
+    let t1 = t0 + Duration::from_millis(600);
+    for (i, (tx, _)) in subs.iter_mut().enumerate() {
+        let id = i as u64 + 2;
+        let mut b = [0u8; 12];
+        write_pli(&mut b, 0x1000 + id as u32, 0xB000 + id as u32).unwrap();
+        let w = if id < 22 { &mut w0 } else { &mut w1 };
+        w.handle_datagram(t1, addr(12000 + id as u16), &mut protect_rtcp(tx, &b), &mut out);
+    }
+    pump(&mut w0, &mut out);
+    assert_eq!(plis(&mut out, &mut pub_rx), 1, "25 PLIs, one upstream");
+    // The keyframe arrives before the interval ends: nothing is repeated.
+    let key = rtp_ext(0xAAAA, 1, 0, &[], &vp8(true, true, 360, 300, 0));
+    w0.handle_datagram(t1 + Duration::from_millis(100), addr(12001), &mut protect(&mut pub_tx, &key), &mut out);
+    out.sent.clear();
+    w0.tick(t1 + Duration::from_millis(600), &mut out);
+    assert_eq!(plis(&mut out, &mut pub_rx), 0);
+    let c = w0.counters();
+    assert_eq!(c.get(Counter::KeyframeRequestsSent), 2);
+    assert_eq!(c.get(Counter::KeyframeRequestsCoalesced), 48);
+}
+
+#[test]
+fn receiver_and_sender_reports_carry_the_right_mapping() {
+    let mut n = nacky(FB_NACK | FB_PLI);
+    let mut out = Captured::default();
+    // 50 packets, 3 lost (seq 1000..1049 without 1010, 1020, 1021), ts 3000 apart.
+    let mut payload_octets = 0u32;
+    for seq in (1000..1050u16).filter(|s| ![1010, 1020, 1021].contains(s)) {
+        let payload = vp8(false, false, 0, 500, 0);
+        payload_octets += payload.len() as u32;
+        let plain = rtp_ext(0xAAAA, seq, 77_000 + (seq as u32 - 1000) * 3000, &[], &payload);
+        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+    }
+    // The publisher's SR: NTP 0x0000_1000.8000_0000 (4096.5 s) is RTP 500_000.
+    let ntp: u64 = (0x1000u64 << 32) | 0x8000_0000;
+    let mut sr = [0u8; 28];
+    let info = SenderInfo { ssrc: 0xAAAA, ntp, rtp_ts: 500_000, packet_count: 50, octet_count: 25_000 };
+    rtcp::write_sr(&mut sr, &info, &[]).unwrap();
+    let t_sr = n.t0 + Duration::from_millis(100);
+    n.f.handle_datagram(t_sr, addr(11001), &mut protect_rtcp(&mut n.pub_tx, &sr), &mut out);
+    out.sent.clear();
+    let t1 = n.t0 + Duration::from_millis(1000);
+    n.f.tick(t1, &mut out);
+    // RR to the publisher.
+    let (_, up) = received(&mut out, addr(11001), &mut n.pub_rx);
+    let rb = up
+        .iter()
+        .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
+        .find_map(|x| match x {
+            Ok(Packet::ReceiverReport(rr)) => rr.blocks().next(),
+            _ => None,
+        })
+        .expect("a receiver report block");
+    assert_eq!((rb.ssrc, rb.highest_seq, rb.cumulative_lost), (0xAAAA, 1049, 3));
+    assert_eq!(rb.fraction_lost, (3 * 256 / 50) as u8);
+    assert_eq!(rb.last_sr, 0x1000_8000, "middle 32 bits of the SR's NTP time");
+    assert_eq!(rb.delay_since_last_sr, 900 * 65_536 / 1000, "900 ms in 1/65536 s");
+    // SR to each subscriber: the publisher's mapping carried forward 900 ms (+ 81000 ticks at
+    // 90 kHz) onto the outgoing timestamps (a single-layer stream keeps its timestamps).
+    let (_, down) = received(&mut out, addr(11002), &mut n.subs[0].1);
+    let sr = down
+        .iter()
+        .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
+        .find_map(|x| match x {
+            Ok(Packet::SenderReport(s)) => Some((s.ssrc, s.ntp, s.rtp_ts, s.packet_count, s.octet_count)),
+            _ => None,
+        })
+        .expect("a sender report");
+    let ntp_900ms = ntp + ((900u64 << 32) / 1000);
+    assert_eq!(sr.0, 0xB2);
+    assert!(sr.1.abs_diff(ntp_900ms) < 5, "{:#x} vs {:#x}", sr.1, ntp_900ms);
+    assert_eq!(sr.2, 500_000 + 81_000);
+    assert_eq!((sr.3, sr.4), (47, payload_octets));
+    assert_eq!(n.f.counters().get(Counter::SrSent), 2);
+    assert_eq!(n.f.counters().get(Counter::RrSent), 1);
+}
+
+#[test]
+fn send_cap_polices_what_a_subscriber_gets() {
+    let mut n = nacky(FB_PLI);
+    n.f.set_send_cap(2, 200_000, n.t0).unwrap();
+    let mut out = Captured::default();
+    let mut seq = 0u16;
+    // 1 s of 1000-byte packets every 5 ms (1.6 Mbit/s).
+    for ms in (0..1000u64).step_by(5) {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 450, &[], &vp8(false, false, 0, 1000, 0));
+        seq += 1;
+        n.f.handle_datagram(n.t0 + Duration::from_millis(ms), addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+    }
+    let (capped, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
+    let (free, _) = received(&mut out, addr(11003), &mut n.subs[1].1);
+    let bits: usize = capped.iter().map(|p| (p.len() + 44) * 8).sum();
+    assert_eq!(free.len(), 200);
+    assert!((150_000..=230_000).contains(&bits), "{bits} bits through a 200 kbit/s cap in 1 s (+100 ms burst)");
+    assert_eq!(n.f.counters().dropped(DropReason::SendCap) as usize, 200 - capped.len());
+    // The stream the subscriber sees has gaps (as on a lossy link), which a NACK can recover.
+    assert!(capped.windows(2).any(|w| seq_of(&w[1]) != seq_of(&w[0]).wrapping_add(1)));
+    n.f.set_send_cap(2, 0, n.t0).unwrap();
+}
+
+#[test]
+fn audio_levels_are_reported_every_200_ms_and_extension_ids_are_rewritten() {
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let mut f = forwarder();
+    let (mut tx, _) = connected(&mut f, 1, 13001, profile);
+    let (_, mut rx) = connected(&mut f, 2, 13002, profile);
+    f.set_extensions(1, EXT).unwrap();
+    let t0 = Instant::now();
+    let spec = TrackSpec {
+        track: 3,
+        kind: TrackKind::Audio,
+        mid: "0".into(),
+        clock_rate: 48_000,
+        payload_type: 111,
+        feedback: 0,
+        layers: vec![Layer { rid: String::new(), ssrc: 0xA0D }],
+    };
+    f.add_track(1, spec, t0).unwrap();
+    let mut out = Captured::default();
+    f.add_subscription(2, sub_spec(1, Dest::Local(1), 3, TrackKind::Audio, 1, 0xA0E, (0, 0)), t0, &mut out).unwrap();
+    f.add_route(1, 3, Dest::Local(2), 10).unwrap();
+    f.tick(t0, &mut out);
+    for (i, level) in [50u8, 30, 40].into_iter().enumerate() {
+        let plain = rtp_ext(0xA0D, i as u16, i as u32 * 960, &[(4, b"0"), (1, &[0x80 | level])], b"opus");
+        f.handle_datagram(t0 + Duration::from_millis(20 * i as u64), addr(13001), &mut protect(&mut tx, &plain), &mut out);
+    }
+    f.tick(t0 + Duration::from_millis(200), &mut out);
+    assert_eq!(out.events, vec![Event::AudioLevels { levels: vec![(1, 3, 30)] }], "loudest of the window");
+    out.events.clear();
+    f.tick(t0 + Duration::from_millis(400), &mut out);
+    assert!(out.events.is_empty(), "nothing when no packet carried a level");
+    let (rtps, _) = received(&mut out, addr(13002), &mut rx);
+    assert_eq!(rtps.len(), 3);
+    // mid (4) -> unused (14), audio level (1) -> the engine's 1.
+    assert_eq!((rtps[1][16] >> 4, rtps[1][18] >> 4), (OUT_EXT_UNUSED, OUT_EXT_AUDIO_LEVEL));
+    assert_eq!(rtps[1][19], 0x80 | 30);
+}
+
+#[test]
+fn rooms_with_the_same_track_ids_and_ssrcs_stay_isolated() {
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let mut f = forwarder();
+    let (mut a_tx, mut a_rx) = connected(&mut f, 1, 14001, profile);
+    let (mut b_tx, _) = connected(&mut f, 2, 14002, profile);
+    let (mut c_tx, mut c_rx) = connected(&mut f, 3, 14003, profile);
+    let (_, mut d_rx) = connected(&mut f, 4, 14004, profile);
+    let t0 = Instant::now();
+    let mut out = Captured::default();
+    // Room X: 1 -> 2. Room Y: 3 -> 4. Same track id, SSRC and out SSRC in both.
+    for (p, s) in [(1u64, 2u64), (3, 4)] {
+        f.add_track(p, video_track(1, FB_PLI | FB_NACK, &[("", 42)]), t0).unwrap();
+        f.add_subscription(s, sub_spec(p, Dest::Local(p), 1, TrackKind::Video, 1, 42, (0, 0)), t0, &mut out).unwrap();
+        f.add_route(p, 1, Dest::Local(s), 10).unwrap();
+    }
+    out.sent.clear();
+    for (tx, port, tag) in [(&mut a_tx, 14001u16, b'x'), (&mut c_tx, 14003, b'y')] {
+        let plain = rtp_ext(42, 7, 0, &[], &vp8(false, false, 0, 50, tag));
+        f.handle_datagram(t0 + Duration::from_secs(1), addr(port), &mut protect(tx, &plain), &mut out);
+    }
+    let (x, _) = received(&mut out, addr(14002), &mut keyed(102));
+    let (y, _) = received(&mut out, addr(14004), &mut d_rx);
+    assert_eq!((x.len(), y.len()), (1, 1));
+    assert_eq!((*x[0].last().unwrap(), *y[0].last().unwrap()), (b'x', b'y'));
+    assert!(out.sent.is_empty());
+    // A PLI from room X's subscriber reaches room X's publisher only.
+    let mut b = [0u8; 12];
+    write_pli(&mut b, 9, 42).unwrap();
+    f.handle_datagram(t0 + Duration::from_secs(2), addr(14002), &mut protect_rtcp(&mut b_tx, &b), &mut out);
+    let (_, to_a) = received(&mut out, addr(14001), &mut a_rx);
+    let (_, to_c) = received(&mut out, addr(14003), &mut c_rx);
+    assert_eq!((to_a.len(), to_c.len()), (1, 0));
+}
+
+fn keyed(seed: u8) -> Context {
+    let k = keys(seed, Profile::Aes128CmHmacSha1_80);
+    Context::new(Profile::Aes128CmHmacSha1_80, &k.key, &k.salt).unwrap()
 }
