@@ -69,6 +69,10 @@ const LAYER_IDLE_MS: u64 = 1500;
 const KEYFRAME_RETRY_MS: u64 = 1000;
 /// A subscriber estimator with no feedback for this long (nothing sent: paused) grows optimistically.
 const ESTIMATOR_IDLE_MS: i64 = 1000;
+/// A subscriber transport sent less than this fraction of its estimate over the last tick: it is
+/// application-limited (a low simulcast layer), so the estimate may grow past what was acknowledged
+/// and a higher layer gets tried (there is no probing).
+const APP_LIMITED: f64 = 0.75;
 /// Sequence numbers one NACK poll takes per stream.
 const MAX_NACKS: usize = 64;
 
@@ -1265,7 +1269,7 @@ impl Forwarder {
             let sent_bps = t.sent_bytes * 8 * 1000 / elapsed_ms;
             t.sent_bytes = 0;
             let Some(e) = t.estimator.as_mut() else { continue };
-            e.set_app_limited((sent_bps as f64) < 0.5 * e.estimate(now_us) as f64);
+            e.set_app_limited((sent_bps as f64) < APP_LIMITED * e.estimate(now_us) as f64);
             if t.estimator_fed && e.last_update_us().is_some_and(|u| now_us.saturating_sub(u) > ESTIMATOR_IDLE_MS * 1000) {
                 e.on_idle(now_us);
             }

@@ -790,3 +790,302 @@ fn keyed(seed: u8) -> Context {
     let k = keys(seed, Profile::Aes128CmHmacSha1_80);
     Context::new(Profile::Aes128CmHmacSha1_80, &k.key, &k.salt).unwrap()
 }
+
+/// One subscriber's view of one packet.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at_ms: u64,
+    seq: u16,
+    ts: u32,
+    layer: u8,
+    frame: u32,
+    key: bool,
+}
+
+/// A simulcast publisher (three layers sent by rid, answering keyframe requests 100 ms later) and one
+/// subscriber that sends TWCC feedback for what reaches it, around one forwarder in fake time.
+struct Simulcast {
+    f: Forwarder,
+    t0: Instant,
+    ms: u64,
+    pub_tx: Context,
+    pub_rx: Context,
+    sub_tx: Context,
+    sub_rx: Context,
+    out: Captured,
+    seq: [u16; 3],
+    key_at: [Option<u64>; 3],
+    tw_pub: u16,
+    frame: u32,
+    seen: Vec<Seen>,
+    srs: Vec<(u64, u64, u32)>,
+    arrivals: std::collections::BTreeMap<u16, i64>,
+    tw_base: Option<u16>,
+    fb_count: u8,
+    feedback: bool,
+    keyframe_requests: usize,
+    twcc_to_publisher: usize,
+}
+
+const LAYER_SSRC: [u32; 3] = [0x100, 0x200, 0x300];
+const LAYER_TS0: [u32; 3] = [10_000, 2_000_000_000, 4_000_000_000];
+const LAYER_HEIGHT: [u16; 3] = [180, 360, 720];
+/// Packets of 1100 bytes per 20 ms frame: ~0.45, ~1.8 Mbit/s; the lowest layer sends one of 300.
+const LAYER_PACKETS: [usize; 3] = [1, 1, 4];
+const OUT: u32 = 0xD00D;
+
+impl Simulcast {
+    fn new() -> Simulcast {
+        let profile = Profile::AeadAes128Gcm;
+        let mut f = forwarder();
+        let (pub_tx, pub_rx) = connected(&mut f, 1, 15001, profile);
+        let (sub_tx, sub_rx) = connected(&mut f, 2, 15002, profile);
+        f.set_extensions(1, EXT).unwrap();
+        let t0 = Instant::now();
+        let fb = FB_NACK | FB_PLI | FB_FIR | FB_TWCC;
+        f.add_track(1, video_track(9, fb, &[("q", 0), ("h", 0), ("f", 0)]), t0).unwrap();
+        let mut out = Captured::default();
+        f.add_subscription(2, sub_spec(1, Dest::Local(1), 9, TrackKind::Video, 3, OUT, (0, 0)), t0, &mut out).unwrap();
+        f.add_route(1, 9, Dest::Local(2), 10).unwrap();
+        Simulcast {
+            f,
+            t0,
+            ms: 0,
+            pub_tx,
+            pub_rx,
+            sub_tx,
+            sub_rx,
+            out,
+            seq: [1000, 30_000, 65_000],
+            key_at: [Some(0); 3],
+            tw_pub: 0,
+            frame: 0,
+            seen: Vec::new(),
+            srs: Vec::new(),
+            arrivals: Default::default(),
+            tw_base: None,
+            fb_count: 0,
+            feedback: true,
+            keyframe_requests: 0,
+            twcc_to_publisher: 0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.ms)
+    }
+
+    /// Runs 20 ms steps until `until_ms`.
+    fn run(&mut self, until_ms: u64) {
+        while self.ms < until_ms {
+            self.ms += 20;
+            self.frame += 1;
+            let now = self.now();
+            for l in 0..3 {
+                let key = self.key_at[l].is_some_and(|t| t <= self.ms);
+                if key {
+                    self.key_at[l] = None;
+                }
+                let ts = LAYER_TS0[l].wrapping_add(self.frame * 1800);
+                for k in 0..LAYER_PACKETS[l] {
+                    let size = if l == 0 { 300 } else { 1100 };
+                    let mut payload = vp8(k == 0, key, LAYER_HEIGHT[l], size, 0);
+                    let n = payload.len();
+                    payload[n - 5..n - 1].copy_from_slice(&self.frame.to_be_bytes());
+                    payload[n - 1] = l as u8;
+                    self.tw_pub = self.tw_pub.wrapping_add(1);
+                    let rid: &[u8] = [b"q", b"h", b"f"][l];
+                    let ext: [(u8, &[u8]); 3] = [(4, b"1"), (10, rid), (5, &self.tw_pub.to_be_bytes())];
+                    let plain = rtp_ext(LAYER_SSRC[l], self.seq[l], ts, &ext, &payload);
+                    self.seq[l] = self.seq[l].wrapping_add(1);
+                    let mut pkt = protect(&mut self.pub_tx, &plain);
+                    self.f.handle_datagram(now, addr(15001), &mut pkt, &mut self.out);
+                }
+            }
+            if self.ms % 1000 == 0 {
+                // Each layer's SR: NTP time = the simulation clock (from 1000 s), RTP from the layer's base.
+                for l in 0..3 {
+                    let ntp = ((1000u64 << 32) + ((self.ms as u128) << 32) as u64 / 1000) as u64;
+                    let info = SenderInfo {
+                        ssrc: LAYER_SSRC[l],
+                        ntp,
+                        rtp_ts: LAYER_TS0[l].wrapping_add((self.ms * 90) as u32),
+                        packet_count: 0,
+                        octet_count: 0,
+                    };
+                    let mut sr = [0u8; 28];
+                    rtcp::write_sr(&mut sr, &info, &[]).unwrap();
+                    let mut pkt = protect_rtcp(&mut self.pub_tx, &sr);
+                    self.f.handle_datagram(now, addr(15001), &mut pkt, &mut self.out);
+                }
+            }
+            self.f.tick(now, &mut self.out);
+            self.collect();
+            if self.feedback && self.ms % 100 == 0 {
+                self.send_feedback();
+            }
+        }
+    }
+
+    fn collect(&mut self) {
+        let (rtps, rtcps) = received(&mut self.out, addr(15002), &mut self.sub_rx);
+        for p in rtps {
+            assert_eq!(ssrc_of(&p), OUT, "one outgoing SSRC");
+            let (a, b) = switchyard_engine::rtp::payload_range(&p).unwrap();
+            let key = switchyard_engine::rtp::keyframe(&p[a..b]).0;
+            let frame = u32::from_be_bytes(p[b - 5..b - 1].try_into().unwrap());
+            self.seen.push(Seen { at_ms: self.ms, seq: seq_of(&p), ts: ts_of(&p), layer: p[b - 1], frame, key });
+            if let Some(tw) = switchyard_engine::media::audio_level::find_extension(&p, OUT_EXT_TWCC) {
+                self.arrivals.insert(u16::from_be_bytes([tw[0], tw[1]]), (self.ms as i64 + 10) * 1000);
+            }
+        }
+        for p in rtcps {
+            for x in rtcp::parse(&p) {
+                if let Ok(Packet::SenderReport(s)) = x {
+                    assert_eq!(s.ssrc, OUT);
+                    self.srs.push((self.ms, s.ntp, s.rtp_ts));
+                }
+            }
+        }
+        let (_, up) = received(&mut self.out, addr(15001), &mut self.pub_rx);
+        for p in up {
+            for x in rtcp::parse(&p) {
+                match x {
+                    Ok(Packet::Pli { media, .. }) => self.keyframe(media),
+                    Ok(Packet::Fir(fir)) => {
+                        for (media, _) in fir.entries() {
+                            self.keyframe(media);
+                        }
+                    }
+                    Ok(Packet::Twcc(_)) => self.twcc_to_publisher += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(self.out.sent.is_empty(), "nothing to anyone else");
+    }
+
+    fn keyframe(&mut self, media: u32) {
+        self.keyframe_requests += 1;
+        if let Some(l) = LAYER_SSRC.iter().position(|s| *s == media) {
+            self.key_at[l].get_or_insert(self.ms + 100);
+        }
+    }
+
+    fn send_feedback(&mut self) {
+        let Some((&hi, _)) = self.arrivals.iter().next_back() else { return };
+        let base = *self.tw_base.get_or_insert(*self.arrivals.keys().next().unwrap());
+        let n = hi.wrapping_sub(base) as usize + 1;
+        let list: Vec<Option<i64>> = (0..n).map(|i| self.arrivals.get(&base.wrapping_add(i as u16)).copied()).collect();
+        let mut buf = vec![0u8; 4096];
+        let len = write_twcc(&mut buf, 0x5b, OUT, base, self.fb_count, &list).unwrap();
+        self.fb_count = self.fb_count.wrapping_add(1);
+        self.tw_base = Some(hi.wrapping_add(1));
+        self.arrivals.clear();
+        let mut pkt = protect_rtcp(&mut self.sub_tx, &buf[..len]);
+        let now = self.now();
+        self.f.handle_datagram(now, addr(15002), &mut pkt, &mut self.out);
+        self.collect();
+    }
+
+    /// The layer the subscriber got last.
+    fn layer(&self) -> Option<u8> {
+        self.seen.last().map(|s| s.layer)
+    }
+
+    /// Checks the stream the subscriber saw: sequence numbers continuous except what the send cap
+    /// dropped, timestamps never going back, a layer change only at a keyframe. Returns the number of
+    /// layer changes seen.
+    fn check_stream(&self) -> usize {
+        let mut gaps = 0u64;
+        let mut changes = 0;
+        for w in self.seen.windows(2) {
+            let d = w[1].seq.wrapping_sub(w[0].seq);
+            assert!((1..1000).contains(&d), "sequence goes forward: {:?} -> {:?}", w[0], w[1]);
+            gaps += d as u64 - 1;
+            assert!(w[1].ts.wrapping_sub(w[0].ts) < 1 << 31, "timestamps never go back: {:?} -> {:?}", w[0], w[1]);
+            if w[1].layer != w[0].layer {
+                changes += 1;
+                if d == 1 {
+                    assert!(w[1].key, "a layer change starts with a keyframe: {:?} -> {:?}", w[0], w[1]);
+                }
+            }
+        }
+        assert_eq!(gaps, self.f.counters().dropped(DropReason::SendCap), "the only gaps are the send cap's drops");
+        changes
+    }
+}
+
+#[test]
+fn simulcast_layers_are_learned_and_follow_the_bandwidth_estimate_down_to_a_pause_and_back() {
+    let mut s = Simulcast::new();
+    s.run(3000);
+    // Three SSRCs learned from their rid.
+    let learned: Vec<_> = s.out.events.iter().filter(|e| matches!(e, Event::SsrcLearned { .. })).cloned().collect();
+    assert_eq!(
+        learned,
+        (0..3u8).map(|l| Event::SsrcLearned { transport: 1, track: 9, layer: l, ssrc: LAYER_SSRC[l as usize] }).collect::<Vec<_>>()
+    );
+    let snap = s.f.snapshot();
+    assert_eq!(snap[0].tracks, vec![(9, vec![(0, 0x100), (1, 0x200), (2, 0x300)])]);
+    assert_eq!(snap[0].subscriptions, vec![(9, 2)]);
+    // The estimate starts at 1 Mbit/s: the middle layer (~0.45 Mbit/s), not the top (~1.8).
+    assert_eq!(s.layer(), Some(1), "{:?}", s.seen.last());
+    assert!(s.twcc_to_publisher > 0 && s.f.counters().get(Counter::TwccSent) > 0, "TWCC feedback to the publisher");
+
+    // The subscriber's downlink drops to 250 kbit/s: loss in its TWCC feedback brings the estimate
+    // down and the stream moves to the lowest layer (at its keyframe).
+    s.f.set_send_cap(2, 250_000, s.now()).unwrap();
+    s.run(8000);
+    assert_eq!(s.layer(), Some(0));
+    let at_low = s.seen.len();
+
+    // 60 kbit/s: not even the lowest layer fits; video pauses.
+    s.f.set_send_cap(2, 60_000, s.now()).unwrap();
+    s.run(14_000);
+    let paused = s.f.counters().dropped(DropReason::Paused);
+    assert!(paused > 0, "video withheld");
+    let last_before_resume = s.seen.last().unwrap().at_ms;
+    assert!(last_before_resume < 14_000 - 1000, "nothing sent for a while (last at {last_before_resume} ms)");
+
+    // The downlink recovers: video resumes, and climbs back up.
+    s.f.set_send_cap(2, 0, s.now()).unwrap();
+    s.run(60_000);
+    assert!(s.seen.last().unwrap().at_ms > 59_000, "resumed");
+    assert!(s.seen[at_low..].iter().any(|x| x.at_ms > 14_000), "resumed after the pause");
+    assert!(s.layer() >= Some(1), "back above the lowest layer once the link allows: {:?}", s.layer());
+    let changes = s.check_stream();
+    assert!(changes >= 3, "{changes} layer changes");
+    assert!(s.f.counters().get(Counter::LayerSwitches) >= changes as u64);
+
+    // Sender reports map onto the outgoing timestamps: rtp - offset(of the forwarded layer's packets)
+    // is the publisher's own mapping of the same NTP time.
+    let mut checked = 0;
+    for &(ms, ntp, rtp_out) in &s.srs {
+        let Some(p) = s.seen.iter().rev().find(|x| x.at_ms <= ms) else { continue };
+        let offset = p.ts.wrapping_sub(LAYER_TS0[p.layer as usize].wrapping_add(p.frame * 1800));
+        let t_ms = ((ntp - (1000u64 << 32)) as u128 * 1000 >> 32) as u64;
+        let expected = LAYER_TS0[p.layer as usize].wrapping_add((t_ms * 90) as u32).wrapping_add(offset);
+        assert!(rtp_out.wrapping_sub(expected).wrapping_add(2) <= 4, "SR at {ms} ms: {rtp_out} vs {expected}");
+        checked += 1;
+    }
+    assert!(checked > 20, "{checked} sender reports checked");
+}
+
+#[test]
+fn the_requested_size_caps_the_layer() {
+    let mut s = Simulcast::new();
+    s.feedback = false; // no estimate: only the size limits
+    s.run(2000);
+    assert_eq!(s.layer(), Some(2), "no limit: the top layer");
+    s.f.set_preferences(2, 1, 9, 360).unwrap();
+    s.run(4000);
+    assert_eq!(s.layer(), Some(1), "360p asked for");
+    s.f.set_preferences(2, 1, 9, 90).unwrap();
+    s.run(6000);
+    assert_eq!(s.layer(), Some(0), "smaller than the lowest still gets the lowest");
+    s.f.set_preferences(2, 1, 9, u16::MAX).unwrap();
+    s.run(9000);
+    assert_eq!(s.layer(), Some(2));
+    assert_eq!(s.check_stream(), 3, "2 -> 1 -> 0 -> 2");
+}
