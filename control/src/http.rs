@@ -15,7 +15,7 @@ use switchyard_protocol::{Reply, Request};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine_link::EngineLink;
-use crate::hub::{ConnId, HubCounters, HubMsg};
+use crate::hub::{ConnId, HubCounters, HubMsg, SendCapError};
 use crate::metrics;
 use crate::signaling::{parse_client, SignalError, MAX_MESSAGE};
 
@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rooms", get(rooms))
         .route("/api/stats", get(stats))
         .route("/api/rooms/{room}/participants/{id}/kick", post(kick))
+        .route("/api/rooms/{room}/participants/{id}/send-cap", post(send_cap))
         .route("/api/rooms/{room}/close", post(close_room))
         .route("/api/drain", get(drain_state).post(drain).delete(undrain))
         .route("/api/undrain", post(undrain))
@@ -84,6 +85,33 @@ async fn kick(State(s): State<AppState>, Path((room, id)): Path<(String, String)
     match ask(&s, |reply| HubMsg::Kick { room: room.clone(), id: id.clone(), reply }).await {
         Ok(true) => Json(serde_json::json!({"kicked": id, "room": room})).into_response(),
         Ok(false) => not_found(format!("no participant {id} in room {room}")),
+        Err(r) => r,
+    }
+}
+
+/// The `kbps` of a send-cap body `{"kbps": N}` (N a non-negative integer, 0 = no cap).
+fn parse_kbps(body: &[u8]) -> Result<u64, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("the body must be JSON {{\"kbps\": N}}: {e}"))?;
+    match v.as_object().map(|o| (o.len(), o.get("kbps"))) {
+        Some((1, Some(k))) => k.as_u64().filter(|&k| k <= u64::MAX / 1000).ok_or_else(|| "kbps must be a non-negative integer".into()),
+        _ => Err("the body must be {\"kbps\": N} (kbit/s, 0 lifts the cap)".into()),
+    }
+}
+
+/// `POST /api/rooms/{room}/participants/{id}/send-cap` with `{"kbps": N}`: a test aid that makes the
+/// engine police what it sends the participant's subscribe connection to N kbit/s (0 lifts it).
+async fn send_cap(State(s): State<AppState>, Path((room, id)): Path<(String, String)>, body: axum::body::Bytes) -> Response {
+    let kbps = match parse_kbps(&body) {
+        Ok(k) => k,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e}))).into_response(),
+    };
+    match ask(&s, |reply| HubMsg::SendCap { room: room.clone(), id: id.clone(), bps: kbps * 1000, reply }).await {
+        Ok(Ok(())) => Json(serde_json::json!({"room": room, "id": id, "kbps": kbps})).into_response(),
+        Ok(Err(e @ SendCapError::NotFound(..))) => not_found(e.to_string()),
+        Ok(Err(e @ SendCapError::NoSubscribeConnection(_))) => {
+            (StatusCode::CONFLICT, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+        Ok(Err(e @ SendCapError::Engine(_))) => (StatusCode::BAD_GATEWAY, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
         Err(r) => r,
     }
 }
@@ -220,4 +248,19 @@ async fn connection(socket: WebSocket, s: AppState) {
     let _ = s.hub.send(HubMsg::Disconnected { conn });
     drop(tx);
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_kbps;
+
+    #[test]
+    fn send_cap_bodies_are_checked() {
+        assert_eq!(parse_kbps(br#"{"kbps": 250}"#), Ok(250));
+        assert_eq!(parse_kbps(br#"{"kbps":0}"#), Ok(0));
+        for bad in [&b""[..], b"250", b"{}", br#"{"kbps":-1}"#, br#"{"kbps":2.5}"#, br#"{"kbps":"250"}"#, br#"{"kbps":1,"x":2}"#, b"{not json"] {
+            assert!(parse_kbps(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(parse_kbps(br#"{"kbps":18446744073709551615}"#).is_err(), "kbit/s that overflow bit/s");
+    }
 }

@@ -7,15 +7,17 @@
 //! starts a new room epoch and is announced with a `mode` message; leaving the SFU removes every
 //! participant's engine transports, entering it waits for everyone's publish offers (docs/modes.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use switchyard_dtls::{Identity, Role, Session, SrtpExport};
+use switchyard_engine::media::audio_level::{AudioLevel, Config as SpeakerConfig, DominantSpeaker};
 use switchyard_protocol::{Event, HeaderExtIds, KeySalt, Layer, Reply, Request, TrackKind, TransportId, SRTP_RTCP_OUTBOUND};
 use switchyard_sdp::{
-    answer_publish, check_subscribe_answer, offer_subscribe, remote_transport, LocalTransport, SessionDescription,
+    answer_publish, check_subscribe_answer, offer_subscribe, remote_transport, LocalTransport, MediaKind, PublishAnswer,
+    SessionDescription,
 };
 use switchyard_srtp::{split_keying_material, Profile};
 use tokio::sync::{mpsc, oneshot};
@@ -23,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::daemon::ControlConfig;
 use crate::engine_link::EngineLink;
 use crate::mode::{Mode, ModePolicy};
-use crate::room::{Participant, Room};
+use crate::room::{Participant, Room, Track, TrackKey};
 use crate::signaling::{candidate_text, ClientMsg, ParticipantInfo, ServerMsg, SignalError};
 use crate::turn::TurnSettings;
 
@@ -93,6 +95,32 @@ pub enum HubMsg {
     },
     /// The hub's gauges and counters for `/metrics`.
     Counters(oneshot::Sender<HubCounters>),
+    /// Test aid: cap what the engine sends participant `id` of `room` (on their subscribe
+    /// connection) to `bps` bit/s; 0 lifts the cap.
+    SendCap {
+        /// Room name.
+        room: String,
+        /// Participant id.
+        id: String,
+        /// Bits per second, 0 = none.
+        bps: u64,
+        /// Done, or why not.
+        reply: oneshot::Sender<Result<(), SendCapError>>,
+    },
+}
+
+/// Why a send cap could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendCapError {
+    /// No such participant in the room.
+    #[error("no participant {0} in room {1}")]
+    NotFound(String, String),
+    /// The participant has no subscribe connection (a mesh room, or nothing to receive yet).
+    #[error("{0} has no subscribe connection (the room is not in the SFU, or there is nothing to receive yet)")]
+    NoSubscribeConnection(String),
+    /// The engine refused or is away.
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 /// A participant as the operator API shows it.
@@ -225,6 +253,13 @@ struct TransportState {
     /// [`SRTP_INDEX_POLL`]), seeded in a restarted engine so streams whose sequence numbers wrapped
     /// go on authenticating.
     srtp_indexes: Vec<(u32, u8, u64)>,
+    /// Publish transports: the header-extension ids of the latest publish answer.
+    ext: Option<HeaderExtIds>,
+    /// Publish transports: simulcast layer SSRCs the engine learned, `(track, layer) -> ssrc`, declared
+    /// to a restarted engine (browsers stop sending the rid extension once an SSRC is acknowledged).
+    learned: BTreeMap<(u32, u8), u32>,
+    /// The send cap set by an operator (bit/s, 0 = none), re-applied in a restarted engine.
+    send_cap: u64,
 }
 
 /// How often the hub records the engine's SRTP counters while it has SFU transports. A seeded RTP
@@ -256,6 +291,10 @@ pub struct Hub {
     dtls_ok: u64,
     dtls_failed: u64,
     kicked: u64,
+    /// SFU rooms' dominant-speaker detectors, fed by the engine's audio levels.
+    speakers: HashMap<String, DominantSpeaker>,
+    /// The clock the speaker detectors run on.
+    started: Instant,
 }
 
 fn now_ms() -> u64 {
@@ -287,6 +326,8 @@ impl Hub {
             dtls_ok: 0,
             dtls_failed: 0,
             kicked: 0,
+            speakers: HashMap::new(),
+            started: Instant::now(),
         }
     }
 
@@ -319,6 +360,11 @@ impl Hub {
                 if let Some(t) = self.transports.get_mut(&info.transport) {
                     if info.srtp {
                         t.srtp_indexes = info.srtp_indexes;
+                    }
+                    for (track, layers) in info.tracks {
+                        for (layer, ssrc) in layers.into_iter().filter(|&(_, ssrc)| ssrc != 0) {
+                            t.learned.insert((track, layer), ssrc);
+                        }
                     }
                 }
             }
@@ -366,8 +412,13 @@ impl Hub {
                     t.remote = Some(addr);
                 }
             }
-            // Not used yet (simulcast and active-speaker announcements).
-            HubMsg::Engine(Event::SsrcLearned { .. } | Event::AudioLevels { .. }) => {}
+            HubMsg::Engine(Event::SsrcLearned { transport, track, layer, ssrc }) => {
+                tracing::debug!(transport, track, layer, ssrc, "simulcast layer SSRC learned");
+                if let Some(t) = self.transports.get_mut(&transport) {
+                    t.learned.insert((track, layer), ssrc);
+                }
+            }
+            HubMsg::Engine(Event::AudioLevels { levels }) => self.audio_levels(levels),
             HubMsg::EngineRestarted => self.engine_restarted().await,
             HubMsg::DtlsDone { transport, result } => self.dtls_done(transport, result).await,
             HubMsg::Rooms(reply) => {
@@ -448,6 +499,51 @@ impl Hub {
                     draining: self.draining,
                 });
             }
+            HubMsg::SendCap { room, id, bps, reply } => {
+                let _ = reply.send(self.send_cap(&room, &id, bps).await);
+            }
+        }
+    }
+
+    async fn send_cap(&mut self, room: &str, id: &str, bps: u64) -> Result<(), SendCapError> {
+        let pid = id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok());
+        let Some(p) = pid.and_then(|pid| self.participant(room, pid)) else {
+            return Err(SendCapError::NotFound(id.to_string(), room.to_string()));
+        };
+        let Some(transport) = p.sub.transport else { return Err(SendCapError::NoSubscribeConnection(id.to_string())) };
+        if let Some(t) = self.transports.get_mut(&transport) {
+            t.send_cap = bps;
+        }
+        tracing::info!(%room, participant = %id, transport, bps, "send cap");
+        self.engine.request(Request::SetSendCap { transport, bps }).await.map(|_| ()).map_err(|e| SendCapError::Engine(e.to_string()))
+    }
+
+    /// Feeds the engine's audio levels to each SFU room's dominant-speaker detector and announces
+    /// changes to the room.
+    fn audio_levels(&mut self, levels: Vec<(TransportId, u32, u8)>) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let mut touched = BTreeSet::new();
+        for (transport, _track, level) in levels {
+            let Some(t) = self.transports.get(&transport).filter(|t| t.leg == Leg::Publish) else { continue };
+            let Ok(speaker) = u32::try_from(t.participant) else { continue };
+            let Some(r) = self.rooms.get(&t.room).filter(|r| r.mode == Mode::Sfu) else { continue };
+            if !r.participants.contains_key(&t.participant) {
+                continue;
+            }
+            let capacity = self.cfg.max_participants;
+            let detector =
+                self.speakers.entry(t.room.clone()).or_insert_with(|| DominantSpeaker::new(capacity, SpeakerConfig::default()));
+            let level = level.min(127);
+            detector.add(speaker, AudioLevel { voice: level < 127, level }, now);
+            touched.insert(t.room.clone());
+        }
+        for room in touched {
+            let Some(detector) = self.speakers.get_mut(&room) else { continue };
+            let (current, changed) = detector.update(now);
+            if changed {
+                tracing::debug!(%room, speaker = ?current, "active speaker");
+                self.broadcast(&room, &ServerMsg::ActiveSpeaker { id: current.map(|n| format!("p{n}")) }, None);
+            }
         }
     }
 
@@ -524,11 +620,42 @@ impl Hub {
                 self.broadcast(&room, &msg, Some(conn));
                 Ok(())
             }
+            (ClientMsg::VideoSize { stream, max_height, epoch }, Some((room, pid))) => {
+                if self.stale(&room, epoch, "video-size") {
+                    return Ok(());
+                }
+                self.require_sfu(&room)?;
+                self.video_size(&room, pid, &stream, max_height).await
+            }
             (ClientMsg::Leave, Some(_)) => {
                 self.leave(conn).await;
                 Ok(())
             }
         }
+    }
+
+    /// A subscriber shows `stream`'s video at `max_height` pixels: the engine's layer choice for it
+    /// must not exceed that (kept for subscriptions made later and for a restarted engine).
+    async fn video_size(&mut self, room: &str, pid: u64, stream: &str, max_height: u32) -> Result<(), SignalError> {
+        let height = u16::try_from(max_height).unwrap_or(u16::MAX);
+        let p = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(&pid))
+            .ok_or_else(|| SignalError::new("not-found", "participant not found"))?;
+        let keys = p.sub.set_preference(stream, height);
+        if keys.is_empty() {
+            return Err(SignalError::new("not-found", format!("no video of stream {stream} is offered to you")));
+        }
+        let Some(subscriber) = p.sub.transport else { return Ok(()) };
+        let installed: Vec<TrackKey> = keys.into_iter().filter(|k| p.sub.installed.contains_key(k)).collect();
+        for (publisher, track) in installed {
+            let req = Request::SetPreferences { publisher, track, subscriber, max_height: height };
+            if let Err(e) = self.engine.request(req).await {
+                tracing::warn!(publisher, track, subscriber, error = %e, "engine refused a video size");
+            }
+        }
+        Ok(())
     }
 
     fn participant(&self, room: &str, pid: u64) -> Option<&Participant> {
@@ -564,6 +691,10 @@ impl Hub {
         let switched = r.epoch != epoch;
         if before != target {
             tracing::info!(%room, from = %before, to = %target, participants = r.participants.len(), epoch = r.epoch, "mode");
+        }
+        if target != Mode::Sfu {
+            // The mesh's clients detect the speaker themselves; a later SFU starts afresh.
+            self.speakers.remove(room);
         }
         for t in gone {
             self.remove_transport(t).await;
@@ -676,6 +807,9 @@ impl Hub {
         if !switched {
             self.announce_mode(&room, false);
         }
+        if let Some(current) = self.speakers.get(&room).and_then(DominantSpeaker::current) {
+            self.send(conn, ServerMsg::ActiveSpeaker { id: Some(format!("p{current}")) });
+        }
         Ok(())
     }
 
@@ -689,11 +823,20 @@ impl Hub {
         let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
         if count == 0 {
             self.rooms.remove(&room);
+            self.speakers.remove(&room);
             return;
         }
         let switched = self.apply_policy(&room).await;
         self.broadcast(&room, &ServerMsg::ParticipantLeft { id: p.id.clone() }, None);
         self.announce_mode(&room, switched);
+        let mut was_speaking = false;
+        if let (Some(detector), Ok(speaker)) = (self.speakers.get_mut(&room), u32::try_from(pid)) {
+            was_speaking = detector.current() == Some(speaker);
+            detector.remove(speaker);
+        }
+        if was_speaking {
+            self.broadcast(&room, &ServerMsg::ActiveSpeaker { id: None }, None);
+        }
         self.renegotiate(&room).await;
     }
 
@@ -748,29 +891,56 @@ impl Hub {
             }
             restored += 1;
         }
-        let mut subs: Vec<(TransportId, u32, TransportId, bool)> = Vec::new();
+        // Publishers' extension ids and tracks (with the simulcast SSRCs learned so far), before
+        // anyone subscribes to them.
+        let mut declare = Vec::new();
+        for r in self.rooms.values() {
+            for p in r.participants.values() {
+                let Some(publisher) = p.publish else { continue };
+                let Some(t) = self.transports.get(&publisher) else { continue };
+                declare.push((publisher, t.ext, p.tracks.iter().map(|tr| add_track(publisher, tr, &t.learned)).collect::<Vec<_>>()));
+            }
+        }
+        for (publisher, ext, tracks) in declare {
+            if let Some(ext) = ext {
+                if let Err(e) = self.engine.request(Request::SetExtensions { transport: publisher, ext }).await {
+                    tracing::warn!(publisher, error = %e, "could not re-declare header extensions");
+                }
+            }
+            for req in tracks {
+                if let Err(e) = self.engine.request(req).await {
+                    tracing::warn!(publisher, error = %e, "could not re-declare a track");
+                }
+            }
+        }
+        let mut subs = Vec::new();
         for r in self.rooms.values() {
             for p in r.participants.values() {
                 let Some(sub) = p.sub.transport else { continue };
-                subs.extend(p.sub.installed.iter().map(|(&(publisher, ssrc), &video)| (publisher, ssrc, sub, video)));
+                subs.extend(p.sub.installed.iter().map(|(&key, &inst)| (key, sub, inst, p.sub.prefs.get(&key).copied())));
             }
         }
         let mut subscribed = 0usize;
-        let mut keyframes = std::collections::BTreeSet::new();
-        for (publisher, ssrc, subscriber, video) in subs {
-            match self.engine_subscribe(publisher, ssrc, subscriber, video).await {
-                Ok(_) => subscribed += 1,
-                Err(e) => {
-                    tracing::warn!(publisher, ssrc, subscriber, error = %e, "could not re-install subscription");
-                    continue;
-                }
+        let mut keyframes = BTreeSet::new();
+        for ((publisher, track), subscriber, inst, pref) in subs {
+            if let Err(e) = self.engine.request(subscribe(publisher, track, subscriber, inst.out_ssrc)).await {
+                tracing::warn!(publisher, track, subscriber, error = %e, "could not re-install subscription");
+                continue;
             }
-            if video && self.transports.get(&subscriber).is_some_and(|t| t.keys.is_some()) {
-                keyframes.insert((publisher, ssrc));
+            subscribed += 1;
+            if let Some(max_height) = pref {
+                let _ = self.engine.request(Request::SetPreferences { publisher, track, subscriber, max_height }).await;
+            }
+            if inst.video && self.transports.get(&subscriber).is_some_and(|t| t.keys.is_some()) {
+                keyframes.insert((publisher, track));
             }
         }
-        for (publisher, ssrc) in keyframes {
-            let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
+        let caps: Vec<(TransportId, u64)> = self.transports.iter().filter(|(_, t)| t.send_cap > 0).map(|(&id, t)| (id, t.send_cap)).collect();
+        for (transport, bps) in caps {
+            let _ = self.engine.request(Request::SetSendCap { transport, bps }).await;
+        }
+        for (publisher, track) in keyframes {
+            let _ = self.engine.request(Request::RequestKeyframe { publisher, track }).await;
         }
         tracing::info!(
             transports = restored,
@@ -779,26 +949,6 @@ impl Hub {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "engine restarted: state re-installed"
         );
-    }
-
-    /// Subscribes `subscriber` to the publisher's stream `ssrc` (protocol v4: the track id is the SSRC,
-    /// one layer, the subscriber sees the publisher's SSRC). Declaring the extensions and the track
-    /// again is harmless: the engine accepts an identical declaration.
-    async fn engine_subscribe(
-        &mut self,
-        publisher: TransportId,
-        ssrc: u32,
-        subscriber: TransportId,
-        video: bool,
-    ) -> Result<Reply, crate::engine_link::LinkError> {
-        self.engine.request(Request::SetExtensions { transport: publisher, ext: HeaderExtIds::default() }).await?;
-        let (kind, clock_rate) = if video { (TrackKind::Video, 90_000) } else { (TrackKind::Audio, 48_000) };
-        let layers = vec![Layer { rid: String::new(), ssrc }];
-        let track = Request::AddTrack { publisher, track: ssrc, kind, mid: String::new(), clock_rate, payload_type: 0, feedback: 0, layers };
-        self.engine.request(track).await?;
-        self.engine
-            .request(Request::Subscribe { publisher, track: ssrc, subscriber, out_ssrc: ssrc, out_rtx_ssrc: 0, rtx_payload_type: 0 })
-            .await
     }
 
     async fn remove_transport(&mut self, id: TransportId) {
@@ -840,6 +990,9 @@ impl Hub {
                 remote: None,
                 keys: None,
                 srtp_indexes: Vec::new(),
+                ext: None,
+                learned: BTreeMap::new(),
+                send_cap: 0,
             },
         );
         Ok(id)
@@ -936,12 +1089,12 @@ impl Hub {
         tracing::info!(transport = id, participant = pid, ?leg, "media connected");
         if leg == Leg::Subscribe {
             // The subscriber can decode only from a keyframe: ask every video publisher it receives.
-            let videos: Vec<(TransportId, u32)> = self
+            let videos: Vec<TrackKey> = self
                 .participant(&room, pid)
-                .map(|p| p.sub.installed.iter().filter(|(_, v)| **v).map(|(k, _)| *k).collect())
+                .map(|p| p.sub.installed.iter().filter(|(_, i)| i.video).map(|(k, _)| *k).collect())
                 .unwrap_or_default();
-            for (publisher, ssrc) in videos {
-                let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
+            for (publisher, track) in videos {
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, track }).await;
             }
         }
     }
@@ -955,7 +1108,7 @@ impl Hub {
             None => self.new_transport(conn, room, pid, Leg::Publish).await?,
         };
         let local = self.local(id).ok_or_else(|| SignalError::new("internal", "transport vanished"))?;
-        let (answer, mut tracks) = match answer_publish(&offer, &local) {
+        let PublishAnswer { sdp: answer, mut tracks, ext } = match answer_publish(&offer, &local) {
             Ok(v) => v,
             Err(e) => {
                 if existing.is_none() {
@@ -970,9 +1123,34 @@ impl Hub {
             // Each participant's streams are labelled with their id so subscribers can place them.
             t.stream_id = format!("{owner}~{}", t.stream_id).chars().take(64).collect();
         }
-        if let Some(p) = self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) {
-            p.publish = Some(id);
-            p.tracks = tracks;
+        let (added, gone) = match self.rooms.get_mut(room).and_then(|r| r.participants.get_mut(&pid)) {
+            Some(p) => {
+                p.publish = Some(id);
+                p.set_tracks(tracks)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        // The engine learns the header-extension ids and the tracks (a simulcast track's layers by
+        // rid) before the answer goes out, so it can bind the first packets.
+        let ext = HeaderExtIds { mid: ext.mid, rid: ext.rid, repaired_rid: ext.repaired_rid, audio_level: ext.audio_level, twcc: ext.twcc };
+        let mut learned = BTreeMap::new();
+        if let Some(t) = self.transports.get_mut(&id) {
+            t.ext = Some(ext);
+            t.learned.retain(|(track, _), _| !gone.contains(track));
+            learned = t.learned.clone();
+        }
+        if let Err(e) = self.engine.request(Request::SetExtensions { transport: id, ext }).await {
+            tracing::warn!(transport = id, error = %e, "engine refused header extensions");
+        }
+        for track in gone {
+            if let Err(e) = self.engine.request(Request::RemoveTrack { publisher: id, track }).await {
+                tracing::warn!(transport = id, track, error = %e, "engine could not remove a track");
+            }
+        }
+        for t in &added {
+            if let Err(e) = self.engine.request(add_track(id, t, &learned)).await {
+                tracing::warn!(transport = id, track = t.id, error = %e, "engine refused a track");
+            }
         }
         self.send(conn, ServerMsg::PublishAnswer { sdp: answer });
         self.renegotiate(room).await;
@@ -1040,24 +1218,63 @@ impl Hub {
             .to_vec();
         let remote = check_subscribe_answer(&slots, &answer).map_err(|e| SignalError::new("sdp", e.to_string()))?;
         let diff = p.sub.accept_answer(version).map_err(|e| SignalError::new("out-of-order", e))?;
+        let prefs = p.sub.prefs.clone();
         let Some(sub) = p.sub.transport else { return Ok(()) };
         self.start_dtls(sub, &remote.fingerprint);
         let ready = self.transports.get(&sub).is_some_and(|t| t.srtp);
-        for (publisher, ssrc) in diff.remove {
-            let _ = self.engine.request(Request::Unsubscribe { publisher, track: ssrc, subscriber: sub }).await;
+        for (publisher, track) in diff.remove {
+            // The engine has already dropped it if the publisher removed the track.
+            let _ = self.engine.request(Request::Unsubscribe { publisher, track, subscriber: sub }).await;
         }
-        for (publisher, ssrc, video) in diff.add {
-            if let Err(e) = self.engine_subscribe(publisher, ssrc, sub, video).await {
-                tracing::warn!(publisher, ssrc, subscriber = sub, error = %e, "subscribe failed");
+        for ((publisher, track), inst) in diff.add {
+            if let Err(e) = self.engine.request(subscribe(publisher, track, sub, inst.out_ssrc)).await {
+                tracing::warn!(publisher, track, subscriber = sub, error = %e, "subscribe failed");
                 continue;
             }
-            if video && ready {
-                let _ = self.engine.request(Request::RequestKeyframe { publisher, track: ssrc }).await;
+            if let Some(&max_height) = prefs.get(&(publisher, track)) {
+                let _ = self.engine.request(Request::SetPreferences { publisher, track, subscriber: sub, max_height }).await;
+            }
+            if inst.video && ready {
+                let _ = self.engine.request(Request::RequestKeyframe { publisher, track }).await;
             }
         }
         // Changes that arrived while this offer was out.
         self.offer(room, pid).await
     }
+}
+
+/// Declares a published track to the engine: one layer with the SDP's SSRC, or one layer per rid
+/// (lowest first) with the SSRC learned so far, 0 when not yet known.
+fn add_track(publisher: TransportId, t: &Track, learned: &BTreeMap<(u32, u8), u32>) -> Request {
+    let p = &t.published;
+    let kind = if p.kind == MediaKind::Video { TrackKind::Video } else { TrackKind::Audio };
+    let layers = if p.rids.is_empty() {
+        vec![Layer { rid: String::new(), ssrc: p.ssrc }]
+    } else {
+        p.rids
+            .iter()
+            .enumerate()
+            .map(|(i, rid)| Layer {
+                rid: rid.clone(),
+                ssrc: u8::try_from(i).ok().and_then(|l| learned.get(&(t.id, l))).copied().unwrap_or(0),
+            })
+            .collect()
+    };
+    Request::AddTrack {
+        publisher,
+        track: t.id,
+        kind,
+        mid: p.mid.clone(),
+        clock_rate: p.codec.clock_rate,
+        payload_type: p.codec.pt,
+        feedback: p.feedback,
+        layers,
+    }
+}
+
+/// Forwards a track to a subscriber as one stream on `out_ssrc` (no RTX: retransmissions go on it).
+fn subscribe(publisher: TransportId, track: u32, subscriber: TransportId, out_ssrc: u32) -> Request {
+    Request::Subscribe { publisher, track, subscriber, out_ssrc, out_rtx_ssrc: 0, rtx_payload_type: 0 }
 }
 
 fn client_kind(msg: &ClientMsg) -> &'static str {
@@ -1071,6 +1288,7 @@ fn client_kind(msg: &ClientMsg) -> &'static str {
         ClientMsg::Candidate { .. } => "candidate",
         ClientMsg::Chat { .. } => "chat",
         ClientMsg::MediaState { .. } => "media-state",
+        ClientMsg::VideoSize { .. } => "video-size",
         ClientMsg::Leave => "leave",
     }
 }
@@ -1085,6 +1303,57 @@ mod tests {
     use switchyard_engine::{Engine, EngineConfig};
 
     const CHROME_OFFER: &str = include_str!("../../lib/sdp/tests/fixtures/chrome_offer.sdp");
+
+    /// Chrome's offer with the camera sent as three simulcast layers (rids q, h, f; no a=ssrc).
+    fn simulcast_offer() -> String {
+        let nl = if CHROME_OFFER.contains("\r\n") { "\r\n" } else { "\n" };
+        let mut out = String::new();
+        let mut in_video = false;
+        for line in CHROME_OFFER.split_inclusive('\n') {
+            if line.starts_with("m=") {
+                if in_video {
+                    out.push_str(&format!("a=rid:q send{nl}a=rid:h send{nl}a=rid:f send{nl}a=simulcast:send q;h;f{nl}"));
+                }
+                in_video = line.starts_with("m=video");
+            }
+            if in_video && (line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:")) {
+                continue;
+            }
+            out.push_str(line);
+        }
+        out
+    }
+
+    /// Answers a subscribe offer the way a browser would.
+    fn answer(offer: &str) -> String {
+        let desc = SessionDescription::parse(offer).unwrap();
+        let local = LocalTransport {
+            ice_ufrag: "abcd".into(),
+            ice_pwd: "abcdefghijklmnopqrstuvwx".into(),
+            fingerprint_sha256: vec!["AB"; 32].join(":"),
+            candidate: "127.0.0.1:9".parse().unwrap(),
+            session_id: 1,
+            session_version: 1,
+        };
+        switchyard_sdp::answer_subscribe_client(&desc, &local).unwrap()
+    }
+
+    /// The `a=ssrc` values of the video m-lines of an SDP.
+    fn video_ssrcs(sdp: &str) -> Vec<u32> {
+        let mut v = Vec::new();
+        let mut video = false;
+        for line in sdp.lines() {
+            if line.starts_with("m=") {
+                video = line.starts_with("m=video");
+            } else if let Some(rest) = line.strip_prefix("a=ssrc:").filter(|_| video) {
+                let ssrc: u32 = rest.split(' ').next().unwrap().parse().unwrap();
+                if !v.contains(&ssrc) {
+                    v.push(ssrc);
+                }
+            }
+        }
+        v
+    }
     const LOOPBACK_CANDIDATE: &str = "a=candidate:9 1 udp 2122260223 127.0.0.1 50000 typ host generation 0";
 
     struct Rig {
@@ -1389,18 +1658,223 @@ mod tests {
         }
     }
 
+    type Declared = Vec<(TransportId, Vec<u32>, Vec<(u32, TransportId)>)>;
+
+    /// Per engine transport: the tracks it publishes and its subscriptions `(track, subscriber)`.
+    async fn engine_tracks(link: &EngineLink) -> Option<Declared> {
+        match link.request(Request::Snapshot).await {
+            Ok(Reply::Snapshot(ts)) => {
+                let mut v: Declared = ts
+                    .into_iter()
+                    .map(|t| {
+                        let mut tracks: Vec<u32> = t.tracks.iter().map(|(id, _)| *id).collect();
+                        let mut subs = t.subscriptions;
+                        tracks.sort_unstable();
+                        subs.sort_unstable();
+                        (t.transport, tracks, subs)
+                    })
+                    .collect();
+                v.sort();
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// Publishes `offer` for each client in turn and answers every subscribe offer, until each has
+    /// a publish answer and no offer is outstanding; returns the last subscribe offer each received.
+    async fn publish_and_subscribe(rig: &Rig, clients: &mut [&mut Client], offer: &str) -> Vec<Option<Value>> {
+        for c in clients.iter_mut() {
+            c.send(serde_json::json!({"type": "publish", "sdp": offer}));
+            rig.settle().await;
+        }
+        let mut last = vec![None; clients.len()];
+        for _ in 0..10 {
+            rig.settle().await;
+            let mut any = false;
+            for (i, c) in clients.iter_mut().enumerate() {
+                while let Ok(m) = c.rx.try_recv() {
+                    let m = serde_json::to_value(m).unwrap();
+                    if m["type"] == "subscribe-offer" {
+                        any = true;
+                        let sdp = answer(m["sdp"].as_str().unwrap());
+                        c.send(serde_json::json!({"type": "subscribe-answer", "sdp": sdp, "version": m["version"]}));
+                        last[i] = Some(m);
+                    } else {
+                        assert_ne!(m["type"], "error", "{m}");
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        last
+    }
+
+    #[tokio::test]
+    async fn simulcast_tracks_are_declared_by_rid_and_reach_each_subscriber_on_its_own_ssrc() {
+        let mut rig = rig(ModePolicy { sfu_only: true, ..ModePolicy::default() }).await;
+        let (mut a, _) = rig.join("r", "Ada", false).await;
+        let (mut b, _) = rig.join("r", "Grace", false).await;
+        let (mut c, _) = rig.join("r", "Linus", false).await;
+        rig.settle().await;
+        while a.rx.try_recv().is_ok() || b.rx.try_recv().is_ok() || c.rx.try_recv().is_ok() {}
+        // Ada's camera is simulcast; Grace and Linus publish plain tracks.
+        a.send(serde_json::json!({"type": "publish", "sdp": simulcast_offer()}));
+        rig.settle().await;
+        let offers = publish_and_subscribe(&rig, &mut [&mut b, &mut c], CHROME_OFFER).await;
+        let _ = publish_and_subscribe(&rig, &mut [&mut a], &simulcast_offer()).await;
+        rig.settle().await;
+        let mut seen = Vec::new();
+        for offer in offers.iter().map(|o| o.as_ref().expect("a subscribe offer")) {
+            let sdp = offer["sdp"].as_str().unwrap();
+            assert!(!sdp.contains("a=rid:") && !sdp.contains("a=simulcast"), "no simulcast toward subscribers: {sdp}");
+            let ssrcs = video_ssrcs(sdp);
+            assert!(ssrcs.contains(&2231627014), "a plain video keeps the publisher's SSRC: {ssrcs:?}");
+            let fresh: Vec<u32> = ssrcs.into_iter().filter(|&s| s != 2231627014 && s != 632943048).collect();
+            assert_eq!(fresh.len(), 1, "Ada's simulcast camera arrives on one SSRC of the subscriber's: {fresh:?}");
+            assert_ne!(fresh[0], 0);
+            seen.push(fresh[0]);
+        }
+        assert_ne!(seen[0], seen[1], "each subscriber has its own SSRC for Ada's camera");
+        // The engine knows every published track and both subscribers take Ada's two tracks.
+        let declared = engine_tracks(&rig.link).await.unwrap();
+        let publishers: Vec<&(TransportId, Vec<u32>, Vec<(u32, TransportId)>)> = declared.iter().filter(|t| !t.1.is_empty()).collect();
+        assert_eq!(publishers.len(), 3, "{declared:?}");
+        assert!(publishers.iter().all(|t| t.1 == vec![1, 2]), "audio and video each: {declared:?}");
+        let ada = publishers.iter().find(|t| t.2.len() == 4).unwrap_or_else(|| panic!("Ada's tracks go to two subscribers: {declared:?}"));
+        assert_eq!(ada.2.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 1, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn video_size_names_an_offered_video_and_is_refused_otherwise() {
+        let mut rig = rig(ModePolicy { sfu_only: true, ..ModePolicy::default() }).await;
+        let (mut a, _) = rig.join("r", "Ada", false).await;
+        let (mut b, _) = rig.join("r", "Grace", false).await;
+        rig.settle().await;
+        while a.rx.try_recv().is_ok() || b.rx.try_recv().is_ok() {}
+        a.send(serde_json::json!({"type": "publish", "sdp": simulcast_offer()}));
+        rig.settle().await;
+        let offers = publish_and_subscribe(&rig, &mut [&mut b], CHROME_OFFER).await;
+        let offer = offers[0].as_ref().expect("Grace is offered Ada's tracks");
+        let stream = offer["streams"].as_object().unwrap().keys().next().unwrap().clone();
+        assert!(stream.starts_with("p1~"), "{stream}");
+        // Before and after the answer, for the stream offered: accepted silently.
+        b.send(serde_json::json!({"type": "video-size", "stream": stream, "maxHeight": 180}));
+        b.send(serde_json::json!({"type": "video-size", "stream": stream, "maxHeight": 65535, "epoch": 1}));
+        rig.settle().await;
+        b.quiet();
+        // A stream Grace was not offered, and her own.
+        for s in ["p9~nothing", "p2~3d5b8e2a-6f1c-4b7e-9a0d-2c8f1e4b7a6d"] {
+            b.send(serde_json::json!({"type": "video-size", "stream": s, "maxHeight": 360}));
+            let err = b.next().await;
+            assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("not-found"), Some("video-size")), "{err}");
+        }
+        // An old epoch is dropped silently.
+        b.send(serde_json::json!({"type": "video-size", "stream": "p9~nothing", "maxHeight": 360, "epoch": 0}));
+        rig.settle().await;
+        b.quiet();
+    }
+
+    #[tokio::test]
+    async fn the_loudest_publisher_is_announced_as_the_active_speaker() {
+        let mut rig = rig(ModePolicy { sfu_only: true, ..ModePolicy::default() }).await;
+        let (mut a, _) = rig.join("r", "Ada", false).await;
+        let (mut b, _) = rig.join("r", "Grace", false).await;
+        let (mut other, _) = rig.join("elsewhere", "Linus", false).await;
+        rig.settle().await;
+        let _ = publish_and_subscribe(&rig, &mut [&mut a, &mut b], CHROME_OFFER).await;
+        let _ = publish_and_subscribe(&rig, &mut [&mut other], CHROME_OFFER).await;
+        rig.settle().await;
+        // Transports are numbered in creation order: Ada's publish (1), Grace's subscribe (2),
+        // Grace's publish (3), Ada's subscribe (4), Linus's publish (5).
+        let declared = engine_tracks(&rig.link).await.unwrap();
+        let publishers: Vec<TransportId> = declared.iter().filter(|t| !t.1.is_empty()).map(|t| t.0).collect();
+        assert_eq!(publishers, vec![1, 3, 5], "{declared:?}");
+        let (ada, grace, linus) = (1, 3, 5);
+
+        // Levels as the engine reports them every 200 ms (here every 50 ms, for 1.5 s).
+        async fn levels(rig: &Rig, of: &[(TransportId, u8)]) {
+            for _ in 0..30 {
+                let levels = of.iter().map(|&(t, l)| (t, 1, l)).collect();
+                rig.hub.send(HubMsg::Engine(Event::AudioLevels { levels })).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            rig.settle().await;
+        }
+        async fn speaker(c: &mut Client) -> Option<Value> {
+            let mut last = None;
+            while let Ok(m) = c.rx.try_recv() {
+                let m = serde_json::to_value(m).unwrap();
+                if m["type"] == "active-speaker" {
+                    last = Some(m["id"].clone());
+                }
+            }
+            last
+        }
+        // Linus, alone in another room, talks loudest: Ada talks in this room.
+        levels(&rig, &[(ada, 20), (grace, 127), (linus, 5)]).await;
+        assert_eq!(speaker(&mut a).await, Some(Value::from("p1")));
+        assert_eq!(speaker(&mut b).await, Some(Value::from("p1")));
+        assert_eq!(speaker(&mut other).await, Some(Value::from("p3")), "rooms are separate");
+        // Ada stops, Grace talks.
+        levels(&rig, &[(ada, 127), (grace, 30)]).await;
+        assert_eq!(speaker(&mut a).await, Some(Value::from("p2")));
+        assert_eq!(speaker(&mut b).await, Some(Value::from("p2")));
+        // Silence changes nothing; a newcomer hears who is speaking.
+        levels(&rig, &[(ada, 127), (grace, 127)]).await;
+        assert_eq!(speaker(&mut a).await, None);
+        let (mut c, _) = rig.join("r", "Margaret", false).await;
+        rig.settle().await;
+        let mut got = None;
+        while let Ok(m) = c.rx.try_recv() {
+            let m = serde_json::to_value(m).unwrap();
+            if m["type"] == "active-speaker" {
+                got = Some(m["id"].clone());
+            }
+        }
+        assert_eq!(got, Some(Value::from("p2")));
+        // The speaker leaves: nobody is speaking.
+        b.send(serde_json::json!({"type": "leave"}));
+        rig.settle().await;
+        assert_eq!(speaker(&mut a).await, Some(Value::Null));
+    }
+
+    #[tokio::test]
+    async fn send_caps_go_to_the_participants_subscribe_transport() {
+        let mut rig = rig(ModePolicy { sfu_only: true, ..ModePolicy::default() }).await;
+        let (a, _) = rig.join("r", "Ada", false).await;
+        let (_b, joined) = rig.join("r", "Grace", false).await;
+        let grace = joined["participant"].as_str().unwrap().to_string();
+        a.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER}));
+        rig.settle().await;
+        let cap = |id: &str, room: &str, bps| {
+            let (id, room) = (id.to_string(), room.to_string());
+            move |reply| HubMsg::SendCap { room, id, bps, reply }
+        };
+        assert_eq!(ask(&rig, cap(&grace, "r", 250_000)).await, Ok(()));
+        assert_eq!(ask(&rig, cap(&grace, "r", 0)).await, Ok(()));
+        assert!(matches!(ask(&rig, cap("p1", "r", 250_000)).await, Err(SendCapError::NoSubscribeConnection(_))), "Ada receives nothing yet");
+        assert!(matches!(ask(&rig, cap("p9", "r", 1)).await, Err(SendCapError::NotFound(..))));
+        assert!(matches!(ask(&rig, cap(&grace, "other", 1)).await, Err(SendCapError::NotFound(..))));
+        assert!(matches!(ask(&rig, cap("bogus", "r", 1)).await, Err(SendCapError::NotFound(..))));
+    }
+
     #[tokio::test]
     async fn an_engine_restart_reinstalls_every_transport_and_keeps_everyone_in_the_room() {
         let mut rig = rig(ModePolicy::default()).await;
         let (mut a, _) = rig.join("r", "Ada", false).await;
         let (mut b, _) = rig.join("r", "Grace", false).await;
-        for x in [&mut a, &mut b] {
-            x.send(serde_json::json!({"type": "publish", "sdp": CHROME_OFFER}));
-            while x.next().await["type"] != "publish-answer" {}
-        }
+        a.send(serde_json::json!({"type": "publish", "sdp": simulcast_offer()}));
+        rig.settle().await;
+        let _ = publish_and_subscribe(&rig, &mut [&mut b], CHROME_OFFER).await;
+        let _ = publish_and_subscribe(&rig, &mut [&mut a], &simulcast_offer()).await;
         rig.settle().await;
         let before = engine_transports(&rig.link).await.unwrap();
         assert_eq!(before.len(), 4, "a publish and a subscribe transport each: {before:?}");
+        let tracks_before = engine_tracks(&rig.link).await.unwrap();
+        assert_eq!(tracks_before.iter().map(|t| t.2.len()).sum::<usize>(), 4, "two tracks each way: {tracks_before:?}");
 
         let engine = rig.engine.take().unwrap();
         let (socket, port) = (engine.socket.clone(), engine.workers[0].addr.port());
@@ -1428,6 +1902,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(after.as_ref(), Some(&before));
+        // ...with the same tracks (simulcast included) and subscriptions.
+        let mut tracks_after = None;
+        for _ in 0..100 {
+            tracks_after = engine_tracks(&rig.link).await.filter(|t| *t == tracks_before);
+            if tracks_after.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(tracks_after.as_ref(), Some(&tracks_before));
         rig.settle().await;
         assert_eq!(ask(&rig, HubMsg::Rooms).await[0].participants.len(), 2);
     }

@@ -23,7 +23,30 @@ pub struct SlotSource {
     pub owner: String,
     /// Their publish transport.
     pub transport: TransportId,
+    /// The track's id in the engine ([`Track::id`]).
+    pub track: u32,
 }
+
+/// A track a participant publishes, as declared to the engine (`AddTrack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    /// The control daemon's id for the track, unique per publish transport.
+    pub id: u32,
+    /// What the publish offer said about it (a simulcast track has `rids` and SSRC 0).
+    pub published: PublishedTrack,
+}
+
+/// An engine subscription in place (or to put in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// Whether the track is video.
+    pub video: bool,
+    /// The SSRC the subscriber sees (the slot's `a=ssrc`).
+    pub out_ssrc: u32,
+}
+
+/// The key of a subscription: (publisher transport, track id).
+pub type TrackKey = (TransportId, u32);
 
 /// One participant's subscribe connection as negotiated with them.
 #[derive(Debug, Default)]
@@ -40,18 +63,20 @@ pub struct Subscription {
     pub in_flight: Option<(u64, Vec<SubscribeSlot>, Vec<Option<SlotSource>>)>,
     /// Slots changed since the last offer.
     pub dirty: bool,
-    /// Engine subscriptions in place: (publisher transport, ssrc) and whether the track is video.
-    pub installed: BTreeMap<(TransportId, u32), bool>,
+    /// Engine subscriptions in place, by (publisher transport, track).
+    pub installed: BTreeMap<TrackKey, Installed>,
+    /// The largest height the subscriber asked for (`video-size`) per video track it is offered.
+    pub prefs: BTreeMap<TrackKey, u16>,
     next_mid: u32,
 }
 
 /// Engine subscription changes an answer calls for.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SubscriptionDiff {
-    /// (publisher transport, ssrc, is_video) to subscribe.
-    pub add: Vec<(TransportId, u32, bool)>,
-    /// (publisher transport, ssrc) to unsubscribe.
-    pub remove: Vec<(TransportId, u32)>,
+    /// (publisher transport, track) to subscribe, with what the subscriber sees.
+    pub add: Vec<(TrackKey, Installed)>,
+    /// (publisher transport, track) to unsubscribe.
+    pub remove: Vec<TrackKey>,
 }
 
 /// A person in a room.
@@ -72,9 +97,10 @@ pub struct Participant {
     /// The publish transport, once the first offer arrived.
     pub publish: Option<TransportId>,
     /// Tracks accepted from the latest publish offer.
-    pub tracks: Vec<PublishedTrack>,
+    pub tracks: Vec<Track>,
     /// The subscribe side.
     pub sub: Subscription,
+    next_track: u32,
 }
 
 /// A room.
@@ -109,7 +135,33 @@ impl Participant {
             publish: None,
             tracks: Vec::new(),
             sub: Subscription::default(),
+            next_track: 0,
         }
+    }
+
+    /// Takes the tracks of a new publish answer: a track the previous answer had too (same mid,
+    /// SSRC, rids and payload type) keeps its id, the others get new ones. Returns the tracks to
+    /// declare to the engine and the ids of those that are gone.
+    pub fn set_tracks(&mut self, tracks: Vec<PublishedTrack>) -> (Vec<Track>, Vec<u32>) {
+        let same = |a: &PublishedTrack, b: &PublishedTrack| {
+            a.mid == b.mid && a.ssrc == b.ssrc && a.rids == b.rids && a.codec.pt == b.codec.pt && a.kind == b.kind
+        };
+        let mut old = std::mem::take(&mut self.tracks);
+        let mut added = Vec::new();
+        for published in tracks {
+            let track = match old.iter().position(|t| same(&t.published, &published)) {
+                // Kept: the stream id or other labels may have changed; the engine's view has not.
+                Some(i) => Track { id: old.remove(i).id, published },
+                None => {
+                    self.next_track += 1;
+                    let t = Track { id: self.next_track, published };
+                    added.push(t.clone());
+                    t
+                }
+            };
+            self.tracks.push(track);
+        }
+        (added, old.into_iter().map(|t| t.id).collect())
     }
 }
 
@@ -117,12 +169,16 @@ impl Subscription {
     /// Brings the slots in line with `wanted` (every other participant's tracks): kept tracks keep
     /// their slot, departed ones leave an inactive slot behind, new ones get new slots (mids are never
     /// reused, so a browser never sees one m-line change identity).
+    ///
+    /// A slot's track carries the SSRC the subscriber will see: the publisher's for a plain track,
+    /// and for a simulcast track (whose layers the engine rewrites onto one stream) or one whose SSRC
+    /// another slot already uses, a fresh random one of this subscriber's, without the rids.
     pub fn reconcile(&mut self, wanted: &[(SlotSource, PublishedTrack)]) {
-        let key = |s: &SlotSource, t: &PublishedTrack| (s.transport, t.ssrc);
-        let wanted_keys: BTreeSet<_> = wanted.iter().map(|(s, t)| key(s, t)).collect();
+        let key = |s: &SlotSource| (s.transport, s.track);
+        let wanted_keys: BTreeSet<_> = wanted.iter().map(|(s, _)| key(s)).collect();
         for i in 0..self.slots.len() {
             let present = match (&self.sources[i], &self.slots[i].track) {
-                (Some(s), Some(t)) => wanted_keys.contains(&key(s, t)),
+                (Some(s), Some(_)) => wanted_keys.contains(&key(s)),
                 _ => true,
             };
             if !present {
@@ -135,10 +191,14 @@ impl Subscription {
             .slots
             .iter()
             .zip(&self.sources)
-            .filter_map(|(sl, so)| Some(key(so.as_ref()?, sl.track.as_ref()?)))
+            .filter_map(|(sl, so)| {
+                sl.track.as_ref()?;
+                Some(key(so.as_ref()?))
+            })
             .collect();
+        self.prefs.retain(|k, _| have.contains(k));
         for (source, track) in wanted {
-            if have.contains(&key(source, track)) {
+            if have.contains(&key(source)) {
                 continue;
             }
             // The engine forwards payload types unchanged, and one BUNDLE group cannot use one payload
@@ -154,15 +214,46 @@ impl Subscription {
                 );
                 continue;
             }
+            let mut track = track.clone();
+            let taken = self.slots.iter().filter_map(|s| s.track.as_ref()).any(|t| t.ssrc == track.ssrc);
+            // Two publishers may pick the same SSRC; the engine rewrites it, so give one a fresh one.
+            if !track.rids.is_empty() || track.ssrc == 0 || taken {
+                track.ssrc = self.fresh_ssrc();
+                track.rids.clear();
+            }
             self.next_mid += 1;
-            self.slots.push(SubscribeSlot {
-                mid: mid_for(&track.kind, self.next_mid),
-                kind: track.kind.clone(),
-                track: Some(track.clone()),
-            });
+            self.slots.push(SubscribeSlot { mid: mid_for(&track.kind, self.next_mid), kind: track.kind.clone(), track: Some(track) });
             self.sources.push(Some(source.clone()));
             self.dirty = true;
         }
+    }
+
+    /// A random non-zero SSRC no slot of this connection uses.
+    fn fresh_ssrc(&self) -> u32 {
+        loop {
+            let ssrc = rand::random::<u32>();
+            if ssrc != 0 && !self.slots.iter().filter_map(|s| s.track.as_ref()).any(|t| t.ssrc == ssrc) {
+                return ssrc;
+            }
+        }
+    }
+
+    /// Records the height the subscriber shows stream `stream_id` (an msid stream id it was offered)
+    /// at, for that stream's video tracks; returns their keys (empty when it was offered no such video).
+    pub fn set_preference(&mut self, stream_id: &str, max_height: u16) -> Vec<TrackKey> {
+        let keys: Vec<TrackKey> = self
+            .slots
+            .iter()
+            .zip(&self.sources)
+            .filter_map(|(sl, so)| {
+                let (t, s) = (sl.track.as_ref()?, so.as_ref()?);
+                (t.kind == MediaKind::Video && t.stream_id == stream_id).then_some((s.transport, s.track))
+            })
+            .collect();
+        for k in &keys {
+            self.prefs.insert(*k, max_height);
+        }
+        keys
     }
 
     /// The codec name already offered on `track`'s payload type, if it is a different codec.
@@ -204,13 +295,13 @@ impl Subscription {
         let mut wanted = BTreeMap::new();
         for (slot, source) in slots.iter().zip(&sources) {
             if let (Some(t), Some(s)) = (&slot.track, source) {
-                wanted.insert((s.transport, t.ssrc), t.kind == MediaKind::Video);
+                wanted.insert((s.transport, s.track), Installed { video: t.kind == MediaKind::Video, out_ssrc: t.ssrc });
             }
         }
         let mut diff = SubscriptionDiff::default();
-        for (k, video) in &wanted {
-            if !self.installed.contains_key(k) {
-                diff.add.push((k.0, k.1, *video));
+        for (k, i) in &wanted {
+            if self.installed.get(k) != Some(i) {
+                diff.add.push((*k, *i));
             }
         }
         for k in self.installed.keys() {
@@ -271,7 +362,7 @@ impl Room {
             }
             let Some(transport) = p.publish else { continue };
             for t in &p.tracks {
-                v.push((SlotSource { owner: p.id.clone(), transport }, t.clone()));
+                v.push((SlotSource { owner: p.id.clone(), transport, track: t.id }, t.published.clone()));
             }
         }
         v
@@ -301,27 +392,38 @@ mod tests {
 
     fn track(kind: MediaKind, ssrc: u32) -> PublishedTrack {
         PublishedTrack {
-            mid: "0".into(),
+            mid: format!("m{ssrc}"),
             kind,
             ssrc,
+            rids: vec![],
             codec: Codec { pt: 96, name: "VP8".into(), clock_rate: 90000, channels: None, fmtp: None, rtcp_fb: vec![] },
-            stream_id: "s".into(),
+            feedback: 0,
+            stream_id: format!("s{}", ssrc / 100),
             track_id: format!("t{ssrc}"),
             cname: "c".into(),
         }
     }
 
+    fn simulcast(mid: &str) -> PublishedTrack {
+        PublishedTrack { mid: mid.into(), ssrc: 0, rids: vec!["q".into(), "h".into(), "f".into()], ..track(MediaKind::Video, 0) }
+    }
+
+    /// Participants 1..=n, each publishing on transport 10i an audio track (id 1, SSRC 100i) and a
+    /// video track (id 2, SSRC 100i+1), and subscribing on transport 10i+1.
     fn room_with(n: u64) -> Room {
         let mut r = Room::default();
         for i in 1..=n {
             let mut p = Participant::new(format!("p{i}"), format!("n{i}"));
             p.publish = Some(i * 10);
-            p.tracks = vec![track(MediaKind::Audio, i as u32 * 100), track(MediaKind::Video, i as u32 * 100 + 1)];
+            p.set_tracks(vec![track(MediaKind::Audio, i as u32 * 100), track(MediaKind::Video, i as u32 * 100 + 1)]);
             p.sub.transport = Some(i * 10 + 1);
             r.participants.insert(i, p);
         }
         r
     }
+
+    const AUDIO: fn(u32) -> Installed = |out_ssrc| Installed { video: false, out_ssrc };
+    const VIDEO: fn(u32) -> Installed = |out_ssrc| Installed { video: true, out_ssrc };
 
     #[test]
     fn each_participant_is_offered_every_other_participants_tracks() {
@@ -334,7 +436,7 @@ mod tests {
         assert_eq!(ssrcs, vec![200, 201, 300, 301]);
         assert!(p1.sub.take_offer().is_none(), "one offer in flight at a time");
         let diff = p1.sub.accept_answer(1).unwrap();
-        assert_eq!(diff.add, vec![(20, 200, false), (20, 201, true), (30, 300, false), (30, 301, true)]);
+        assert_eq!(diff.add, vec![((20, 1), AUDIO(200)), ((20, 2), VIDEO(201)), ((30, 1), AUDIO(300)), ((30, 2), VIDEO(301))]);
         assert!(diff.remove.is_empty());
     }
 
@@ -356,7 +458,7 @@ mod tests {
         assert_eq!(slots.iter().filter(|s| s.track.is_none()).count(), 2);
         assert!(p1.sub.accept_answer(1).is_err(), "stale version");
         let diff = p1.sub.accept_answer(2).unwrap();
-        assert_eq!(diff.remove, vec![(20, 200), (20, 201)]);
+        assert_eq!(diff.remove, vec![(20, 1), (20, 2)]);
         assert!(diff.add.is_empty());
     }
 
@@ -401,7 +503,7 @@ mod tests {
     #[test]
     fn a_track_whose_payload_type_clashes_with_an_offered_codec_is_left_out() {
         let mut sub = Subscription { transport: Some(1), ..Default::default() };
-        let src = |t| SlotSource { owner: "p9".into(), transport: t };
+        let src = |t| SlotSource { owner: "p9".into(), transport: t, track: 1 };
         let vp8 = track(MediaKind::Video, 1);
         let mut opus96 = track(MediaKind::Audio, 2);
         opus96.codec = Codec { pt: 96, name: "opus".into(), clock_rate: 48000, channels: Some(2), fmtp: None, rtcp_fb: vec![] };
@@ -418,7 +520,7 @@ mod tests {
         r.participants.get_mut(&1).unwrap().sub.take_offer().unwrap();
         let mut p3 = Participant::new("p3".into(), "n3".into());
         p3.publish = Some(30);
-        p3.tracks = vec![track(MediaKind::Video, 301)];
+        p3.set_tracks(vec![track(MediaKind::Video, 301)]);
         r.participants.insert(3, p3);
         r.reconcile_all();
         let p1 = r.participants.get_mut(&1).unwrap();
@@ -426,5 +528,66 @@ mod tests {
         p1.sub.accept_answer(1).unwrap();
         let (v, slots) = p1.sub.take_offer().unwrap();
         assert_eq!((v, slots.len()), (2, 3));
+    }
+
+    #[test]
+    fn republishing_keeps_the_ids_of_unchanged_tracks() {
+        let mut p = Participant::new("p1".into(), "n".into());
+        let (added, gone) = p.set_tracks(vec![track(MediaKind::Audio, 100), simulcast("1")]);
+        assert_eq!(added.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(gone.is_empty());
+        // Same tracks plus a screen share: only the screen is new.
+        let (added, gone) = p.set_tracks(vec![track(MediaKind::Audio, 100), simulcast("1"), track(MediaKind::Video, 105)]);
+        assert_eq!(added.iter().map(|t| (t.id, t.published.ssrc)).collect::<Vec<_>>(), vec![(3, 105)]);
+        assert!(gone.is_empty());
+        // The screen goes, the camera changes its layers: both go, the camera comes back under a new id.
+        let mut two = simulcast("1");
+        two.rids.pop();
+        let (added, gone) = p.set_tracks(vec![track(MediaKind::Audio, 100), two]);
+        assert_eq!(added.iter().map(|t| t.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(gone, vec![2, 3]);
+        assert_eq!(p.tracks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![1, 4]);
+    }
+
+    #[test]
+    fn a_simulcast_track_reaches_each_subscriber_on_a_fresh_ssrc_of_its_own() {
+        let mut r = room_with(3);
+        r.participants.get_mut(&1).unwrap().set_tracks(vec![track(MediaKind::Audio, 100), simulcast("1")]);
+        r.reconcile_all();
+        let mut seen = Vec::new();
+        for viewer in [2, 3] {
+            let p = r.participants.get_mut(&viewer).unwrap();
+            let (_, slots) = p.sub.take_offer().unwrap();
+            let from_p1: Vec<_> = slots.iter().zip(&p.sub.sources).filter(|(_, so)| so.as_ref().unwrap().transport == 10).collect();
+            let audio = from_p1[0].0.track.as_ref().unwrap();
+            assert_eq!(audio.ssrc, 100, "a plain track keeps the publisher's SSRC");
+            let video = from_p1[1].0.track.as_ref().unwrap();
+            assert!(video.ssrc != 0 && video.rids.is_empty(), "{video:?}");
+            let id = from_p1[1].1.as_ref().unwrap().track;
+            assert_eq!(id, 3, "the camera changed: a new track id");
+            let diff = p.sub.accept_answer(1).unwrap();
+            assert!(diff.add.contains(&((10, 3), VIDEO(video.ssrc))), "{diff:?}");
+            seen.push(video.ssrc);
+            // A later offer keeps the slot's SSRC.
+            p.sub.dirty = true;
+            let (_, again) = p.sub.take_offer().unwrap();
+            assert!(again.iter().any(|s| s.track.as_ref().is_some_and(|t| t.ssrc == video.ssrc)));
+        }
+        assert_ne!(seen[0], seen[1], "each subscriber has its own outgoing SSRC");
+    }
+
+    #[test]
+    fn video_size_preferences_name_the_streams_video_tracks() {
+        let mut r = room_with(2);
+        r.reconcile_all();
+        let p1 = r.participants.get_mut(&1).unwrap();
+        assert_eq!(p1.sub.set_preference("s2", 360), vec![(20, 2)], "the video of p2's stream, not its audio");
+        assert!(p1.sub.set_preference("s1", 360).is_empty(), "own stream: not offered");
+        assert!(p1.sub.set_preference("nope", 360).is_empty());
+        assert_eq!(p1.sub.prefs.get(&(20, 2)), Some(&360));
+        // p2 leaves: the preference goes with the slot.
+        r.participants.remove(&2);
+        r.reconcile_all();
+        assert!(r.participants[&1].sub.prefs.is_empty());
     }
 }

@@ -99,6 +99,18 @@ pub enum ClientMsg {
         #[serde(default)]
         screen: bool,
     },
+    /// SFU: the size the client shows a remote video at, so the server forwards a simulcast layer
+    /// no larger than needed.
+    VideoSize {
+        /// The msid stream id of the video (a key of `subscribe-offer.streams`).
+        stream: String,
+        /// The tile's height in device pixels (1-65535; 65535 = no limit).
+        #[serde(rename = "maxHeight")]
+        max_height: u32,
+        /// The room epoch (see `Publish`).
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
     /// Leave the room.
     Leave,
 }
@@ -206,6 +218,14 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, SignalError> {
         ClientMsg::Chat { text } => {
             if text.trim().is_empty() || text.chars().count() > 2000 {
                 return bad("text must be 1-2000 characters");
+            }
+        }
+        ClientMsg::VideoSize { stream, max_height, .. } => {
+            if stream.is_empty() || stream.chars().count() > 64 || stream.chars().any(char::is_control) {
+                return bad("stream must be the 1-64 character msid stream id of a received video");
+            }
+            if !(1..=u32::from(u16::MAX)).contains(max_height) {
+                return bad("maxHeight must be an integer from 1 to 65535");
             }
         }
         ClientMsg::MediaState { .. } | ClientMsg::Leave => {}
@@ -328,6 +348,11 @@ pub enum ServerMsg {
         /// The candidate.
         candidate: serde_json::Value,
     },
+    /// The room's active speaker changed (SFU: from the audio levels the publishers send).
+    ActiveSpeaker {
+        /// The participant id, or null when nobody is.
+        id: Option<String>,
+    },
     /// A message was refused.
     Error {
         /// Error code.
@@ -396,6 +421,39 @@ mod tests {
         assert_eq!(m.to_json(), r#"{"type":"peer-offer","from":"p1","sdp":"v=0\r\n"}"#);
         let m = ServerMsg::PeerCandidate { from: "p2".into(), candidate: serde_json::Value::Null };
         assert_eq!(m.to_json(), r#"{"type":"peer-candidate","from":"p2","candidate":null}"#);
+        let m = ServerMsg::ActiveSpeaker { id: Some("p3".into()) };
+        assert_eq!(m.to_json(), r#"{"type":"active-speaker","id":"p3"}"#);
+        assert_eq!(ServerMsg::ActiveSpeaker { id: None }.to_json(), r#"{"type":"active-speaker","id":null}"#);
+    }
+
+    #[test]
+    fn video_size_is_validated() {
+        assert_eq!(
+            parse_client(r#"{"type":"video-size","stream":"p1~cam","maxHeight":360}"#).unwrap(),
+            ClientMsg::VideoSize { stream: "p1~cam".into(), max_height: 360, epoch: None }
+        );
+        assert!(matches!(
+            parse_client(r#"{"type":"video-size","stream":"p1~cam","maxHeight":65535,"epoch":3}"#).unwrap(),
+            ClientMsg::VideoSize { max_height: 65535, epoch: Some(3), .. }
+        ));
+        let long = format!(r#"{{"type":"video-size","stream":"{}","maxHeight":360}}"#, "x".repeat(65));
+        for (bad, word) in [
+            (r#"{"type":"video-size","stream":"p1~cam"}"#, "maxHeight"),
+            (r#"{"type":"video-size","maxHeight":360}"#, "stream"),
+            (r#"{"type":"video-size","stream":"","maxHeight":360}"#, "stream"),
+            (long.as_str(), "stream"),
+            (r#"{"type":"video-size","stream":"a\u0007b","maxHeight":360}"#, "stream"),
+            (r#"{"type":"video-size","stream":"p1~cam","maxHeight":0}"#, "maxHeight"),
+            (r#"{"type":"video-size","stream":"p1~cam","maxHeight":65536}"#, "maxHeight"),
+            (r#"{"type":"video-size","stream":"p1~cam","maxHeight":-1}"#, "invalid value"),
+            (r#"{"type":"video-size","stream":"p1~cam","maxHeight":360.5}"#, "invalid type"),
+            (r#"{"type":"video-size","stream":"p1~cam","maxHeight":"360"}"#, "invalid type"),
+            (r#"{"type":"video-size","stream":7,"maxHeight":360}"#, "invalid type"),
+        ] {
+            let e = parse_client(bad).unwrap_err();
+            assert_eq!((e.code, e.reference.as_deref()), ("bad-message", Some("video-size")), "{bad}");
+            assert!(e.message.contains(word), "{bad}: {}", e.message);
+        }
     }
 
     #[test]
