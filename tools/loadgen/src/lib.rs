@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod feedback;
 pub mod janus;
 pub mod media;
 pub mod mmsg;

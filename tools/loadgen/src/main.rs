@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use switchyard_loadgen::feedback::LossOptions;
 use switchyard_loadgen::media::MediaParams;
 use switchyard_loadgen::run::{self, Config, Target};
 
@@ -73,6 +74,20 @@ struct Args {
     /// Address the load generator's sockets bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Percent of received RTP packets each subscriber drops at random (emulated downlink loss).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    loss_down: f64,
+    /// Percent of RTP packets each publisher drops at random instead of sending (emulated uplink
+    /// loss; they still count as sent and can be retransmitted).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    loss_up: f64,
+    /// NACKs, retransmissions and RTCP reports even without injected loss (on by default with
+    /// --loss-down / --loss-up).
+    #[arg(long, conflicts_with = "no_nack")]
+    nack: bool,
+    /// No NACKs, retransmissions or RTCP reports, even with injected loss.
+    #[arg(long)]
+    no_nack: bool,
     /// Report CPU and memory of this process too: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_name = "NAME=PID")]
     watch: Vec<String>,
@@ -82,6 +97,15 @@ struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a percentage from 0 to 100".into())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,7 +167,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         cfg.threads = t.max(1);
     }
-    let summary = run::run(&cfg)?;
+    let loss = LossOptions {
+        loss_down_pct: a.loss_down,
+        loss_up_pct: a.loss_up,
+        feedback: if a.nack {
+            Some(true)
+        } else if a.no_nack {
+            Some(false)
+        } else {
+            None
+        },
+    };
+    let summary = run::run_with(&cfg, &loss)?;
     if a.json {
         eprint!("{}", summary.table());
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -18,6 +18,9 @@ pub const HEADER_LEN: usize = 32;
 pub const FLAG_WARMUP: u8 = 1;
 /// Flag: first packet of a video frame.
 pub const FLAG_FRAME_START: u8 = 2;
+/// Flag: the publisher dropped this packet on its emulated uplink (`--loss-up`); what arrives is a
+/// retransmission from its ring.
+pub const FLAG_UPLINK_LOST: u8 = 4;
 
 /// Audio (Opus-like) payload.
 pub const KIND_AUDIO: u8 = 1;

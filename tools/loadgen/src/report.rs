@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::feedback::Counters;
 use crate::media::MediaParams;
 
 /// Percentiles in milliseconds.
@@ -103,6 +104,65 @@ pub struct ProcUsage {
     pub rss_mib: f64,
 }
 
+/// Lost and recovered packets of one leg and kind, counted at subscribers (a packet every subscriber
+/// of a room misses counts once per subscriber).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LegLoss {
+    /// Measured packets that did not arrive the first time: dropped by injection, or never arrived.
+    pub lost: u64,
+    /// Of those, arrived later (retransmitted).
+    pub recovered: u64,
+    /// Of those, still missing at the end of the run.
+    pub unrecovered: u64,
+    /// recovered / lost, percent (100 when nothing was lost).
+    pub recovered_pct: f64,
+}
+
+impl LegLoss {
+    /// From the lost and recovered counts.
+    pub fn new(lost: u64, recovered: u64) -> LegLoss {
+        LegLoss {
+            lost,
+            recovered,
+            unrecovered: lost.saturating_sub(recovered),
+            recovered_pct: if lost == 0 {
+                100.0
+            } else {
+                recovered as f64 * 100.0 / lost as f64
+            },
+        }
+    }
+}
+
+/// Loss injection and recovery over the run. A measured packet a publisher dropped on its uplink is
+/// *uplink* loss at each of its room's subscribers (recovered when the server NACKed the publisher and
+/// forwarded the retransmission); any other measured packet a subscriber did not get the first time is
+/// *downlink* loss (recovered when the subscriber's NACK was answered). A packet lost on both counts as
+/// uplink loss. Subscribers NACK video only: audio has no NACK negotiated (as with browsers).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    /// `--loss-down`, percent.
+    pub loss_down_pct: f64,
+    /// `--loss-up`, percent.
+    pub loss_up_pct: f64,
+    /// NACKs, retransmissions and reports were on.
+    pub feedback: bool,
+    /// Downlink loss of video.
+    pub down_video: LegLoss,
+    /// Uplink loss of video.
+    pub up_video: LegLoss,
+    /// Downlink loss of audio (no NACK: not expected to be recovered).
+    pub down_audio: LegLoss,
+    /// Uplink loss of audio.
+    pub up_audio: LegLoss,
+    /// Time from a recovered packet's original send to its arrival, ms.
+    pub recovery_ms: Percentiles,
+    /// Mean round trip publishers measured from the server's receiver reports (LSR/DLSR), ms.
+    pub publisher_rtt_ms: Option<f64>,
+    /// Injection, NACK, retransmission and report counters.
+    pub counters: Counters,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -158,11 +218,15 @@ pub struct Summary {
     pub reordered: u64,
     /// Payloads that failed the byte-for-byte check.
     pub corrupt: u64,
-    /// SRTP packets that failed to authenticate or decrypt.
+    /// SRTP packets that failed to authenticate or decrypt (replays excluded).
     pub srtp_errors: u64,
+    /// SRTP packets refused as replays: packets that arrived twice (a retransmission of a packet that
+    /// had arrived).
+    pub srtp_replayed: u64,
     /// Datagrams the load generator's kernel refused to send.
     pub tx_failed: u64,
-    /// One-way latency (send to receive, same clock), ms.
+    /// One-way latency (send to receive, same clock), ms. With loss recovery on, only packets that
+    /// arrived the first time and in order (recovered ones are in `recovery.recovery_ms`).
     pub latency_ms: Percentiles,
     /// RFC 3550 interarrival jitter: mean over streams, ms.
     pub jitter_mean_ms: f64,
@@ -178,6 +242,8 @@ pub struct Summary {
     pub udp_sndbuf_errors: u64,
     /// The load generator itself and any `--watch-pid` process.
     pub processes: Vec<ProcUsage>,
+    /// Loss injection and recovery (present when loss is injected or feedback is on).
+    pub recovery: Option<Recovery>,
     /// One entry per second.
     pub progress: Vec<Progress>,
 }
@@ -273,6 +339,9 @@ impl Summary {
             "srtp errors / send failures",
             format!("{} / {}", self.srtp_errors, self.tx_failed),
         );
+        if self.srtp_replayed > 0 {
+            row(&mut s, "srtp replays", self.srtp_replayed.to_string());
+        }
         let l = &self.latency_ms;
         row(
             &mut s,
@@ -305,6 +374,73 @@ impl Summary {
                 format!("{:.2} cores, {:.1} MiB", p.cpu_cores, p.rss_mib),
             );
         }
+        if let Some(r) = &self.recovery {
+            r.rows(&mut s, row);
+        }
         s
+    }
+}
+
+impl Recovery {
+    fn rows(&self, s: &mut String, row: impl Fn(&mut String, &str, String)) {
+        let c = &self.counters;
+        row(
+            s,
+            "loss injected",
+            format!(
+                "downlink {:.1}% ({} dropped), uplink {:.1}% ({} dropped); NACK {}",
+                self.loss_down_pct,
+                c.down_dropped,
+                self.loss_up_pct,
+                c.up_dropped,
+                if self.feedback { "on" } else { "off" }
+            ),
+        );
+        let leg = |l: &LegLoss| {
+            format!(
+                "lost {}, recovered {} ({:.1}%), unrecovered {}",
+                l.lost, l.recovered, l.recovered_pct, l.unrecovered
+            )
+        };
+        row(s, "downlink video", leg(&self.down_video));
+        row(s, "uplink video", leg(&self.up_video));
+        row(s, "downlink audio (no NACK)", leg(&self.down_audio));
+        row(s, "uplink audio (no NACK)", leg(&self.up_audio));
+        let r = &self.recovery_ms;
+        row(
+            s,
+            "recovered after (ms)",
+            format!("p50 {:.2}  p99 {:.2}  max {:.2}", r.p50, r.p99, r.max),
+        );
+        row(
+            s,
+            "NACKs",
+            format!(
+                "subscribers sent {} ({} seqs); publishers got {} ({} seqs), resent {} ({} dropped, {} not in ring)",
+                c.nack_sent,
+                c.nack_seqs_sent,
+                c.nack_received,
+                c.nack_seqs_received,
+                c.rtx_sent,
+                c.rtx_dropped,
+                c.rtx_missing
+            ),
+        );
+        row(
+            s,
+            "RTCP reports",
+            format!(
+                "SR sent {} got {}, RR sent {} got {}, errors {}{}",
+                c.sr_sent,
+                c.sr_received,
+                c.rr_sent,
+                c.rr_received,
+                c.rtcp_errors,
+                match self.publisher_rtt_ms {
+                    Some(ms) => format!(", publisher RTT {ms:.2} ms"),
+                    None => String::new(),
+                }
+            ),
+        );
     }
 }

@@ -11,12 +11,13 @@ use switchyard_dtls::Identity;
 use switchyard_sdp::{ClientTrack, Codec, MediaKind};
 use tokio::sync::{watch, Semaphore};
 
+use crate::feedback::LossOptions;
 use crate::media::{
     self, Control, Endpoint, Keepalive, Live, MediaParams, MediaThread, Role, RoomShared, Track,
 };
 use crate::payload::{KIND_AUDIO, KIND_VIDEO};
 use crate::procstat::{self, CpuWindow};
-use crate::report::{Percentiles, ProcUsage, Progress, Summary};
+use crate::report::{LegLoss, Percentiles, ProcUsage, Progress, Recovery, Summary};
 
 /// Opus payload type.
 pub const PT_OPUS: u8 = 111;
@@ -225,6 +226,8 @@ pub fn client_tracks(tracks: &[Track], name: &str) -> Vec<ClientTrack> {
                     MediaKind::Audio
                 },
                 ssrc: t.ssrc,
+                rids: Vec::new(),
+                feedback: 0,
                 codec: if video {
                     Codec {
                         pt: t.pt,
@@ -254,6 +257,11 @@ pub fn client_tracks(tracks: &[Track], name: &str) -> Vec<ClientTrack> {
 
 /// Runs the load described by `cfg` and returns what it measured.
 pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
+    run_with(cfg, &LossOptions::default())
+}
+
+/// [`run`] with loss injection and recovery as `loss` says.
+pub fn run_with(cfg: &Config, loss: &LossOptions) -> anyhow::Result<Summary> {
     raise_fd_limit();
     let control = Arc::new(Control::default());
     let live = Arc::new(Live::default());
@@ -261,9 +269,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
     let mut threads = Vec::new();
     for i in 0..cfg.threads.max(1) {
         threads.push(
-            media::spawn(
+            media::spawn_with(
                 i,
                 cfg.media,
+                *loss,
                 Arc::clone(&control),
                 Arc::clone(&live),
                 Arc::clone(&interval),
@@ -402,6 +411,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         }
     }
     let lost = expected.saturating_sub(received);
+    let recovery = recovery_summary(loss, &report, &rooms);
     let mut setup_hist = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Ok(times) = setup.times_ms.lock() {
         for &t in times.iter() {
@@ -442,6 +452,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
         reordered: report.reordered,
         corrupt: report.corrupt,
         srtp_errors: report.srtp_errors,
+        srtp_replayed: report.srtp_replayed,
         tx_failed: report.tx_failed,
         latency_ms: Percentiles::from_us(&report.latency),
         jitter_mean_ms: if jitter.is_empty() {
@@ -459,7 +470,61 @@ pub fn run(cfg: &Config) -> anyhow::Result<Summary> {
             .unwrap_or(0)
             .saturating_sub(sndbuf0),
         processes,
+        recovery,
         progress: lines,
+    })
+}
+
+/// Lost / recovered per leg and kind from the rooms' tallies (see [`Recovery`]).
+fn recovery_summary(
+    loss: &LossOptions,
+    report: &media::Report,
+    rooms: &[Arc<RoomShared>],
+) -> Option<Recovery> {
+    let feedback = loss.feedback_on();
+    if !feedback && loss.loss_down_pct <= 0.0 && loss.loss_up_pct <= 0.0 {
+        return None;
+    }
+    // Per kind: [expected, received, uplink lost, recovered up, recovered down].
+    let mut k = [[0u64; 5]; 2];
+    for room in rooms {
+        let subs = u64::from(room.subscribers.load(Ordering::Relaxed));
+        let Some(t) = report.rooms.get(&room.id) else {
+            continue;
+        };
+        for (i, v) in k.iter_mut().enumerate() {
+            v[0] += t.sent_kind[i] * subs;
+            v[1] += t.received_kind[i];
+            v[2] += t.up_lost[i] * subs;
+            v[3] += t.recovered_up[i];
+            v[4] += t.recovered_down[i];
+        }
+    }
+    let legs = |v: [u64; 5]| {
+        let [expected, received, up_lost, rec_up, rec_down] = v;
+        let unrecovered = expected.saturating_sub(received);
+        let up_unrecovered = up_lost.saturating_sub(rec_up);
+        let down_unrecovered = unrecovered.saturating_sub(up_unrecovered);
+        (
+            LegLoss::new(rec_down + down_unrecovered, rec_down),
+            LegLoss::new(up_lost.max(rec_up), rec_up),
+        )
+    };
+    let (down_audio, up_audio) = legs(k[0]);
+    let (down_video, up_video) = legs(k[1]);
+    let c = report.fb;
+    Some(Recovery {
+        loss_down_pct: loss.loss_down_pct,
+        loss_up_pct: loss.loss_up_pct,
+        feedback,
+        down_video,
+        up_video,
+        down_audio,
+        up_audio,
+        recovery_ms: Percentiles::from_us(&report.recovery_latency),
+        publisher_rtt_ms: (c.rtt_samples > 0)
+            .then(|| c.rtt_sum_us as f64 / c.rtt_samples as f64 / 1000.0),
+        counters: c,
     })
 }
 
