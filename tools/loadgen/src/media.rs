@@ -529,10 +529,9 @@ pub fn spawn_with(
                 txb: Batch::new(32),
                 report: Report::new(),
                 local_hist: new_histogram(),
-                rng: Rng(0x2545_F491_4F6C_DD1D
-                    ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    ^ now_ns()
-                    | 1),
+                rng: Rng(
+                    0x2545_F491_4F6C_DD1D ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ),
                 fb: loss.feedback_on(),
                 p_down: LossOptions::threshold(loss.loss_down_pct),
                 p_up: LossOptions::threshold(loss.loss_up_pct),
