@@ -31,6 +31,8 @@ const CAMERA_CONSTRAINTS = cameraConstraints(URL_PARAMS);
 const CAMERA_SIZE_GIVEN = /^\d{2,4}x\d{2,4}$/.test(URL_PARAMS.get('video') || '');
 const SIMULCAST_CAMERA = { width: 1280, height: 720 };
 const FAKE_AUDIO = URL_PARAMS.get('fakeAudio') === '1';
+// ?simulcast=0: send the camera to the SFU as one stream (the server then forwards it as it comes).
+const SIMULCAST = URL_PARAMS.get('simulcast') !== '0';
 const MESH_CAPABLE = URL_PARAMS.get('mesh') !== '0';
 // `?relay=1`: browser-to-browser connections use only TURN-relayed candidates (iceTransportPolicy
 // "relay"), the way a client behind a restrictive NAT ends up; tests use it to prove our TURN path.
@@ -737,7 +739,7 @@ async function startPublishing(stream) {
   for (const track of tracks) {
     const init = { direction: 'sendonly', streams: [stream] };
     // The camera goes out as three simulcast layers; the screen share (below) as one stream.
-    if (track === camera) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    if (track === camera && SIMULCAST) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
     pc.addTransceiver(track, init);
   }
   addScreenToPublish(pc);
@@ -750,7 +752,7 @@ async function startPublishing(stream) {
  */
 async function fitCamera(topology) {
   const cam = cameraTrack();
-  if (!cam || CAMERA_SIZE_GIVEN || !CAMERA_CONSTRAINTS) return;
+  if (!cam || CAMERA_SIZE_GIVEN || !CAMERA_CONSTRAINTS || !SIMULCAST) return;
   const want = topology === 'sfu' ? SIMULCAST_CAMERA : CAMERA_CONSTRAINTS;
   const now = cam.getSettings();
   if (now.width === want.width && now.height === want.height) return;
