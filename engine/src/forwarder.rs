@@ -1080,6 +1080,11 @@ impl Forwarder {
         let Some(&ti) = self.track_by_id.get(&(slot, track)) else { return };
         let Forwarder { tracks, transports, counters, scratch, .. } = self;
         let (Some(tr), Some(t)) = (tracks[ti].as_mut(), transports[slot].as_mut()) else { return };
+        if t.remote.is_none() || t.srtp_out.is_none() {
+            // Not connected yet: nothing can reach it (a later request or the track's first
+            // keyframe serves the subscriber).
+            return;
+        }
         let feedback = tr.feedback;
         let li = if (layer as usize) < tr.layers.len() { layer as usize } else { 0 };
         let Some(l) = tr.layers.get_mut(li) else { return };
@@ -1289,7 +1294,7 @@ impl Forwarder {
                 } else {
                     None
                 };
-                if now_ms.saturating_sub(s.last_sr_ms) >= REPORT_INTERVAL_MS {
+                if now_ms.saturating_sub(s.last_sr_ms) >= REPORT_INTERVAL_MS && t.remote.is_some() && t.srtp_out.is_some() {
                     s.last_sr_ms = now_ms;
                     send_sr(s, t, counters, scratch, now, out);
                 }
@@ -1375,8 +1380,8 @@ fn choose_layer(s: &mut SubStream, counters: &WorkerCounters, estimate: u64, now
             ask = Some(l);
         }
     } else if let Some(l) = target {
-        let waiting = s.rewriter.as_ref().map_or(true, |r| r.current() != Some(l as u32));
-        if waiting && s.keyframe_asked_ms.map_or(true, |t| now_ms.saturating_sub(t) >= KEYFRAME_RETRY_MS) {
+        let waiting = s.rewriter.as_ref().is_none_or(|r| r.current() != Some(l as u32));
+        if waiting && s.keyframe_asked_ms.is_none_or(|t| now_ms.saturating_sub(t) >= KEYFRAME_RETRY_MS) {
             s.keyframe_asked_ms = Some(now_ms);
             ask = Some(l);
         }

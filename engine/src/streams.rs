@@ -84,6 +84,7 @@ pub struct PubTrack {
 
 impl PubTrack {
     /// State for a newly declared track.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         slot: usize,
         publisher: TransportId,

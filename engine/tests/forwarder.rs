@@ -695,11 +695,10 @@ fn send_cap_polices_what_a_subscriber_gets() {
     let mut n = nacky(FB_PLI);
     n.f.set_send_cap(2, 200_000, n.t0).unwrap();
     let mut out = Captured::default();
-    let mut seq = 0u16;
     // 1 s of 1000-byte packets every 5 ms (1.6 Mbit/s).
-    for ms in (0..1000u64).step_by(5) {
+    for (seq, ms) in (0..1000u64).step_by(5).enumerate() {
+        let seq = seq as u16;
         let plain = rtp_ext(0xAAAA, seq, seq as u32 * 450, &[], &vp8(false, false, 0, 1000, 0));
-        seq += 1;
         n.f.handle_datagram(n.t0 + Duration::from_millis(ms), addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
     }
     let (capped, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
@@ -902,10 +901,10 @@ impl Simulcast {
                     self.f.handle_datagram(now, addr(15001), &mut pkt, &mut self.out);
                 }
             }
-            if self.ms % 1000 == 0 {
+            if self.ms.is_multiple_of(1000) {
                 // Each layer's SR: NTP time = the simulation clock (from 1000 s), RTP from the layer's base.
                 for l in 0..3 {
-                    let ntp = ((1000u64 << 32) + ((self.ms as u128) << 32) as u64 / 1000) as u64;
+                    let ntp = (1000u64 << 32) + ((self.ms as u128) << 32) as u64 / 1000;
                     let info = SenderInfo {
                         ssrc: LAYER_SSRC[l],
                         ntp,
@@ -921,7 +920,7 @@ impl Simulcast {
             }
             self.f.tick(now, &mut self.out);
             self.collect();
-            if self.feedback && self.ms % 100 == 0 {
+            if self.feedback && self.ms.is_multiple_of(100) {
                 self.send_feedback();
             }
         }
@@ -1064,7 +1063,7 @@ fn simulcast_layers_are_learned_and_follow_the_bandwidth_estimate_down_to_a_paus
     for &(ms, ntp, rtp_out) in &s.srs {
         let Some(p) = s.seen.iter().rev().find(|x| x.at_ms <= ms) else { continue };
         let offset = p.ts.wrapping_sub(LAYER_TS0[p.layer as usize].wrapping_add(p.frame * 1800));
-        let t_ms = ((ntp - (1000u64 << 32)) as u128 * 1000 >> 32) as u64;
+        let t_ms = (((ntp - (1000u64 << 32)) as u128 * 1000) >> 32) as u64;
         let expected = LAYER_TS0[p.layer as usize].wrapping_add((t_ms * 90) as u32).wrapping_add(offset);
         assert!(rtp_out.wrapping_sub(expected).wrapping_add(2) <= 4, "SR at {ms} ms: {rtp_out} vs {expected}");
         checked += 1;

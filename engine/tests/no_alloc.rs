@@ -174,16 +174,16 @@ fn run_media(io: IoKind) {
             step += 1;
             // Every 10 ms: layer "h" (800 bytes); every 20 ms: layer "q" (150 bytes). A keyframe on
             // both every 250 ms; every 97th "h" packet is skipped (a gap the engine NACKs).
-            if step % 10 == 0 {
+            if step.is_multiple_of(10) {
                 let frame = step / 10;
                 for l in 0..2usize {
                     if l == 0 && frame % 2 == 1 {
                         continue;
                     }
-                    if l == 1 && frame % 97 == 0 {
+                    if l == 1 && frame.is_multiple_of(97) {
                         seq[l] = seq[l].wrapping_add(1);
                     }
-                    let key = frame % 25 == 0;
+                    let key = frame.is_multiple_of(25);
                     let ssrc = [0x100u32, 0x200][l];
                     let size = [150usize, 800][l];
                     let ts = (frame * 900) as u32;
@@ -203,7 +203,7 @@ fn run_media(io: IoKind) {
                     let n = pub_tx.protect_rtp(&mut buf, 24 + size).unwrap();
                     publisher.send_to(&buf[..n], engine_addr).unwrap();
                     seq[l] = seq[l].wrapping_add(1);
-                    if frame % 50 == 0 {
+                    if frame.is_multiple_of(50) {
                         // The publisher's SR for this layer.
                         let info = SenderInfo { ssrc, ntp: (frame << 32) / 100, rtp_ts: ts, packet_count: 0, octet_count: 0 };
                         let len = write_sr(&mut rtcp, &info, &[]).unwrap();

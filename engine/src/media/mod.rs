@@ -8,7 +8,8 @@
 //! - time is passed in (`u64` milliseconds, or microseconds where stated), never read from the clock;
 //! - `&mut self` APIs, no interior mutability, no locks.
 //!
-//! None of this is wired into the forwarder yet; `docs/media-quality.md` names the hook points.
+//! The forwarder (`crate::forwarder`, state in `crate::streams`) wires them into the packet path;
+//! `docs/media-quality.md` says how.
 
 pub mod audio_level;
 pub mod estimator;
