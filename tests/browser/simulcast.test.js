@@ -45,6 +45,20 @@ async function settlesAt(p, from, ok, timeout, polls = 3) {
   return null;
 }
 
+/** What a publisher sends per simulcast layer, for the log: `q:320x180 h:640x360 f:1280x720 (cpu)`. */
+function layersSent(p) {
+  return p.page.evaluate(async () => {
+    const r = await window.switchyard.publishPc.getStats();
+    const out = [];
+    r.forEach((s) => {
+      if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
+      const why = s.qualityLimitationReason && s.qualityLimitationReason !== 'none' ? ` (${s.qualityLimitationReason})` : '';
+      out.push(`${s.rid || '-'}:${s.frameWidth || 0}x${s.frameHeight || 0}${why}`);
+    });
+    return out.sort().join(' ');
+  });
+}
+
 /** Frames `p` decodes from `from` over `ms` milliseconds. */
 async function framesOver(p, from, ms) {
   const a = await videoFrom(p, from);
@@ -97,15 +111,21 @@ test('a capped subscriber gets a lower simulcast layer and the high one back whe
       const v = await settlesAt(p, publisher.id, nonzero, 90000);
       assert.ok(v, `${p.name} decodes the publisher's video: ${JSON.stringify(await inbound(p))}`);
     }
+    // Settled when both receive the highest height seen so far, it is above the lowest layer and
+    // it has not grown for 10 s (the estimates climb a layer at a time).
     let high = 0;
+    let since = Date.now();
     await until(async () => {
       const [va, vb] = [await videoFrom(a, publisher.id), await videoFrom(b, publisher.id)];
-      high = Math.max(high, va.frameHeight, vb.frameHeight);
-      // Settled when both receive the highest height seen so far, and it is above the lowest layer.
-      return va.frameHeight === high && vb.frameHeight === high && high >= 270;
-    }, 90000, 2000);
+      const top = Math.max(va.frameHeight, vb.frameHeight);
+      if (top > high) {
+        high = top;
+        since = Date.now();
+      }
+      return va.frameHeight === high && vb.frameHeight === high && high >= 270 && Date.now() - since >= 10000;
+    }, 150000, 2000);
     const start = [await videoFrom(a, publisher.id), await videoFrom(b, publisher.id)];
-    console.log(`uncapped: Ada ${start[0].frameWidth}x${start[0].frameHeight}, Grace ${start[1].frameWidth}x${start[1].frameHeight}`);
+    console.log(`uncapped: Ada ${start[0].frameWidth}x${start[0].frameHeight}, Grace ${start[1].frameWidth}x${start[1].frameHeight}; publisher sends ${await layersSent(publisher)}`);
     assert.ok(start[0].frameHeight >= 270 && start[1].frameHeight === start[0].frameHeight,
       `both subscribers receive a layer above the lowest: ${JSON.stringify(start)}`);
     high = start[0].frameHeight;
