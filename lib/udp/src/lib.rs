@@ -47,6 +47,7 @@ mod extra;
 mod mmsg;
 mod probe;
 mod sock;
+mod tx;
 mod uring;
 mod waker;
 
@@ -115,7 +116,7 @@ impl FromStr for IoKind {
 /// Socket and batching settings for [`UdpIo::bind`]. The default is a batch of 64 datagrams,
 /// 4 MiB receive and send buffers (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` when permitted, otherwise
 /// `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`; 0 leaves the
-/// system default) and no `SO_REUSEPORT`.
+/// system default), no `SO_REUSEPORT` and 1 ms of receive coalescing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Receive buffers per socket (the most datagrams one `recv` delivers) and datagrams per
@@ -127,6 +128,17 @@ pub struct Config {
     pub send_buffer_bytes: usize,
     /// Set `SO_REUSEPORT` before binding.
     pub reuse_port: bool,
+    /// Receive coalescing: after a [`UdpIo::recv`] that delivered several datagrams (more than
+    /// one, fewer than its limit, so the socket is empty), the next blocking one lets datagrams
+    /// gather for up to this long before it wakes for them, so that at moderate rates each
+    /// wake-up carries a batch instead of a few datagrams (fewer sleeps and wake-ups per
+    /// datagram). It adds up to this much latency to a datagram that arrives while the worker
+    /// gathers; an idle socket, or one whose last receive found a single datagram, still wakes for
+    /// its next datagram at once. On mmsg a [`Waker::wake`] or an extra socket ends the gathering at once; on
+    /// io_uring (the kernel's minimum wait, `IORING_FEAT_MIN_TIMEOUT`, Linux 6.12+; none on older
+    /// kernels) the wait ends early only when a full batch has arrived, so a wake-up is seen at
+    /// most this much later. Zero turns it off. Default [`DEFAULT_RECV_COALESCE`].
+    pub recv_coalesce: Duration,
 }
 
 impl Default for Config {
@@ -136,9 +148,13 @@ impl Default for Config {
             recv_buffer_bytes: 4 << 20,
             send_buffer_bytes: 4 << 20,
             reuse_port: false,
+            recv_coalesce: DEFAULT_RECV_COALESCE,
         }
     }
 }
+
+/// Default [`Config::recv_coalesce`]: 1 ms (see perf/RESULTS.md for what it costs and saves).
+pub const DEFAULT_RECV_COALESCE: Duration = Duration::from_millis(1);
 
 /// Outcome of one [`UdpIo::send`]: datagrams the kernel accepted and datagrams that failed
 /// individually (send buffer full, `ECONNREFUSED`, unreachable network, an IPv6 destination on
@@ -199,15 +215,16 @@ impl UdpIo {
         };
         let socket = sock::bind_socket(addr, config)?;
         let io = |backend| UdpIo { backend, extras: extra::Extras::new(batch), extras_first: false };
+        let coalesce = config.recv_coalesce;
         if !want_uring {
-            let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
+            let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch, coalesce)?));
             return Ok((io(backend), probe_failed));
         }
-        match uring::Uring::new(socket, batch) {
+        match uring::Uring::new(socket, batch, coalesce) {
             Ok(u) => Ok((io(Backend::Uring(Box::new(u))), None)),
             Err((_, reason)) if kind == Some(IoKind::Uring) => Err(io::Error::new(io::ErrorKind::Unsupported, reason)),
             Err((socket, reason)) => {
-                let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch)?));
+                let backend = Backend::Mmsg(Box::new(mmsg::Mmsg::new(socket, batch, coalesce)?));
                 Ok((io(backend), Some(reason)))
             }
         }
@@ -268,11 +285,11 @@ impl UdpIo {
 
     /// How many datagrams [`send`](Self::send) may coalesce into one UDP GSO (`UDP_SEGMENT`)
     /// message: consecutive datagrams to the same destination with equal size (the last of a run
-    /// may be shorter). Probed at bind on the mmsg backend; 0 when GSO is not used (io_uring, an
-    /// old kernel, or a device that refused it with `EIO`, after which it is switched off).
+    /// may be shorter). Probed at bind; 0 when GSO is not used (an old kernel, or a device that
+    /// refused it with `EIO`, after which it is switched off).
     pub fn gso_segments(&self) -> usize {
         match &self.backend {
-            Backend::Uring(_) => 0,
+            Backend::Uring(u) => u.gso_segments(),
             Backend::Mmsg(m) => m.gso_segments(),
         }
     }
@@ -308,7 +325,9 @@ impl UdpIo {
     }
 
     /// Waits up to `timeout` (`None` = until woken or data; `Some(Duration::ZERO)` = do not
-    /// block) for datagrams; for each one calls `on_packet(&mut buf[..len], from)`, where the
+    /// block; after a batch of several datagrams the wait first gathers for
+    /// [`Config::recv_coalesce`]) for
+    /// datagrams; for each one calls `on_packet(&mut buf[..len], from)`, where the
     /// callee may modify the bytes in place. Delivers at most [`Config::batch`] datagrams per call
     /// and returns how many were delivered. Returns early with 0 when woken; if the worker was
     /// woken, or a [`Waker::wake`] raced with going to sleep after
@@ -357,9 +376,17 @@ impl UdpIo {
 
     fn recv_inner(
         &mut self,
-        timeout: Option<Duration>,
+        mut timeout: Option<Duration>,
         on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
     ) -> io::Result<usize> {
+        // Coalescing on mmsg: after a receive that emptied the socket, let the next batch gather
+        // first (io_uring does this in its blocking wait, with the kernel's minimum wait). A
+        // wake-up (or an extra socket) that ends the gathering ends this call's waiting too.
+        if let Backend::Mmsg(m) = &mut self.backend {
+            if m.take_gather(timeout) && m.gather(timeout, self.extras.epoll_fd())? {
+                timeout = Some(Duration::ZERO);
+            }
+        }
         if self.extras.is_empty() {
             return self.backend_recv(timeout, usize::MAX, on_packet);
         }

@@ -14,6 +14,7 @@ use socket2::Socket;
 use crate::batch::SendBatch;
 use crate::extra::{Extras, SocketId};
 use crate::sock::{self, is_fatal_recv_errno, is_fatal_send_errno};
+use crate::tx::TxMessages;
 use crate::waker::WakerInner;
 use crate::{Deadline, SendReport, MAX_DATAGRAM};
 
@@ -28,31 +29,16 @@ pub(crate) struct Mmsg {
     rx_iov: Box<[libc::iovec]>,
     rx_names: Box<[libc::sockaddr_storage]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
-    /// One iovec per queued datagram.
-    tx_iov: Box<[libc::iovec]>,
-    /// Per message (a message carries one datagram, or a GSO train of several): destination,
-    /// header, `UDP_SEGMENT` control buffer and datagram count.
-    tx_names: Box<[libc::sockaddr_storage]>,
-    tx_hdrs: Box<[libc::mmsghdr]>,
-    tx_cmsg: Box<[CmsgBuf]>,
-    tx_segs: Box<[usize]>,
-    /// Most datagrams per GSO message; 0 when UDP GSO is unavailable or was turned off.
-    gso_segments: usize,
+    /// Outgoing message headers (GSO trains).
+    tx: TxMessages,
     /// Most datagrams one `recv` delivers (at most the number of receive buffers).
     recv_limit: usize,
+    /// See [`Config::recv_coalesce`](crate::Config::recv_coalesce); zero = off.
+    coalesce: Duration,
+    /// The last `recv` that delivered anything delivered more than one datagram and left the
+    /// socket empty: the next one waits up to `coalesce` before reading.
+    drained: bool,
 }
-
-/// `UDP_SEGMENT` socket option / control message type (linux/udp.h).
-const UDP_SEGMENT: libc::c_int = 103;
-/// Datagrams per GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
-const GSO_MAX_SEGMENTS: usize = 64;
-/// Payload bytes per GSO send, safely below the 64 KiB IP datagram limit for IPv4 and IPv6.
-const GSO_MAX_BYTES: usize = 65_000;
-
-/// Room for one control message carrying a u16 (`CMSG_SPACE(2)` is 24 on 64-bit Linux).
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 32]);
 
 // SAFETY: the raw pointers inside the iovec/mmsghdr arrays only ever point into heap memory owned
 // by this same struct (or, during `send`, into the borrowed batch), so moving the whole struct to
@@ -62,7 +48,7 @@ unsafe impl Send for Mmsg {}
 impl Mmsg {
     /// Takes ownership of a bound socket, makes it nonblocking and allocates `batch` receive
     /// buffers and send headers.
-    pub(crate) fn new(socket: Socket, batch: usize) -> io::Result<Mmsg> {
+    pub(crate) fn new(socket: Socket, batch: usize, coalesce: Duration) -> io::Result<Mmsg> {
         socket.set_nonblocking(true)?;
         let v6 = sock::local_addr(&socket)?.is_ipv6();
         let waker = WakerInner::new(true)?;
@@ -72,24 +58,18 @@ impl Mmsg {
         // SAFETY: as above.
         let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
         let mut me = Mmsg {
-            socket,
             v6,
             waker,
             rx_bufs: vec![0u8; n * MAX_DATAGRAM].into_boxed_slice(),
             rx_iov: vec![zero_iov; n].into_boxed_slice(),
             rx_names: vec![sock::zeroed_storage(); n].into_boxed_slice(),
             rx_hdrs: vec![zero_hdr; n].into_boxed_slice(),
-            tx_iov: vec![zero_iov; n].into_boxed_slice(),
-            tx_names: vec![sock::zeroed_storage(); n].into_boxed_slice(),
-            tx_hdrs: vec![zero_hdr; n].into_boxed_slice(),
-            tx_cmsg: vec![CmsgBuf([0; 32]); n].into_boxed_slice(),
-            tx_segs: vec![0usize; n].into_boxed_slice(),
-            gso_segments: 0,
+            tx: TxMessages::new(&socket, n),
             recv_limit: n,
+            coalesce,
+            drained: false,
+            socket,
         };
-        if n > 1 && gso_supported(&me.socket) {
-            me.gso_segments = GSO_MAX_SEGMENTS.min(n);
-        }
         let bufs = me.rx_bufs.as_mut_ptr();
         for i in 0..n {
             me.rx_iov[i] = libc::iovec {
@@ -120,20 +100,71 @@ impl Mmsg {
 
     /// Most datagrams sent per UDP GSO message (0 = GSO not used).
     pub(crate) fn gso_segments(&self) -> usize {
-        self.gso_segments
+        self.tx.gso_segments()
     }
 
     /// Nonblocking `recvmmsg` until at least one datagram was delivered or the socket queue is
-    /// empty. `Ok(0)` when nothing is queued (or a transient socket error was consumed).
+    /// empty. `Ok(0)` when nothing is queued (or a transient socket error was consumed). Notes
+    /// whether the call emptied the socket (fewer datagrams than asked for), for coalescing.
     fn recv_batch(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<usize> {
+        let asked = self.recv_limit.min(limit).clamp(1, self.rx_hdrs.len());
         loop {
             let (received, delivered) = self.recv_once(limit, on_packet)?;
             // Datagrams that were dropped (truncated, unknown address family) must not make the
             // caller block while more may be queued: try again.
             if received == 0 || delivered > 0 {
+                // A call that found nothing leaves the mark of the last batch as it was; a
+                // single datagram says arrivals are sparse: nothing to gather.
+                if delivered > 0 {
+                    self.drained = delivered > 1 && received < asked;
+                }
                 return Ok(delivered);
             }
         }
+    }
+
+    /// Coalescing: whether this `recv` (with `timeout`) should first let datagrams gather, i.e.
+    /// coalescing is on, the caller may block and the previous receive emptied the socket.
+    pub(crate) fn take_gather(&mut self, timeout: Option<Duration>) -> bool {
+        let gather = self.drained && !self.coalesce.is_zero() && timeout != Some(Duration::ZERO);
+        self.drained = false;
+        gather
+    }
+
+    /// Coalescing: sleeps up to `coalesce` (and at most `timeout`) waiting only for a wake-up or
+    /// an extra socket, so that datagrams gather in the socket meanwhile. True if a wake-up or an
+    /// extra socket ended it (the caller must then not block again).
+    pub(crate) fn gather(&mut self, timeout: Option<Duration>, extra: Option<RawFd>) -> io::Result<bool> {
+        let d = timeout.map_or(self.coalesce, |t| t.min(self.coalesce));
+        self.waker.announce_sleep();
+        let mut fds = [
+            libc::pollfd {
+                fd: self.waker.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: extra.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let nfds: libc::nfds_t = if extra.is_some() { 2 } else { 1 };
+        let ts = libc::timespec {
+            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: fds is a live array of 2 pollfds (nfds <= 2); ts is a live timespec; a null
+        // sigmask keeps the current mask.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, &ts, ptr::null()) };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            return if err.raw_os_error() == Some(libc::EINTR) { Ok(false) } else { Err(err) };
+        }
+        if r > 0 && fds[0].revents != 0 {
+            self.waker.drain();
+        }
+        Ok(r > 0)
     }
 
     /// One nonblocking `recvmmsg`; returns (datagrams received, datagrams delivered).
@@ -285,24 +316,17 @@ impl Mmsg {
                     }
                 }
             };
-            let m = self.build_messages(batch, &mut next, &mut report, via, v6);
+            let m = self.tx.build(batch, &mut next, &mut report, via, v6);
             // Send them, looping on partial sends and skipping a message that fails.
             let mut k = 0;
             while k < m {
-                // SAFETY: tx_hdrs[k..m] are initialised mmsghdrs whose name, iovec and control
-                // pointers reference arrays owned by self, and whose iovecs reference datagrams
+                // SAFETY: the headers k..m are initialised mmsghdrs whose name, iovec and control
+                // pointers reference arrays owned by self.tx, and whose iovecs reference datagrams
                 // inside `batch`, which is borrowed for the duration of this call.
-                let r = unsafe {
-                    libc::sendmmsg(
-                        fd,
-                        self.tx_hdrs.as_mut_ptr().add(k),
-                        (m - k) as libc::c_uint,
-                        0,
-                    )
-                };
+                let r = unsafe { libc::sendmmsg(fd, self.tx.hdrs_ptr(k), (m - k) as libc::c_uint, 0) };
                 if r > 0 {
                     let r = r as usize;
-                    report.sent += self.tx_segs[k..k + r].iter().sum::<usize>();
+                    report.sent += self.tx.segs_sum(k, r);
                     k += r;
                     continue;
                 }
@@ -310,20 +334,20 @@ impl Mmsg {
                 match errno {
                     Some(libc::EINTR) => {}
                     Some(e) if is_fatal_send_errno(e) => return Err(io::Error::from_raw_os_error(e)),
-                    Some(e @ (libc::EIO | libc::EINVAL)) if self.tx_segs[k] > 1 => {
+                    Some(e @ (libc::EIO | libc::EINVAL)) if self.tx.segs(k) > 1 => {
                         // EIO: the device cannot segment (checksum offload missing): stop using
                         // GSO on this socket. EINVAL: e.g. segment size above the path MTU. Either
                         // way, send this train's datagrams one by one.
                         if e == libc::EIO {
-                            self.gso_segments = 0;
+                            self.tx.disable_gso();
                         }
-                        self.send_train_individually(fd, k, &mut report)?;
+                        self.tx.send_train_individually(fd, k, &mut report)?;
                         k += 1;
                     }
                     _ => {
                         // The message at k failed (EAGAIN with a full send buffer, ECONNREFUSED,
                         // EMSGSIZE, ENETUNREACH, ...): count its datagrams and go on.
-                        report.failed += self.tx_segs[k];
+                        report.failed += self.tx.segs(k);
                         k += 1;
                     }
                 }
@@ -331,140 +355,4 @@ impl Mmsg {
         }
         Ok(report)
     }
-
-    /// Fills up to `cap` message headers (and as many iovecs) from `batch`, starting at `*next`.
-    /// Returns the number of messages.
-    /// Only datagrams leaving through `via` (an `v6` socket or not) are taken: the run ends at the
-    /// first datagram for another socket.
-    fn build_messages(
-        &mut self,
-        batch: &SendBatch,
-        next: &mut usize,
-        report: &mut SendReport,
-        via: SocketId,
-        v6: bool,
-    ) -> usize {
-        let cap = self.tx_hdrs.len();
-        let total = batch.len();
-        let mut m = 0; // messages
-        let mut d = 0; // iovecs (datagrams)
-        while m < cap && d < cap && *next < total {
-            if batch.via(*next) != Some(via) {
-                break;
-            }
-            let Some((to, data)) = batch.get(*next) else { break };
-            *next += 1;
-            let Some(namelen) = sock::write_sockaddr(to, v6, &mut self.tx_names[m]) else {
-                report.failed += 1;
-                continue;
-            };
-            let first = d;
-            self.tx_iov[d] = iovec_for(data);
-            d += 1;
-            // Extend into a GSO train: same destination, same size (a shorter one ends it).
-            let seg = data.len();
-            let mut bytes = seg;
-            if self.gso_segments > 1 && seg > 0 {
-                while d < cap && d - first < self.gso_segments && *next < total {
-                    if batch.via(*next) != Some(via) {
-                        break;
-                    }
-                    let Some((to2, data2)) = batch.get(*next) else { break };
-                    if to2 != to || data2.is_empty() || data2.len() > seg || bytes + data2.len() > GSO_MAX_BYTES {
-                        break;
-                    }
-                    *next += 1;
-                    self.tx_iov[d] = iovec_for(data2);
-                    d += 1;
-                    bytes += data2.len();
-                    if data2.len() < seg {
-                        break;
-                    }
-                }
-            }
-            let segs = d - first;
-            self.tx_segs[m] = segs;
-            let h = &mut self.tx_hdrs[m];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = (&mut self.tx_names[m] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = &mut self.tx_iov[first];
-            h.msg_hdr.msg_iovlen = segs;
-            h.msg_hdr.msg_flags = 0;
-            if segs > 1 {
-                h.msg_hdr.msg_control = self.tx_cmsg[m].0.as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE is a pure computation.
-                h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
-                // SAFETY: the control buffer is 32 bytes, 8-aligned, larger than CMSG_SPACE(2),
-                // so CMSG_FIRSTHDR is non-null and the header plus 2 data bytes fit inside it.
-                unsafe {
-                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-                    ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
-                }
-            } else {
-                h.msg_hdr.msg_control = ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-            }
-            m += 1;
-        }
-        m
-    }
-
-    /// Sends the datagrams of GSO message `k` one `sendmsg` each (after the kernel refused the
-    /// train).
-    fn send_train_individually(&mut self, fd: RawFd, k: usize, report: &mut SendReport) -> io::Result<()> {
-        let h = self.tx_hdrs[k].msg_hdr;
-        for j in 0..self.tx_segs[k] {
-            let mut single = h;
-            // SAFETY: msg_iov points at tx_segs[k] consecutive iovecs inside tx_iov.
-            single.msg_iov = unsafe { h.msg_iov.add(j) };
-            single.msg_iovlen = 1;
-            single.msg_control = ptr::null_mut();
-            single.msg_controllen = 0;
-            loop {
-                // SAFETY: `single` references a live name and iovec as in `send`.
-                let r = unsafe { libc::sendmsg(fd, &single, 0) };
-                if r >= 0 {
-                    report.sent += 1;
-                    break;
-                }
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(e) if is_fatal_send_errno(e) => return Err(io::Error::from_raw_os_error(e)),
-                    _ => {
-                        report.failed += 1;
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn iovec_for(data: &[u8]) -> libc::iovec {
-    libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    }
-}
-
-/// Whether the kernel knows the `UDP_SEGMENT` option (Linux 4.18+) for this socket.
-fn gso_supported(socket: &Socket) -> bool {
-    let mut val: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: passes a live c_int and its exact size.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            (&mut val as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    rc == 0
 }

@@ -5,10 +5,18 @@
 //! is handed to the callback in place and then given back to the ring. A `READ` on the eventfd is
 //! kept posted for wake-ups. Waiting uses `io_uring_enter` with the extended argument (timeout).
 //!
-//! Send side: a second, small ring whose `SENDMSG` entries (one per datagram, `MSG_DONTWAIT`) are
-//! submitted together with a single `submit_and_wait` and all reaped before `send` returns, so the
-//! batch's buffers are free again. A separate ring keeps send completions from interleaving with
-//! receive completions, so neither path ever has to stash the other's events.
+//! Where the kernel allows (6.1+), the receive ring is set up `SINGLE_ISSUER | DEFER_TASKRUN`:
+//! completion work then runs only when the worker enters the ring to collect completions, instead
+//! of interrupting the worker's return to user space for every datagram, and `TASKRUN_FLAG` tells
+//! the worker without a system call whether any is pending. The ring starts disabled and is
+//! enabled by the first `recv`, so the worker thread (not the thread that created it) is its
+//! single issuer.
+//!
+//! Send side: a second, small ring whose `SENDMSG` entries (one per datagram or UDP GSO train,
+//! `MSG_DONTWAIT`, built as in the mmsg backend) are submitted together with a single
+//! `submit_and_wait` and all reaped before `send` returns, so the batch's buffers are free again.
+//! A separate ring keeps send completions from interleaving with receive completions, so neither
+//! path ever has to stash the other's events.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -26,7 +34,8 @@ use socket2::Socket;
 
 use crate::batch::SendBatch;
 use crate::extra::{Extras, SocketId};
-use crate::sock::{self, describe, is_fatal_recv_errno};
+use crate::sock::{self, describe, is_fatal_recv_errno, is_fatal_send_errno};
+use crate::tx::TxMessages;
 use crate::waker::WakerInner;
 use crate::{Deadline, SendReport, MAX_DATAGRAM};
 
@@ -163,13 +172,26 @@ pub(crate) struct Uring {
     wake_buf: RawMem,
     recv_armed: bool,
     wake_armed: bool,
+    /// The receive ring was set up `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | R_DISABLED`.
+    deferred: bool,
+    /// A deferred ring has been enabled (by the thread that calls `recv`); until then nothing has
+    /// been submitted.
+    enabled: bool,
+    /// Receive coalescing ([`Config::recv_coalesce`](crate::Config::recv_coalesce)) as the
+    /// kernel's minimum wait: a blocking wait asks for a full batch and returns after this long
+    /// if at least one completion is there. Zero = off (or not supported).
+    min_wait_usec: u32,
+    /// The last `recv` that delivered datagrams delivered more than one and fewer than its limit:
+    /// the next blocking wait gathers (uses `min_wait_usec`); otherwise it wakes for the first
+    /// datagram.
+    drained: bool,
     /// The extra sockets' epoll descriptor, once there is one, and whether a poll on it is posted.
     extra_fd: Option<libc::c_int>,
     extra_armed: bool,
     recv_limit: usize,
-    tx_iov: Box<[libc::iovec]>,
-    tx_names: Box<[libc::sockaddr_storage]>,
-    tx_hdrs: Box<[libc::msghdr]>,
+    /// Outgoing message headers (GSO trains) and each message's send result.
+    tx_msgs: TxMessages,
+    tx_results: Box<[i32]>,
     tx_broken: bool,
     waker: Arc<WakerInner>,
     v6: bool,
@@ -184,7 +206,7 @@ unsafe impl Send for Uring {}
 impl Uring {
     /// Sets up the rings and buffers for a bound socket. On failure the socket is handed back
     /// with a one-line reason so that the caller can fall back to mmsg.
-    pub(crate) fn new(socket: Socket, batch: usize) -> Result<Uring, (Socket, String)> {
+    pub(crate) fn new(socket: Socket, batch: usize, coalesce: Duration) -> Result<Uring, (Socket, String)> {
         macro_rules! attempt {
             ($what:expr, $e:expr) => {
                 match $e {
@@ -196,17 +218,38 @@ impl Uring {
         let v6 = attempt!("getsockname", sock::local_addr(&socket)).is_ipv6();
         let batch = batch.clamp(1, 4096);
         let entries = (batch * 2).next_power_of_two().clamp(8, 32768);
-        let (rx, tx): (IoUring, IoUring) = attempt!(
+        let (rx, tx, deferred): (IoUring, IoUring, bool) = attempt!(
             "io_uring_setup",
             off_thread(|| {
-                let rx = IoUring::builder().setup_cqsize(entries as u32 * 2 + 16).build(8)?;
+                let cq = entries as u32 * 2 + 16;
+                // Deferred task work where the kernel has it (6.1+), else the classic set-up.
+                let (rx, deferred) = match IoUring::builder()
+                    .setup_cqsize(cq)
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_r_disabled()
+                    .build(8)
+                {
+                    Ok(rx) => (rx, true),
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        (IoUring::builder().setup_cqsize(cq).build(8)?, false)
+                    }
+                    Err(e) => return Err(e),
+                };
                 let tx = IoUring::new(batch.next_power_of_two() as u32)?;
-                Ok((rx, tx))
+                Ok((rx, tx, deferred))
             })
         );
         if !rx.params().is_feature_ext_arg() {
             return Err((socket, "io_uring lacks IORING_FEAT_EXT_ARG (kernel older than 5.11)".into()));
         }
+        // Coalescing needs the kernel's minimum wait (6.12+); without it, none.
+        let min_wait_usec = if rx.params().is_feature_min_timeout() {
+            u32::try_from(coalesce.as_micros()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         let mut bufs = attempt!("buffer ring allocation", BufRing::new(entries as u16));
         // SAFETY: the ring memory is page-aligned, holds `entries` descriptors and is owned by
         // the Uring (dropped after the ring, or leaked if operations cannot be cancelled).
@@ -242,8 +285,7 @@ impl Uring {
         // that submitted it, and this constructor runs in the engine's main thread, which then sleeps
         // in sigwait. The first `recv`, in the worker thread that owns the socket, submits these, so
         // completions run there and no other thread's blocking calls are interrupted (EINTR).
-        // SAFETY: as above, for iovec and msghdr.
-        let (zero_iov, zero_hdr): (libc::iovec, libc::msghdr) = unsafe { (mem::zeroed(), mem::zeroed()) };
+        let tx_msgs = TxMessages::new(&socket, batch);
         Ok(Uring {
             rx,
             tx,
@@ -252,12 +294,15 @@ impl Uring {
             wake_buf,
             recv_armed: true,
             wake_armed: true,
+            deferred,
+            enabled: !deferred,
+            min_wait_usec,
+            drained: false,
             extra_fd: None,
             extra_armed: false,
             recv_limit: batch,
-            tx_iov: vec![zero_iov; batch].into_boxed_slice(),
-            tx_names: vec![sock::zeroed_storage(); batch].into_boxed_slice(),
-            tx_hdrs: vec![zero_hdr; batch].into_boxed_slice(),
+            tx_msgs,
+            tx_results: vec![0; batch].into_boxed_slice(),
             tx_broken: false,
             waker,
             v6,
@@ -271,6 +316,37 @@ impl Uring {
 
     pub(crate) fn waker(&self) -> &Arc<WakerInner> {
         &self.waker
+    }
+
+    /// Enables a deferred ring from the calling thread, which becomes its single issuer. Every
+    /// path that enters the receive ring goes through here first.
+    fn ensure_enabled(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            self.rx.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        Ok(())
+    }
+
+    /// Whether entering the receive ring now would do anything without waiting: entries to
+    /// submit, deferred completion work to run, or (without deferral) possibly pending work.
+    fn enter_needed(&mut self) -> bool {
+        if !self.deferred {
+            return true;
+        }
+        let mut sq = self.rx.submission();
+        sq.sync();
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+    }
+
+    /// One enter that submits queued entries and runs pending completion work, never waiting
+    /// (`submit` asks for events when the kernel flagged deferred work).
+    fn enter_nowait(&mut self) -> io::Result<()> {
+        match self.rx.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if transient(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn push_rx(&mut self, entry: &squeue::Entry) -> io::Result<()> {
@@ -393,7 +469,21 @@ impl Uring {
 
     /// See [`UdpIo::set_recv_limit`](crate::UdpIo::set_recv_limit).
     pub(crate) fn set_recv_limit(&mut self, n: usize) {
-        self.recv_limit = n.clamp(1, self.tx_hdrs.len());
+        self.recv_limit = n.clamp(1, self.tx_results.len());
+    }
+
+    /// Coalescing: remembers whether a call that delivered `n` datagrams (of at most `limit`)
+    /// left the queue empty; a call that delivered none leaves the mark as it was, and a single
+    /// datagram says arrivals are sparse: nothing to gather.
+    fn note_batch(&mut self, n: usize, limit: usize) {
+        if n > 0 {
+            self.drained = n > 1 && n < limit;
+        }
+    }
+
+    /// Most datagrams sent per UDP GSO message (0 = GSO not used).
+    pub(crate) fn gso_segments(&self) -> usize {
+        self.tx_msgs.gso_segments()
     }
 
     /// Most datagrams one `recv` delivers.
@@ -415,32 +505,44 @@ impl Uring {
             self.extra_fd = extra;
             self.extra_armed = false;
         }
+        self.ensure_enabled()?;
         let limit = self.recv_limit.min(limit).max(1);
         let (n, woken) = self.reap(on_packet, limit)?;
         if n > 0 || woken {
+            self.note_batch(n, limit);
             self.flush()?;
             return Ok(n);
         }
         if timeout == Some(Duration::ZERO) {
-            // One enter: submits re-arms and runs pending completion work.
-            match self.rx.submit() {
-                Ok(_) => {}
-                Err(e) if transient(&e) => {}
-                Err(e) => return Err(e),
+            // One enter (if there is anything to do): submits re-arms and runs pending completion
+            // work.
+            if self.enter_needed() {
+                self.enter_nowait()?;
             }
             let (n, _) = self.reap(on_packet, limit)?;
+            self.note_batch(n, limit);
             self.flush()?;
             return Ok(n);
         }
         let deadline = Deadline::new(timeout);
         self.waker.announce_sleep();
+        // Coalescing: after a partial batch, wait for a full one, or for at least one datagram
+        // once the minimum wait has passed. Otherwise (and after a gathering wait that found
+        // nothing) wake for the first completion.
+        let mut min = if self.drained { self.min_wait_usec } else { 0 };
+        self.drained = false;
         loop {
+            let want = if min == 0 { 1 } else { limit };
             let waited = match deadline.remaining() {
-                None => self.rx.submit_and_wait(1),
+                None if min == 0 => self.rx.submit_and_wait(1),
+                None => {
+                    let args = SubmitArgs::new().min_wait_usec(min);
+                    self.rx.submitter().submit_with_args(want, &args)
+                }
                 Some(d) => {
                     let ts = Timespec::from(d);
-                    let args = SubmitArgs::new().timespec(&ts);
-                    self.rx.submitter().submit_with_args(1, &args)
+                    let args = SubmitArgs::new().timespec(&ts).min_wait_usec(min);
+                    self.rx.submitter().submit_with_args(want, &args)
                 }
             };
             match waited {
@@ -448,70 +550,56 @@ impl Uring {
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) || transient(&e) => {}
                 Err(e) => return Err(e),
             }
+            min = 0;
             let (n, woken) = self.reap(on_packet, limit)?;
             if n > 0 || woken || deadline.expired() {
+                self.note_batch(n, limit);
                 self.flush()?;
                 return Ok(n);
             }
         }
     }
 
-    /// See [`UdpIo::send`](crate::UdpIo::send).
+    /// See [`UdpIo::send`](crate::UdpIo::send): one `SENDMSG` per datagram or GSO train, all
+    /// submitted with one enter and reaped before returning. A train the kernel refuses with
+    /// `EIO` (no segmentation offload: GSO is then switched off) or `EINVAL` is sent again one
+    /// datagram at a time.
     pub(crate) fn send(&mut self, batch: &SendBatch, extras: &Extras) -> io::Result<SendReport> {
         if self.tx_broken {
             return Err(io::Error::other("io_uring send ring failed earlier"));
         }
         let mut report = SendReport::default();
-        let cap = self.tx_hdrs.len();
         let total = batch.len();
-        let fd = self.socket.as_raw_fd();
         let mut next = 0;
         while next < total {
-            let mut m = 0;
-            while m < cap && next < total {
-                let Some((to, data)) = batch.get(next) else { break };
-                let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
-                next += 1;
-                let (fd, v6) = if via == SocketId::PRIMARY {
-                    (fd, self.v6)
-                } else {
-                    match extras.resolve(via) {
-                        Some(r) => r,
-                        None => {
-                            report.failed += 1;
-                            continue;
-                        }
+            let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
+            let (fd, v6) = if via == SocketId::PRIMARY {
+                (self.socket.as_raw_fd(), self.v6)
+            } else {
+                match extras.resolve(via) {
+                    Some(r) => r,
+                    None => {
+                        // The socket was removed after the datagram was queued.
+                        report.failed += 1;
+                        next += 1;
+                        continue;
                     }
-                };
-                let Some(namelen) = sock::write_sockaddr(to, v6, &mut self.tx_names[m]) else {
-                    report.failed += 1;
-                    continue;
-                };
-                self.tx_iov[m] = libc::iovec {
-                    iov_base: data.as_ptr() as *mut libc::c_void,
-                    iov_len: data.len(),
-                };
-                let h = &mut self.tx_hdrs[m];
-                h.msg_name = (&mut self.tx_names[m] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = namelen;
-                h.msg_iov = &mut self.tx_iov[m];
-                h.msg_iovlen = 1;
-                h.msg_control = ptr::null_mut();
-                h.msg_controllen = 0;
-                h.msg_flags = 0;
-                let e = opcode::SendMsg::new(Fd(fd), &self.tx_hdrs[m])
+                }
+            };
+            let m = self.tx_msgs.build(batch, &mut next, &mut report, via, v6);
+            for k in 0..m {
+                let e = opcode::SendMsg::new(Fd(fd), self.tx_msgs.msghdr(k))
                     .flags(libc::MSG_DONTWAIT as u32)
                     .build()
-                    .user_data(m as u64);
-                // SAFETY: the msghdr, its name and iovec live in arrays owned by self and the
-                // payload in `batch`, borrowed for this call; every entry is reaped below before
-                // this function returns, so nothing outlives the borrow.
+                    .user_data(k as u64);
+                // SAFETY: the msghdr, its name, iovecs and control buffer live in arrays owned by
+                // self and the payload in `batch`, borrowed for this call; every entry is reaped
+                // below before this function returns, so nothing outlives the borrow.
                 if unsafe { self.tx.submission().push(&e) }.is_err() {
-                    // Cannot happen: the send ring has at least `cap` entries and is empty here.
+                    // Cannot happen: the send ring has at least `batch` entries and is empty here.
                     self.tx_broken = true;
                     return Err(io::Error::other("io_uring send queue unexpectedly full"));
                 }
-                m += 1;
             }
             let mut done = 0;
             while done < m {
@@ -526,11 +614,25 @@ impl Uring {
                 }
                 for cqe in self.tx.completion() {
                     done += 1;
-                    if cqe.result() >= 0 {
-                        report.sent += 1;
-                    } else {
-                        report.failed += 1;
+                    if let Some(r) = self.tx_results.get_mut(cqe.user_data() as usize) {
+                        *r = cqe.result();
                     }
+                }
+            }
+            for k in 0..m {
+                let res = self.tx_results[k];
+                let segs = self.tx_msgs.segs(k);
+                if res >= 0 {
+                    report.sent += segs;
+                } else if is_fatal_send_errno(-res) {
+                    return Err(io::Error::from_raw_os_error(-res));
+                } else if (res == -libc::EIO || res == -libc::EINVAL) && segs > 1 {
+                    if res == -libc::EIO {
+                        self.tx_msgs.disable_gso();
+                    }
+                    self.tx_msgs.send_train_individually(fd, k, &mut report)?;
+                } else {
+                    report.failed += segs;
                 }
             }
         }
@@ -592,9 +694,15 @@ fn parse_slot(slot: &[u8], res: usize) -> Option<(SocketAddr, usize, usize)> {
 
 impl Drop for Uring {
     fn drop(&mut self) {
+        if !self.enabled {
+            // A deferred ring never enabled has had nothing submitted: no operation can touch
+            // the memory.
+            return;
+        }
         // Cancel the in-flight receive and eventfd read and wait for their final completions, so
         // that the kernel no longer writes into memory about to be freed. If that does not work
-        // out (it always should), leak the memory instead.
+        // out (it always should; a deferred ring dropped by another thread than its issuer
+        // refuses), leak the memory instead.
         let _ = self.rx.submit();
         let mut live_recv = self.recv_armed;
         let mut live_wake = self.wake_armed;

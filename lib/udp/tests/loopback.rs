@@ -348,14 +348,14 @@ fn reuse_port_and_small_batches() {
     }
 }
 
-/// Runs of equal-size datagrams to one peer (GSO trains on the mmsg backend), interleaved with
-/// other destinations and sizes, arrive as separate, intact datagrams in order.
+/// Runs of equal-size datagrams to one peer (GSO trains), interleaved with other destinations and
+/// sizes, arrive as separate, intact datagrams in order.
 #[test]
 fn gso_trains_arrive_as_separate_datagrams() {
     for kind in kinds() {
         let mut io = bind(kind);
-        if kind == IoKind::Mmsg && io.gso_segments() == 0 {
-            eprintln!("NOTE: UDP GSO unavailable here; testing the plain path");
+        if io.gso_segments() == 0 {
+            eprintln!("NOTE: UDP GSO unavailable here ({kind}); testing the plain path");
         }
         let io_addr = io.local_addr().expect("local");
         let a = UdpSocket::bind(loopback()).expect("a");
@@ -389,6 +389,108 @@ fn gso_trains_arrive_as_separate_datagrams() {
                 assert_eq!(check_payload(&buf[..n]), Some(seq as u32), "{kind}");
             }
         }
+    }
+}
+
+/// As in the engine: bound on one thread, then moved to a worker thread that receives, sends and
+/// finally drops it (an io_uring receive ring with a single issuer belongs to that worker).
+#[test]
+fn bound_on_one_thread_used_and_dropped_on_another() {
+    for kind in kinds() {
+        let io = bind(kind);
+        let io_addr = io.local_addr().expect("local");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let worker = thread::spawn(move || {
+            let mut io = io;
+            let mut out = SendBatch::new(64);
+            let mut echoed = 0;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while echoed < 50 && Instant::now() < deadline {
+                io.recv(Some(Duration::from_millis(100)), |d, from| {
+                    assert!(out.push(from, d));
+                    echoed += 1;
+                })
+                .expect("recv");
+                io.send(&mut out).expect("send");
+            }
+            echoed
+        });
+        let mut buf = [0u8; 256];
+        for seq in 0..50u32 {
+            let n = payload(seq, 100, &mut buf);
+            peer.send_to(&buf[..n], io_addr).expect("send_to");
+            let (m, from) = peer.recv_from(&mut buf).expect("echo");
+            assert_eq!((m, from), (n, io_addr), "{kind}");
+            assert_eq!(check_payload(&buf[..m]), Some(seq), "{kind}");
+        }
+        assert_eq!(worker.join().expect("worker"), 50, "{kind}");
+        UdpSocket::bind(io_addr).expect("port released");
+    }
+}
+
+/// Receive coalescing: an idle socket delivers its first datagram without waiting for the window,
+/// and so does one whose last receive found a single datagram; a datagram that follows a batch of
+/// several is delivered once the window has passed; on mmsg a wake-up ends the window early, on
+/// io_uring it is seen by the window's end.
+#[test]
+fn coalescing_window() {
+    const WINDOW: Duration = Duration::from_millis(300);
+    for kind in kinds() {
+        let config = Config { recv_coalesce: WINDOW, ..Config::default() };
+        let (mut io, _) = UdpIo::bind(loopback(), Some(kind), &config).expect("bind");
+        let addr = io.local_addr().expect("local");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        let mut buf = [0u8; 64];
+        let mut send = |seq: u32| {
+            let n = payload(seq, 40, &mut buf);
+            peer.send_to(&buf[..n], addr).expect("send_to");
+        };
+        let mut got = Vec::new();
+        let recv = |io: &mut UdpIo, got: &mut Vec<u32>| {
+            io.recv(Some(Duration::from_secs(5)), |d, _| got.push(check_payload(d).expect("payload"))).expect("recv")
+        };
+
+        // Idle, then after a single datagram: delivered at once.
+        for seq in 0..2 {
+            send(seq);
+            let start = Instant::now();
+            assert_eq!(recv(&mut io, &mut got), 1, "{kind}");
+            assert!(start.elapsed() < WINDOW, "{kind}: waited {:?} for datagram {seq}", start.elapsed());
+        }
+
+        // A batch of two, then the next datagram waits for the window.
+        send(2);
+        send(3);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut io, &mut got), 2, "{kind}");
+        send(4);
+        let start = Instant::now();
+        let mut n = 0;
+        while n == 0 && start.elapsed() < Duration::from_secs(5) {
+            n = recv(&mut io, &mut got);
+        }
+        assert_eq!(n, 1, "{kind}");
+        assert!(start.elapsed() >= WINDOW / 2, "{kind}: no gathering ({:?})", start.elapsed());
+        assert_eq!(got, [0, 1, 2, 3, 4], "{kind}");
+
+        // A wake-up during the window.
+        send(5);
+        send(6);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(recv(&mut io, &mut got), 2, "{kind}");
+        let waker = io.waker();
+        io.prepare_sleep();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        let start = Instant::now();
+        assert_eq!(recv(&mut io, &mut got), 0, "{kind}");
+        let took = start.elapsed();
+        t.join().expect("join");
+        let bound = if kind == IoKind::Mmsg { WINDOW } else { WINDOW * 3 };
+        assert!(took < bound, "{kind}: wake-up during the window took {took:?}");
     }
 }
 

@@ -7,8 +7,14 @@ use std::cell::Cell;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{bind, kinds, loopback};
-use switchyard_udp::{SendBatch, MAX_DATAGRAM};
+use common::{bind_with, kinds, loopback};
+use switchyard_udp::{Config, SendBatch, MAX_DATAGRAM};
+
+/// Ping-pong rounds with a short coalescing window (the gathering path is exercised too, without
+/// waiting the default's millisecond per round).
+fn short_window() -> Config {
+    Config { recv_coalesce: Duration::from_micros(50), ..Config::default() }
+}
 
 /// Counts allocations made by the current thread (other test threads do not disturb the count).
 struct CountingAlloc;
@@ -61,7 +67,7 @@ fn steady_state_round_trips_do_not_allocate() {
     drop(std::hint::black_box(Vec::<u8>::with_capacity(8)));
     assert!(allocs() > b, "counting allocator is not counting");
     for kind in kinds() {
-        let mut io = bind(kind);
+        let mut io = bind_with(kind, &short_window());
         let io_addr = io.local_addr().expect("local_addr");
         let peer = UdpSocket::bind(loopback()).expect("peer");
         peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -100,11 +106,11 @@ fn steady_state_round_trips_do_not_allocate() {
 /// The same through an extra socket (`add_socket`): epoll + recvmmsg in, `push_with_via` out.
 #[test]
 fn extra_socket_round_trips_do_not_allocate() {
-    use switchyard_udp::{Config, SocketId};
+    use switchyard_udp::SocketId;
     const WARMUP: u32 = 200;
     const ROUNDS: u32 = 5_000;
     for kind in kinds() {
-        let mut io = bind(kind);
+        let mut io = bind_with(kind, &short_window());
         let x = io.add_socket(loopback(), &Config::default()).expect("add");
         let xa = io.socket_addr(x).expect("addr");
         let peer = UdpSocket::bind(loopback()).expect("peer");

@@ -23,7 +23,12 @@ pub fn loopback() -> SocketAddr {
 }
 
 pub fn bind(kind: IoKind) -> UdpIo {
-    let (io, fallback) = UdpIo::bind(loopback(), Some(kind), &Config::default()).expect("bind");
+    bind_with(kind, &Config::default())
+}
+
+#[allow(dead_code)] // not every test binary uses it
+pub fn bind_with(kind: IoKind, config: &Config) -> UdpIo {
+    let (io, fallback) = UdpIo::bind(loopback(), Some(kind), config).expect("bind");
     assert_eq!(fallback, None);
     assert_eq!(io.kind(), kind);
     io
