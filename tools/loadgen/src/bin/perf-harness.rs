@@ -77,6 +77,14 @@ struct Args {
     /// Only these servers (baseline, switchyard-uring, switchyard-mmsg, janus); repeatable.
     #[arg(long = "only")]
     only: Vec<String>,
+    /// Fixed-load fan-outs to run (repeatable; default 1, 10 and 100).
+    #[arg(long = "fanout")]
+    fanouts: Vec<u32>,
+    /// Rounds of the fan-out 1 fixed load. Each round runs every server once, one after the
+    /// other, so each is compared with the baseline measured minutes apart at most; the verdict
+    /// takes the median of the rounds' ratios.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Where the JSON results go.
     #[arg(long, default_value = "perf/results")]
     out_dir: PathBuf,
@@ -338,6 +346,8 @@ fn janus_network() -> anyhow::Result<()> {
 struct RunResult {
     server: ServerKind,
     fanout: u32,
+    /// Which round of this fan-out (0-based; fan-out 1 runs `--rounds` times).
+    round: u32,
     rooms: u32,
     subscribers: u64,
     /// Packets the server forwarded per second (what subscribers received).
@@ -356,6 +366,9 @@ struct RunResult {
     millicores_per_sub: f64,
     /// Server memory per subscriber (RSS at load minus idle), KiB.
     rss_kib_per_sub: f64,
+    /// Times per second the forwarding process's threads went to sleep and were woken again
+    /// (voluntary context switches, all threads) over the steady state.
+    wakeups_per_s: f64,
     ok: bool,
     summary: Summary,
 }
@@ -389,8 +402,14 @@ fn run_load(
         "--- {} : {rooms} room(s) x (1 publisher + {fanout} subscribers), {duration} s ---",
         server.kind.name()
     );
-    let s = run::run(&cfg)?;
     let media_pid = server.media_pid();
+    let sampler = WakeSampler::start(media_pid);
+    let s = run::run(&cfg);
+    let samples = sampler.stop();
+    let s = s?;
+    // The steady state ended `grace` before run() returned and lasted `measured_s`.
+    let end = samples.last().map(|x| x.0).unwrap_or(0.0) - cfg.grace.as_secs_f64();
+    let wakeups_per_s = wake_rate(&samples, end - s.measured_s, end);
     let proc_of = |pid: u32| s.processes.iter().find(|p| p.pid == pid);
     let media_cores = proc_of(media_pid).map_or(0.0, |p| p.cpu_cores);
     let server_cores: f64 = s
@@ -412,6 +431,7 @@ fn run_load(
     let r = RunResult {
         server: server.kind,
         fanout,
+        round: 0,
         rooms,
         subscribers: s.subscribers_connected,
         forwarded_pps: s.rx_pps,
@@ -429,6 +449,7 @@ fn run_load(
         p999_ms: s.latency_ms.p999,
         millicores_per_sub: media_cores * 1000.0 / subs as f64,
         rss_kib_per_sub: ((rss - server.idle_rss_mib).max(0.0) * 1024.0) / subs as f64,
+        wakeups_per_s,
         ok,
         summary: s,
     };
@@ -445,6 +466,72 @@ fn run_load(
         eprintln!("    failure: {f}");
     }
     Ok(r)
+}
+
+/// Samples (seconds since start, voluntary context switches of all threads) of one process every
+/// 100 ms on a thread of its own, until stopped.
+struct WakeSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl WakeSampler {
+    fn start(pid: u32) -> WakeSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut v = Vec::new();
+            loop {
+                if let Some(n) = voluntary_switches(pid) {
+                    v.push((t0.elapsed().as_secs_f64(), n));
+                }
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return v;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        WakeSampler { stop, handle }
+    }
+
+    fn stop(self) -> Vec<(f64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// Sum of `voluntary_ctxt_switches` over the threads of `pid`.
+fn voluntary_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        if let Some(n) = status
+            .lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            total += n;
+        }
+    }
+    Some(total)
+}
+
+/// Switches per second between the samples nearest to `from` and `to`.
+fn wake_rate(samples: &[(f64, u64)], from: f64, to: f64) -> f64 {
+    let near = |t: f64| {
+        samples
+            .iter()
+            .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+            .copied()
+    };
+    match (near(from), near(to)) {
+        (Some(a), Some(b)) if b.0 > a.0 => b.1.saturating_sub(a.1) as f64 / (b.0 - a.0),
+        _ => 0.0,
+    }
 }
 
 /// The capacity search's outcome.
@@ -602,6 +689,8 @@ struct Profile {
     event: String,
     /// Share of samples per binary (`perf report --sort dso`).
     by_dso: String,
+    /// Share of samples per thread (`perf report --sort comm`).
+    by_thread: String,
     /// `perf report --stdio` top symbols, or why there is none.
     report: String,
 }
@@ -650,33 +739,39 @@ fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profil
         hardware_counters: hw,
         event: event.into(),
         by_dso: String::new(),
+        by_thread: String::new(),
         report: why,
     };
     let Ok(server) = start(kind, a) else {
         return fail("could not start Switchyard".into());
     };
     let data = PathBuf::from(format!("target/perf-logs/{}.perf.data", kind.name()));
-    let secs = (rooms as f64 * (fanout + 1) as f64 / a.join_rate + a.duration + 3.0).ceil();
-    let rec = Command::new("perf")
-        .args(["record", "-e", event, "-g", "-F", "499", "-o"])
-        .arg(&data)
-        .args([
-            "-p",
-            &server.media_pid().to_string(),
-            "--",
-            "sleep",
-            &secs.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut rec) = rec else {
-        server.stop();
-        return fail("`perf record` could not start".into());
-    };
-    let _ = run_load(&server, a, rooms, fanout, a.duration);
-    let _ = rec.wait();
+    // Only media forwarding: start once everyone has joined and connected (joins at `join_rate`,
+    // plus a few seconds for the last handshakes), record for most of the steady state.
+    let ramp = rooms as f64 * (fanout + 1) as f64 / a.join_rate + 4.0;
+    let secs = (a.duration * 0.8).max(1.0);
+    let pid = server.media_pid().to_string();
+    let recorder = std::thread::spawn({
+        let data = data.clone();
+        let event = event.to_string();
+        move || {
+            std::thread::sleep(Duration::from_secs_f64(ramp));
+            Command::new("perf")
+                .args(["record", "-e", &event, "-g", "-F", "999", "-o"])
+                .arg(&data)
+                .args(["-p", &pid, "--", "sleep", &format!("{secs:.1}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        }
+    });
+    let _ = run_load(&server, a, rooms, fanout, a.duration + ramp.min(10.0));
+    let recorded = recorder.join().unwrap_or(false);
     server.stop();
+    if !recorded {
+        return fail("`perf record` failed".into());
+    }
     let by_dso = perf_report(
         &data,
         &[
@@ -690,6 +785,20 @@ fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profil
         ],
         12,
     );
+    let by_thread = perf_report(
+        &data,
+        &[
+            "--no-children",
+            "-g",
+            "none",
+            "--sort",
+            "comm",
+            "--percent-limit",
+            "0.5",
+        ],
+        12,
+    )
+    .unwrap_or_default();
     let symbols = perf_report(
         &data,
         &[
@@ -709,6 +818,7 @@ fn profile_engine(a: &Args, kind: ServerKind, fanout: u32, rooms: u32) -> Profil
             hardware_counters: hw,
             event: event.into(),
             by_dso: d,
+            by_thread,
             report: s,
         },
         (Err(e), _) | (_, Err(e)) => fail(e),
@@ -807,20 +917,34 @@ fn main() -> anyhow::Result<()> {
         run_benches(&a)
     };
     let pps_per_pub = STANDARD.packets_per_second();
+    let fanouts = if a.fanouts.is_empty() {
+        vec![1u32, 10, 100]
+    } else {
+        a.fanouts.clone()
+    };
+    // Servers interleaved within each fan-out (and round), so that every server is measured
+    // close in time to the baseline it is compared with on this shared machine.
     let mut fixed = Vec::new();
-    for &kind in &kinds {
-        for fanout in [1u32, 10, 100] {
-            let rooms = ((a.fixed_pps / (pps_per_pub * f64::from(fanout))).round() as u32).max(1);
-            match start(kind, &a) {
-                Ok(server) => {
-                    let r = run_load(&server, &a, rooms, fanout, a.duration);
-                    server.stop();
-                    match r {
-                        Ok(r) => fixed.push(r),
-                        Err(e) => eprintln!("{} fan-out {fanout}: {e:#}", kind.name()),
+    for &fanout in &fanouts {
+        let rounds = if fanout == 1 { a.rounds.max(1) } else { 1 };
+        for round in 0..rounds {
+            for &kind in &kinds {
+                let rooms =
+                    ((a.fixed_pps / (pps_per_pub * f64::from(fanout))).round() as u32).max(1);
+                match start(kind, &a) {
+                    Ok(server) => {
+                        let r = run_load(&server, &a, rooms, fanout, a.duration);
+                        server.stop();
+                        match r {
+                            Ok(mut r) => {
+                                r.round = round;
+                                fixed.push(r)
+                            }
+                            Err(e) => eprintln!("{} fan-out {fanout}: {e:#}", kind.name()),
+                        }
                     }
+                    Err(e) => eprintln!("{}: {e:#}", kind.name()),
                 }
-                Err(e) => eprintln!("{}: {e:#}", kind.name()),
             }
         }
     }
@@ -868,10 +992,21 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn find(fixed: &[RunResult], kind: ServerKind, fanout: u32) -> Option<&RunResult> {
+fn find(fixed: &[RunResult], kind: ServerKind, fanout: u32, round: u32) -> Option<&RunResult> {
     fixed
         .iter()
-        .find(|r| r.server == kind && r.fanout == fanout)
+        .find(|r| r.server == kind && r.fanout == fanout && r.round == round)
+}
+
+/// Median of a non-empty list.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn render(
@@ -889,25 +1024,28 @@ fn render(
     );
     let _ = writeln!(t, "Load: rooms of 1 publisher (1 Mbit/s VP8-like video at 30 fps in <= 1200 B packets + 32 kbit/s Opus-like audio = {:.0} pkt/s) and N subscribers", STANDARD.packets_per_second());
     let _ = writeln!(t);
-    let _ = writeln!(t, "| server | fan-out | rooms | subs | fwd pkt/s | server cores | pkt/s per core | x baseline | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | loadgen cores |");
+    let _ = writeln!(t, "Fixed load: each row is one fresh server; x baseline and x Janus compare with the baseline and Janus runs of the same fan-out and round (servers run one after the other within a round).");
+    let _ = writeln!(t);
+    let _ = writeln!(t, "| server | fan-out | round | rooms | subs | fwd pkt/s | server cores | pkt/s per core | x baseline | x Janus | p50 ms | p99 ms | p99.9 ms | loss % | mcores/sub | RSS KiB/sub | wake-ups/s | loadgen cores |");
     let _ = writeln!(
         t,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in fixed {
-        let base = find(fixed, ServerKind::Baseline, r.fanout)
+        let base = find(fixed, ServerKind::Baseline, r.fanout, r.round)
             .map(|b| b.pps_per_core)
             .filter(|x| *x > 0.0);
-        let janus = find(fixed, ServerKind::Janus, r.fanout)
+        let janus = find(fixed, ServerKind::Janus, r.fanout, r.round)
             .map(|b| b.pps_per_core)
             .filter(|x| *x > 0.0);
         let ratio =
             |d: Option<f64>| d.map_or("-".to_string(), |d| format!("{:.2}", r.pps_per_core / d));
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {:.0} | {:.2} |",
             r.server.name(),
             r.fanout,
+            r.round + 1,
             r.rooms,
             r.subscribers,
             r.forwarded_pps,
@@ -921,6 +1059,7 @@ fn render(
             r.loss_pct,
             r.millicores_per_sub,
             r.rss_kib_per_sub,
+            r.wakeups_per_s,
             r.loadgen_cores
         );
     }
@@ -991,19 +1130,32 @@ fn render(
         }
     }
     let mut verdicts = Vec::new();
-    let base1 = find(fixed, ServerKind::Baseline, 1).map(|r| r.pps_per_core);
     for kind in [ServerKind::SwitchyardUring, ServerKind::SwitchyardMmsg] {
-        if let (Some(b), Some(s)) = (base1, find(fixed, kind, 1)) {
-            let met = s.pps_per_core >= b;
-            verdicts.push(format!(
-                "Target SRTP forwarding at fan-out 1 >= baseline pkt/s per core ({}): {} ({:.0} vs {:.0} pkt/s per core, {:.2}x)",
-                kind.name(),
-                if met { "MET" } else { "NOT MET" },
-                s.pps_per_core,
-                b,
-                s.pps_per_core / b.max(1e-9)
-            ));
+        // (ratio, ours, baseline's) per round that has both.
+        let rounds: Vec<(f64, f64, f64)> = fixed
+            .iter()
+            .filter(|r| r.server == kind && r.fanout == 1)
+            .filter_map(|s| {
+                let b = find(fixed, ServerKind::Baseline, 1, s.round)?.pps_per_core;
+                (b > 0.0).then(|| (s.pps_per_core / b, s.pps_per_core, b))
+            })
+            .collect();
+        if rounds.is_empty() {
+            continue;
         }
+        let ratio = median(rounds.iter().map(|r| r.0).collect());
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|(x, s, b)| format!("{x:.2}x ({s:.0} vs {b:.0})"))
+            .collect();
+        verdicts.push(format!(
+            "Target SRTP forwarding at fan-out 1 >= baseline pkt/s per core ({}): {} (median of {} round(s) {:.2}x; per round, pkt/s per core vs the baseline's: {})",
+            kind.name(),
+            if ratio >= 1.0 { "MET" } else { "NOT MET" },
+            rounds.len(),
+            ratio,
+            each.join(", ")
+        ));
     }
     if let Some(j) = janus_cap {
         for c in caps.iter().filter(|c| {
@@ -1040,11 +1192,12 @@ fn write_results_md(path: &Path, r: &Results) -> anyhow::Result<()> {
     }
     for p in &r.profiles {
         gen.push_str(&format!(
-            "\nEngine profile, {} at fan-out 1 (`perf record -e {} -g` on switchyard-engine during the fixed-load run; hardware counters {}). By binary:\n\n```\n{}\n```\n\nTop symbols:\n\n```\n{}\n```\n",
+            "\nEngine profile, {} at fan-out 1 (`perf record -e {} -g` on switchyard-engine over the steady state of a separate fixed-load run at fan-out 1, after every participant has joined; hardware counters {}). By binary:\n\n```\n{}\n```\n\nBy thread:\n\n```\n{}\n```\n\nTop symbols:\n\n```\n{}\n```\n",
             p.server.name(),
             p.event,
             if p.hardware_counters { "available" } else { "not supported on this machine (`perf stat -e instructions true` reports <not supported>), so it samples the cpu-clock software event" },
             p.by_dso,
+            p.by_thread,
             p.report
         ));
     }
