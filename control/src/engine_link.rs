@@ -223,7 +223,7 @@ impl Supervisor {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     attempts += 1;
-                    if attempts == 1 || attempts % 30 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(30) {
                         tracing::warn!(error = %e, attempts, "engine not reachable yet");
                     }
                 }

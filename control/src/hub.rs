@@ -1740,7 +1740,7 @@ mod tests {
         assert_ne!(seen[0], seen[1], "each subscriber has its own SSRC for Ada's camera");
         // The engine knows every published track and both subscribers take Ada's two tracks.
         let declared = engine_tracks(&rig.link).await.unwrap();
-        let publishers: Vec<&(TransportId, Vec<u32>, Vec<(u32, TransportId)>)> = declared.iter().filter(|t| !t.1.is_empty()).collect();
+        let publishers: Vec<_> = declared.iter().filter(|t| !t.1.is_empty()).collect();
         assert_eq!(publishers.len(), 3, "{declared:?}");
         assert!(publishers.iter().all(|t| t.1 == vec![1, 2]), "audio and video each: {declared:?}");
         let ada = publishers.iter().find(|t| t.2.len() == 4).unwrap_or_else(|| panic!("Ada's tracks go to two subscribers: {declared:?}"));

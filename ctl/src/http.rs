@@ -45,11 +45,6 @@ impl Base {
         format!("http://{}{}", self.host, self.prefix)
     }
 
-    /// Sends `method path` and reads the whole response.
-    pub fn request(&self, method: &str, path: &str) -> anyhow::Result<Response> {
-        self.request_with(method, path, None)
-    }
-
     /// Sends `method path` with an optional JSON body and reads the whole response.
     pub fn request_with(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<Response> {
         let server = self.show();
