@@ -934,3 +934,55 @@ fn raise_fd_limit() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::RoomTally;
+
+    #[test]
+    fn lost_packets_are_split_between_the_legs() {
+        let room = Arc::new(RoomShared {
+            id: 4,
+            ..Default::default()
+        });
+        room.subscribers.store(2, Ordering::Relaxed);
+        let mut report = media::Report::empty();
+        report.rooms.insert(
+            4,
+            RoomTally {
+                // Video: 1000 sent to each of 2 subscribers, 10 dropped on the uplink (20 gaps), 8 of
+                // those recovered; 30 other packets arrived late (downlink recoveries); 5 never came.
+                sent_kind: [100, 1000],
+                received_kind: [190, 2000 - 12 - 5],
+                up_lost: [5, 10],
+                recovered_up: [0, 8],
+                recovered_down: [0, 30],
+                ..Default::default()
+            },
+        );
+        let loss = LossOptions {
+            loss_down_pct: 5.0,
+            loss_up_pct: 5.0,
+            feedback: None,
+        };
+        let r = recovery_summary(&loss, &report, &[room]).expect("loss was injected");
+        assert!(r.feedback);
+        assert_eq!((r.up_video.lost, r.up_video.recovered), (20, 8));
+        assert_eq!(r.up_video.unrecovered, 12);
+        assert_eq!(
+            (
+                r.down_video.lost,
+                r.down_video.recovered,
+                r.down_video.unrecovered
+            ),
+            (35, 30, 5)
+        );
+        assert!((r.down_video.recovered_pct - 30.0 * 100.0 / 35.0).abs() < 1e-9);
+        // Audio: 10 uplink gaps, 200 - 190 = 10 missing in all, so no downlink loss.
+        assert_eq!((r.up_audio.lost, r.up_audio.unrecovered), (10, 10));
+        assert_eq!(r.down_audio.lost, 0);
+        assert_eq!(r.down_audio.recovered_pct, 100.0);
+        assert!(recovery_summary(&LossOptions::default(), &report, &[]).is_none());
+    }
+}
