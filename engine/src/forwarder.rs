@@ -1290,7 +1290,7 @@ impl Forwarder {
                         (Some(e), true) => e.estimate(now_us) / share,
                         _ => u64::MAX,
                     };
-                    choose_layer(s, counters, estimate, now_ms)
+                    choose_layer(s, estimate, now_ms)
                 } else {
                     None
                 };
@@ -1352,8 +1352,7 @@ fn write_keyframe_request(out: &mut [u8], ssrc: u32, req: KeyframeRequest) -> Op
 
 /// Re-chooses a simulcast subscription's layer; returns a layer to ask a keyframe of (a new target,
 /// or a switch still waiting for one).
-fn choose_layer(s: &mut SubStream, counters: &WorkerCounters, estimate: u64, now_ms: u64) -> Option<u8> {
-    let _ = counters;
+fn choose_layer(s: &mut SubStream, estimate: u64, now_ms: u64) -> Option<u8> {
     for i in 0..s.spec.layers as usize {
         if let Some(seen) = s.layer_seen_ms[i] {
             if now_ms.saturating_sub(seen) > LAYER_IDLE_MS {
