@@ -1448,6 +1448,15 @@ fn deliver_media(
         r.select(Some(meta.layer as u32));
         sub.rewriter = Some(r);
     }
+    // A padding-only packet (a bandwidth probe) that is next in sequence is not forwarded; the
+    // outgoing sequence closes over it.
+    if plain[0] & 0x20 != 0 && rtp::payload_range(plain).is_some_and(|(a, b)| a == b) {
+        if let Some(r) = sub.rewriter.as_mut() {
+            if r.skip(meta.layer as u32, seq) {
+                return counters.drop_one(DropReason::PaddingOnly);
+            }
+        }
+    }
     let Some(rw) = sub.rewriter.as_mut().and_then(|r| r.rewrite(meta.layer as u32, seq, ts, keyframe, now_ms)) else {
         return counters.drop_one(DropReason::LayerNotSelected);
     };

@@ -64,11 +64,14 @@ pub enum DropReason {
     SendCap,
     /// RTP from a publisher whose SSRC belongs to none of its tracks (and could not be learned).
     UnknownSsrc,
+    /// A padding-only packet (a sender's bandwidth probe) not forwarded to a subscriber (the
+    /// subscriber's sequence numbers close over it).
+    PaddingOnly,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::NotWebrtc,
         DropReason::StunMalformed,
         DropReason::StunUnexpected,
@@ -96,6 +99,7 @@ impl DropReason {
         DropReason::Paused,
         DropReason::SendCap,
         DropReason::UnknownSsrc,
+        DropReason::PaddingOnly,
     ];
 
     /// The metrics label.
@@ -128,6 +132,7 @@ impl DropReason {
             DropReason::Paused => "paused",
             DropReason::SendCap => "send_cap",
             DropReason::UnknownSsrc => "unknown_ssrc",
+            DropReason::PaddingOnly => "padding_only",
         }
     }
 }

@@ -1088,3 +1088,27 @@ fn the_requested_size_caps_the_layer() {
     assert_eq!(s.layer(), Some(2));
     assert_eq!(s.check_stream(), 3, "2 -> 1 -> 0 -> 2");
 }
+
+#[test]
+fn padding_only_probes_are_not_forwarded_and_leave_no_gap() {
+    let mut n = nacky(FB_PLI);
+    let mut out = Captured::default();
+    for seq in 1..=6u16 {
+        let plain = if seq == 3 || seq == 4 {
+            // Padding only: P bit, no payload but the 224 padding bytes (the last says how many).
+            let mut p = rtp_ext(0xAAAA, seq, 3000, &[], &[0u8; 224]);
+            p[0] |= 0x20;
+            *p.last_mut().unwrap() = 224;
+            p
+        } else {
+            rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(false, false, 0, 100, seq as u8))
+        };
+        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+    }
+    let (got, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
+    let tags: Vec<u8> = got.iter().map(|p| *p.last().unwrap()).collect();
+    assert_eq!(tags, vec![1, 2, 5, 6]);
+    let seqs: Vec<u16> = got.iter().map(|p| seq_of(p)).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "contiguous over the skipped probes");
+    assert_eq!(n.f.counters().dropped(DropReason::PaddingOnly), 4, "two probes, two subscribers");
+}
