@@ -762,6 +762,19 @@ impl Forwarder {
     /// A publisher's RTP packet: publisher-side state, then every subscriber of its track.
     fn handle_rtp(&mut self, slot: usize, now: Instant, pkt: &mut [u8], out: &mut impl Output) {
         let ssrc = rtp::ssrc(pkt);
+        // TWCC arrivals first, for every authenticated packet (probes and not-yet-routed SSRCs too):
+        // a packet missing from the feedback counts as lost in the sender's estimate.
+        let arrival_us = self.micros(now);
+        if let Some(t) = self.transports[slot].as_mut() {
+            let id = t.ext.twcc;
+            if let (Some(rec), true) = (t.twcc_rx.as_mut(), id != 0) {
+                if let Some(o) = rtp::find_ext_offset(pkt, id) {
+                    if let Some(v) = pkt.get(o..o + 2) {
+                        rec.record(u16::from_be_bytes([v[0], v[1]]), ssrc, arrival_us);
+                    }
+                }
+            }
+        }
         let (ti, li) = match self.by_ssrc.get(&(slot, ssrc)) {
             Some(&v) => v,
             None => match self.learn_ssrc(slot, ssrc, pkt, out) {
@@ -774,10 +787,6 @@ impl Forwarder {
         let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, .. } = self;
         let Some(pt) = transports[slot].as_mut() else { return };
         let info = rtp::remap_extensions(pkt, &pt.ext);
-        if let (Some(off), Some(rec)) = (info.twcc, pt.twcc_rx.as_mut()) {
-            let o = off as usize;
-            rec.record(u16::from_be_bytes([pkt[o], pkt[o + 1]]), now_us);
-        }
         let publisher = pt.id;
         let Some(track) = tracks[ti].as_mut() else { return };
         let Some(layer) = track.layers.get_mut(li as usize) else { return };
@@ -1250,7 +1259,7 @@ impl Forwarder {
                 continue;
             }
             let Some(at) = rtcp::write_rr(scratch, ENGINE_RTCP_SSRC, &[]) else { continue };
-            let Some(n) = rec.write(&mut scratch[at..], ENGINE_RTCP_SSRC, 0) else { continue };
+            let Some(n) = rec.write(&mut scratch[at..], ENGINE_RTCP_SSRC) else { continue };
             if send_rtcp(t, counters, &scratch[..at + n], now, out) {
                 counters.add(Counter::TwccSent, 1);
             }

@@ -306,6 +306,9 @@ pub struct TwccRecorder {
     arrivals: Box<[Option<i64>]>,
     count: usize,
     fb_count: u8,
+    /// An SSRC the peer sends: the feedback's media source (libwebrtc ignores transport feedback
+    /// whose media SSRC is not one of its own).
+    media: u32,
 }
 
 /// Most packets one TWCC feedback describes (the rest go in the next one).
@@ -314,12 +317,13 @@ const TWCC_MAX_PER_FEEDBACK: usize = 400;
 impl TwccRecorder {
     /// A recorder for up to `capacity` packets between two feedbacks (allocated now).
     pub fn new(capacity: usize) -> TwccRecorder {
-        TwccRecorder { base: None, arrivals: vec![None; capacity.max(16)].into_boxed_slice(), count: 0, fb_count: 0 }
+        TwccRecorder { base: None, arrivals: vec![None; capacity.max(16)].into_boxed_slice(), count: 0, fb_count: 0, media: 0 }
     }
 
-    /// Records packet `seq` arriving at `arrival_us`. Packets older than the last feedback, or too far
-    /// ahead, are ignored.
-    pub fn record(&mut self, seq: u16, arrival_us: i64) {
+    /// Records packet `seq` (sent on `ssrc`) arriving at `arrival_us`. Packets older than the last
+    /// feedback, or too far ahead, are ignored.
+    pub fn record(&mut self, seq: u16, ssrc: u32, arrival_us: i64) {
+        self.media = ssrc;
         let base = *self.base.get_or_insert(seq);
         let d = seq_diff(seq, base);
         if d < 0 || d as usize >= self.arrivals.len() {
@@ -342,7 +346,8 @@ impl TwccRecorder {
 
     /// Writes feedback for the packets recorded since the last one; `None` if none (or `out` is too
     /// small).
-    pub fn write(&mut self, out: &mut [u8], sender: u32, media: u32) -> Option<usize> {
+    pub fn write(&mut self, out: &mut [u8], sender: u32) -> Option<usize> {
+        let media = self.media;
         let base = self.base?;
         if self.count == 0 {
             return None;
@@ -511,22 +516,25 @@ mod tests {
     fn twcc_recorder_writes_what_arrived() {
         let mut r = TwccRecorder::new(1000);
         for (i, seq) in [10u16, 11, 13, 14].iter().enumerate() {
-            r.record(*seq, 1_000_000 + i as i64 * 5_000);
+            r.record(*seq, 0xAB, 1_000_000 + i as i64 * 5_000);
         }
         let mut buf = [0u8; 1500];
-        let n = r.write(&mut buf, 1, 2).unwrap();
+        let n = r.write(&mut buf, 1).unwrap();
         let fb = match crate::media::rtcp::parse(&buf[..n]).next() {
             Some(Ok(crate::media::rtcp::Packet::Twcc(fb))) => fb,
             other => panic!("{other:?}"),
         };
         assert_eq!((fb.base_seq, fb.status_count, fb.fb_count), (10, 5, 0));
+        assert_eq!(fb.media, 0xAB, "the media source is an SSRC the peer sends");
         let got: Vec<bool> = fb.packets().map(|(_, a)| a.is_some()).collect();
         assert_eq!(got, vec![true, true, false, true, true]);
         assert!(!r.pending());
-        r.record(15, 2_000_000);
-        let n = r.write(&mut buf, 1, 2).unwrap();
+        r.record(15, 0xCD, 2_000_000);
+        let n = r.write(&mut buf, 1).unwrap();
         match crate::media::rtcp::parse(&buf[..n]).next() {
-            Some(Ok(crate::media::rtcp::Packet::Twcc(fb))) => assert_eq!((fb.base_seq, fb.status_count, fb.fb_count), (15, 1, 1)),
+            Some(Ok(crate::media::rtcp::Packet::Twcc(fb))) => {
+                assert_eq!((fb.base_seq, fb.status_count, fb.fb_count, fb.media), (15, 1, 1, 0xCD))
+            }
             other => panic!("{other:?}"),
         }
     }
