@@ -67,6 +67,8 @@ const PUBLISHER_RTT_MS: u64 = 100;
 const LAYER_IDLE_MS: u64 = 1500;
 /// A switch still waiting for its keyframe asks again after this long.
 const KEYFRAME_RETRY_MS: u64 = 1000;
+/// Most sequence numbers of one subscriber NACK passed on to the publisher.
+const UPSTREAM_NACK_MAX: usize = 64;
 /// A subscriber estimator with no feedback for this long (nothing sent: paused) grows optimistically.
 const ESTIMATOR_IDLE_MS: i64 = 1000;
 /// A subscriber transport sent less than this fraction of its estimate over the last tick: it is
@@ -986,16 +988,28 @@ impl Forwarder {
         }
     }
 
-    /// A subscriber's NACK: answered from its subscription's cache; never forwarded upstream.
+    /// A subscriber's NACK: answered from its subscription's cache. What the cache does not hold but
+    /// was forwarded from the current layer (the cache was empty after an engine restart, or the packet
+    /// never reached the engine) is asked of the publisher, mapped to its sequence numbers; the
+    /// retransmission then flows to the subscriber like any packet.
     fn on_nack(&mut self, slot: usize, media: u32, lost: impl Iterator<Item = u16>, now: Instant, out: &mut impl Output) {
         let now_us = self.micros(now);
         let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
+        let mut upstream = [0u16; UPSTREAM_NACK_MAX];
+        let mut n_up = 0;
         let Forwarder { subs, transports, counters, scratch, .. } = self;
         let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[slot].as_mut()) else { return };
+        let single_layer = !sub.simulcast();
         for seq in lost {
             counters.add(Counter::NackReceived, 1);
             let Some(pkt) = sub.cache.as_ref().and_then(|c| c.get(seq)) else {
                 counters.drop_one(DropReason::NackCacheMiss);
+                if let Some(orig) = sub.rewriter.as_ref().and_then(|r| r.original_seq(seq, single_layer)) {
+                    if n_up < upstream.len() {
+                        upstream[n_up] = orig;
+                        n_up += 1;
+                    }
+                }
                 continue;
             };
             let (rtx_ssrc, rtx_pt) = (sub.spec.out_rtx_ssrc, sub.spec.rtx_payload_type);
@@ -1048,6 +1062,41 @@ impl Forwarder {
             }
             if sent {
                 counters.add(Counter::RtxSent, 1);
+            }
+        }
+        if n_up > 0 {
+            self.nack_publisher(si, &upstream[..n_up], now, out);
+        }
+    }
+
+    /// Sends a NACK for `seqs` of a subscription's current layer to its publisher (here or on its
+    /// worker, as an RTCP packet to send as it is).
+    fn nack_publisher(&mut self, si: usize, seqs: &[u16], now: Instant, out: &mut impl Output) {
+        let Some(s) = self.subs[si].as_ref() else { return };
+        let layer = s.rewriter.as_ref().and_then(SeqRewriter::current).unwrap_or(0) as usize;
+        let Some(&ssrc) = s.in_ssrc.get(layer).filter(|&&x| x != 0) else { return };
+        let publisher_at = s.spec.publisher_at;
+        let Some((len, _)) = rtcp::write_nack(&mut self.scratch, ENGINE_RTCP_SSRC, ssrc, seqs) else { return };
+        match publisher_at {
+            Dest::Local(p) => {
+                let Forwarder { by_id, transports, counters, scratch, .. } = self;
+                let Some(t) = by_id.get(&p).and_then(|&i| transports[i].as_mut()) else { return };
+                if send_rtcp(t, counters, &scratch[..len], now, out) {
+                    counters.add(Counter::NackSent, 1);
+                }
+            }
+            Dest::Remote { worker, transport } => {
+                let Some(packet) = self.pool.share(&self.scratch[..len]) else {
+                    return self.counters.drop_one(DropReason::PoolExhausted);
+                };
+                let h = Handoff { transport, packet: Some(packet), kind: PacketKind::Rtcp, received: now, meta: MediaMeta::default() };
+                match out.handoff(worker, h) {
+                    Ok(()) => {
+                        self.counters.add(Counter::HandoffsOut, 1);
+                        self.counters.add(Counter::NackSent, 1);
+                    }
+                    Err(_) => self.counters.drop_one(DropReason::HandoffQueueFull),
+                }
             }
         }
     }
@@ -1300,6 +1349,13 @@ impl Forwarder {
                         _ => u64::MAX,
                     };
                     choose_layer(s, estimate, now_ms)
+                } else if s.video && s.forwarded && !s.keyframe_sent {
+                    // Single layer, media flowing but never a keyframe: ask again (coalesced upstream).
+                    let due = s.keyframe_asked_ms.is_none_or(|t| now_ms.saturating_sub(t) >= KEYFRAME_RETRY_MS);
+                    if due {
+                        s.keyframe_asked_ms = Some(now_ms);
+                    }
+                    due.then_some(0)
                 } else {
                     None
                 };
@@ -1447,6 +1503,9 @@ fn deliver_media(
     }
     let seq = rtp::seq(plain);
     let ts = rtp::timestamp(plain);
+    if let Some(x) = sub.in_ssrc.get_mut(layer) {
+        *x = rtp::ssrc(plain);
+    }
     // One layer: every packet may start the stream (a single-layer stream is not held for a keyframe).
     let keyframe = meta.keyframe || !sub.simulcast();
     if sub.rewriter.is_none() {
@@ -1473,6 +1532,7 @@ fn deliver_media(
         counters.add(Counter::LayerSwitches, 1);
     }
     sub.forwarded = true;
+    sub.keyframe_sent |= meta.keyframe;
     let tw = match (meta.twcc_offset, t.estimator.is_some()) {
         (off, true) if off != 0 => {
             let s = t.twcc_seq;

@@ -203,6 +203,12 @@ pub struct SubStream {
     pub keyframe_asked_ms: Option<u64>,
     /// Whether anything was forwarded yet (the first layer is not a switch).
     pub forwarded: bool,
+    /// Whether a keyframe was forwarded yet: until then the subscriber cannot decode, so a
+    /// single-layer subscription keeps asking (a first request can be lost: sent before the publisher
+    /// was connected, or after an engine restart that joined the stream mid-frame).
+    pub keyframe_sent: bool,
+    /// Each layer's incoming SSRC, as last seen (for NACKs passed on to the publisher).
+    pub in_ssrc: [u32; MAX_LAYERS],
 }
 
 impl SubStream {
@@ -235,6 +241,8 @@ impl SubStream {
             sr_sent: None,
             keyframe_asked_ms: None,
             forwarded: false,
+            keyframe_sent: false,
+            in_ssrc: [0; MAX_LAYERS],
             spec: SubscriptionSpec { layers, ..spec },
         }
     }

@@ -542,6 +542,41 @@ fn subscriber_nacks_are_answered_from_the_cache_and_never_reach_the_publisher() 
 }
 
 #[test]
+fn nacks_the_cache_cannot_answer_go_to_the_publisher_and_the_retransmission_comes_through() {
+    // As after an engine restart: the subscriber lost packets the new engine never saw (95..=99).
+    let mut n = nacky(FB_NACK | FB_PLI);
+    let mut out = Captured::default();
+    let send = |n: &mut Nacky, out: &mut Captured, seq: u16| {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
+        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), out);
+    };
+    for seq in 100..110u16 {
+        send(&mut n, &mut out, seq);
+    }
+    let _ = received(&mut out, addr(11002), &mut n.subs[0].1);
+    out.sent.clear();
+    let mut nack = vec![0u8; 64];
+    let (len, _) = write_nack(&mut nack, 0x2222, 0xB2, &[97, 98, 2000]).unwrap();
+    let mut rtcp2 = protect_rtcp(&mut n.subs[0].0, &nack[..len]);
+    n.f.handle_datagram(n.t0, addr(11002), &mut rtcp2, &mut out);
+    let (_, up) = received(&mut out, addr(11001), &mut n.pub_rx);
+    let asked: Vec<u16> = up
+        .iter()
+        .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
+        .filter_map(|x| match x {
+            Ok(Packet::Nack(k)) => Some(k.lost().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(asked, vec![97, 98], "the misses the stream's numbering covers, not one never sent");
+    // The publisher retransmits 97: the subscriber gets it under the number it asked for.
+    send(&mut n, &mut out, 97);
+    let (to2, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
+    assert_eq!(to2.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![97]);
+}
+
+#[test]
 fn a_gap_from_the_publisher_is_nacked_upstream_until_recovered() {
     let mut n = nacky(FB_NACK | FB_PLI);
     let mut out = Captured::default();
@@ -632,6 +667,56 @@ fn keyframe_requests_of_many_subscribers_are_coalesced_into_one() {
     let c = w0.counters();
     assert_eq!(c.get(Counter::KeyframeRequestsSent), 2);
     assert_eq!(c.get(Counter::KeyframeRequestsCoalesced), 48);
+}
+
+#[test]
+fn a_subscriber_without_a_keyframe_keeps_asking_until_one_is_forwarded() {
+    // As after an engine restart: the subscription exists before the publisher is connected, so the
+    // first keyframe request cannot be sent, and media then starts mid-frame.
+    let profile = Profile::Aes128CmHmacSha1_80;
+    let mut f = forwarder();
+    let t0 = Instant::now();
+    let mut out = Captured::default();
+    f.add_transport(1, "pub1".into(), "p".repeat(24), t0).unwrap();
+    f.add_track(1, video_track(7, FB_PLI, &[("", 0xAAAA)]), t0).unwrap();
+    let (_sub_tx, mut sub_rx) = connected(&mut f, 2, 13002, profile);
+    f.add_subscription(2, sub_spec(1, Dest::Local(1), 7, TrackKind::Video, 1, 0xB2, (0, 0)), t0, &mut out).unwrap();
+    f.add_route(1, 7, Dest::Local(2), 10).unwrap();
+    assert!(out.sent.is_empty(), "nothing can reach an unconnected publisher");
+    // The publisher connects (its address and keys, as the control daemon re-installs them).
+    let mut pub_tx = Context::new(profile, &keys(1, profile).key, &keys(1, profile).salt).unwrap();
+    let k2 = keys(101, profile);
+    let mut pub_rx = Context::new(profile, &k2.key, &k2.salt).unwrap();
+    f.bind_remote(1, addr(13001)).unwrap();
+    f.set_srtp(1, profile.rfc5764_id(), &keys(1, profile), &k2).unwrap();
+    let plis = |out: &mut Captured, rx: &mut Context| -> usize {
+        let (_, rtcps) = received(out, addr(13001), rx);
+        rtcps.iter().flat_map(|p| rtcp::parse(p).collect::<Vec<_>>()).filter(|x| matches!(x, Ok(Packet::Pli { media: 0xAAAA, .. }))).count()
+    };
+    let mut asked = 0;
+    for (i, ms) in (0..3000u64).step_by(20).enumerate() {
+        let t = t0 + Duration::from_millis(ms);
+        let plain = rtp_ext(0xAAAA, 100 + i as u16, ms as u32 * 90, &[], &vp8(i % 3 == 0, false, 0, 200, 0));
+        f.handle_datagram(t, addr(13001), &mut protect(&mut pub_tx, &plain), &mut out);
+        f.tick(t, &mut out);
+        asked += plis(&mut out, &mut pub_rx);
+    }
+    let (media, _) = received(&mut out, addr(13002), &mut sub_rx);
+    assert!(!media.is_empty(), "media flows to the subscriber");
+    assert!((2..=4).contains(&asked), "asked about once a second while no keyframe came: {asked}");
+    // A keyframe is forwarded: the asking stops.
+    let t = t0 + Duration::from_millis(3000);
+    let key = rtp_ext(0xAAAA, 250, 300_000, &[], &vp8(true, true, 360, 300, 0));
+    f.handle_datagram(t, addr(13001), &mut protect(&mut pub_tx, &key), &mut out);
+    let mut after = 0;
+    for (i, ms) in (3020..6000u64).step_by(20).enumerate() {
+        let t = t0 + Duration::from_millis(ms);
+        let plain = rtp_ext(0xAAAA, 251 + i as u16, ms as u32 * 90, &[], &vp8(i % 3 == 0, false, 0, 200, 0));
+        f.handle_datagram(t, addr(13001), &mut protect(&mut pub_tx, &plain), &mut out);
+        f.tick(t, &mut out);
+        after += plis(&mut out, &mut pub_rx);
+    }
+    assert_eq!(after, 0, "no request once the subscriber had its keyframe");
 }
 
 #[test]

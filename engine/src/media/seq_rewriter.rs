@@ -47,6 +47,9 @@ pub struct SeqRewriter {
     last_ts: u32,
     last_ms: u64,
     started: bool,
+    /// A layer switch happened after the first packet: numbers from before a switch point belong to
+    /// another layer's numbering.
+    switched_since_start: bool,
 }
 
 impl SeqRewriter {
@@ -66,6 +69,7 @@ impl SeqRewriter {
             last_ts: first_ts,
             last_ms: 0,
             started: false,
+            switched_since_start: false,
         }
     }
 
@@ -83,6 +87,23 @@ impl SeqRewriter {
     /// publisher's sender report, onto the outgoing stream).
     pub fn ts_offset(&self) -> u32 {
         self.ts_offset
+    }
+
+    /// The incoming sequence number of the current layer that outgoing `out_seq` was (or would be)
+    /// mapped from, if it was sent since the last switch: a subscriber's NACK the cache cannot answer
+    /// is passed on to the publisher with it. `earlier_too`: also numbers from before this rewriter's
+    /// first packet (right for a single-layer stream, whose numbers are the publisher's: e.g. packets
+    /// lost while the engine restarted).
+    pub fn original_seq(&self, out_seq: u16, earlier_too: bool) -> Option<u16> {
+        self.current?;
+        if !self.started || seq_newer(out_seq, self.last_seq) {
+            return None;
+        }
+        let seq = out_seq.wrapping_sub(self.seq_offset);
+        if seq_newer(self.switch_seq, seq) && !(earlier_too && self.seq_offset == 0 && !self.switched_since_start) {
+            return None;
+        }
+        Some(seq)
     }
 
     /// Whether a packet was forwarded yet.
@@ -126,9 +147,13 @@ impl SeqRewriter {
             self.switch_seq = seq;
             self.highest_in = seq;
             self.current = Some(ssrc);
+            self.switched_since_start |= self.started;
             switched = true;
-        } else if seq_newer(self.switch_seq, seq) {
+        } else if seq_newer(self.switch_seq, seq) && (self.switched_since_start || self.seq_offset != 0) {
             // From before the switch point: its sequence number was already used by the old layer.
+            // (Without a switch since the start and with the publisher's own numbers, an earlier
+            // packet, such as a retransmission of one lost before the stream reached this
+            // subscriber, keeps its number.)
             return None;
         }
         if seq_newer(seq, self.highest_in) {
@@ -213,6 +238,27 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn outgoing_numbers_map_back_to_the_current_layer_only() {
+        let mut rw = SeqRewriter::new(9, 65530, 0, 90_000);
+        rw.select(Some(1));
+        for (i, seq) in (65530u16..=65535).chain(0..=3).enumerate() {
+            assert!(rw.rewrite(1, seq, i as u32 * 3000, i == 0, i as u64 * 33).is_some());
+        }
+        assert_eq!(rw.original_seq(65530, false), Some(65530), "the first one sent");
+        assert_eq!(rw.original_seq(3, false), Some(3), "across the wrap");
+        assert_eq!(rw.original_seq(4, false), None, "not sent yet");
+        assert_eq!(rw.original_seq(65529, false), None, "before the stream started");
+        assert_eq!(rw.original_seq(65529, true), Some(65529), "unless asked for: the numbers are the publisher's");
+        // Switch to layer 2 at its keyframe: numbers from before the switch no longer map.
+        rw.select(Some(2));
+        let r = rw.rewrite(2, 7000, 0, true, 400).unwrap();
+        assert_eq!(r.seq, 4);
+        assert_eq!(rw.original_seq(4, false), Some(7000));
+        assert_eq!(rw.original_seq(1, false), None, "sent from the old layer");
+        assert_eq!(rw.original_seq(1, true), None, "after a switch, earlier numbers are another layer's");
     }
 
     #[test]
