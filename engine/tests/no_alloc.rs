@@ -38,11 +38,13 @@ fn bind_ice(sock: &UdpSocket, to: SocketAddr, ufrag: &str) {
     sock.recv_from(&mut buf).expect("binding response");
 }
 
-fn run(io: IoKind) {
-    let socket = std::env::temp_dir().join(format!("switchyard-noalloc-{}-{io}.sock", std::process::id()));
+/// An engine with two workers and three connected transports: 1 (the publisher) and 2 on worker 0, 3 on
+/// worker 1, each with a client socket that passed ICE and SRTP keys `ks(id)` in, `ks(id + 10)` out.
+fn engine_with_three_transports(io: IoKind, name: &str, nonblocking: bool) -> (Engine, EngineClient, Vec<(UdpSocket, std::net::SocketAddr)>) {
+    let socket = std::env::temp_dir().join(format!("switchyard-{name}-{}-{io}.sock", std::process::id()));
     let cfg = EngineConfig { workers: 2, io: Some(io), socket: socket.clone(), pin: false, ..Default::default() };
     let engine = Engine::start(&cfg).unwrap();
-    let (mut ctl, _) = EngineClient::connect(&socket, "no-alloc-test", false).unwrap();
+    let (mut ctl, _) = EngineClient::connect(&socket, name, false).unwrap();
     let profile = Profile::Aes128CmHmacSha1_80;
     let ks = |s: u8| KeySalt { key: vec![s; 16], salt: vec![s; 14] };
     let mut socks = Vec::new();
@@ -56,10 +58,17 @@ fn run(io: IoKind) {
         };
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         bind_ice(&s, addr, &format!("u{id}"));
+        s.set_nonblocking(nonblocking).unwrap();
         ctl.request(&Request::SetSrtp { transport: id, profile: profile.rfc5764_id(), inbound: ks(id as u8), outbound: ks(id as u8 + 10) })
             .unwrap();
         socks.push((s, addr));
     }
+    (engine, ctl, socks)
+}
+
+fn run(io: IoKind) {
+    let (engine, mut ctl, socks) = engine_with_three_transports(io, "noalloc", false);
+    let profile = Profile::Aes128CmHmacSha1_80;
     ctl.request(&Request::AddTrack { publisher: 1, track: 99, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: 99 }] }).unwrap();
     ctl.request(&Request::Subscribe { publisher: 1, track: 99, subscriber: 2, out_ssrc: 99, out_rtx_ssrc: 0, rtx_payload_type: 0 }).unwrap();
     ctl.request(&Request::AddTrack { publisher: 1, track: 99, kind: TrackKind::Video, mid: String::new(), clock_rate: 90_000, payload_type: 96, feedback: 0, layers: vec![Layer { rid: String::new(), ssrc: 99 }] }).unwrap();
@@ -102,28 +111,8 @@ fn run(io: IoKind) {
 /// measured 3 s the subscribers start reporting loss, the estimate falls and the stream switches to
 /// the lower layer. The counters show each of these happened while nothing was allocated.
 fn run_media(io: IoKind) {
-    let socket = std::env::temp_dir().join(format!("switchyard-noalloc-media-{}-{io}.sock", std::process::id()));
-    let cfg = EngineConfig { workers: 2, io: Some(io), socket: socket.clone(), pin: false, ..Default::default() };
-    let engine = Engine::start(&cfg).unwrap();
-    let (mut ctl, _) = EngineClient::connect(&socket, "no-alloc-media-test", false).unwrap();
+    let (engine, mut ctl, socks) = engine_with_three_transports(io, "noalloc-media", true);
     let profile = Profile::Aes128CmHmacSha1_80;
-    let ks = |s: u8| KeySalt { key: vec![s; 16], salt: vec![s; 14] };
-    let mut socks = Vec::new();
-    for (id, worker) in [(1u64, 0u16), (2, 0), (3, 1)] {
-        let addr = match ctl
-            .request(&Request::AddTransport { transport: id, worker: Some(worker), ufrag: format!("u{id}"), pwd: PWD.into() })
-            .unwrap()
-        {
-            Reply::TransportAdded { addr, .. } => addr,
-            r => panic!("{r:?}"),
-        };
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        bind_ice(&s, addr, &format!("u{id}"));
-        s.set_nonblocking(true).unwrap();
-        ctl.request(&Request::SetSrtp { transport: id, profile: profile.rfc5764_id(), inbound: ks(id as u8), outbound: ks(id as u8 + 10) })
-            .unwrap();
-        socks.push((s, addr));
-    }
     let ext = HeaderExtIds { mid: 4, rid: 10, repaired_rid: 0, audio_level: 0, twcc: 5 };
     ctl.request(&Request::SetExtensions { transport: 1, ext }).unwrap();
     let layers = vec![Layer { rid: "q".into(), ssrc: 0 }, Layer { rid: "h".into(), ssrc: 0 }];
