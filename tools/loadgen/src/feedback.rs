@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchyard_engine::media::nack_generator::{Config as NackConfig, NackGenerator};
 use switchyard_engine::media::rtcp::ReportBlock;
-use switchyard_engine::media::{seq_newer, ts_diff};
+use switchyard_engine::rtp::RecvStats;
 
 /// Loss injection and the RTCP feedback that recovers from it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -96,16 +96,9 @@ pub fn compact(ntp: u64) -> u32 {
 pub struct RtpRx {
     /// The SSRC the server sends this stream with.
     pub ssrc: u32,
-    clock_hz: u64,
-    started: bool,
-    base_seq: u32,
-    max_seq: u16,
-    cycles: u32,
-    received: u32,
-    expected_prior: u32,
-    received_prior: u32,
-    jitter: f64,
-    last_transit: Option<i64>,
+    clock_hz: u32,
+    /// RFC 3550 sequence statistics and jitter (the engine's, so both sides count alike).
+    stats: RecvStats,
     last_sr: u32,
     last_sr_at_ns: u64,
     /// Loss detection (video streams with feedback on).
@@ -128,16 +121,8 @@ impl RtpRx {
     pub fn new(ssrc: u32, clock_hz: u32, nack: bool) -> RtpRx {
         RtpRx {
             ssrc,
-            clock_hz: u64::from(clock_hz.max(1)),
-            started: false,
-            base_seq: 0,
-            max_seq: 0,
-            cycles: 0,
-            received: 0,
-            expected_prior: 0,
-            received_prior: 0,
-            jitter: 0.0,
-            last_transit: None,
+            clock_hz: clock_hz.max(1),
+            stats: RecvStats::default(),
             last_sr: 0,
             last_sr_at_ns: 0,
             nack: nack.then(|| NackGenerator::new(nack_config())),
@@ -145,34 +130,11 @@ impl RtpRx {
         }
     }
 
-    /// Records a received packet (after authentication): sequence statistics, jitter from in-order
-    /// packets, loss detection.
+    /// Records a received packet (after authentication): sequence statistics and jitter (RFC 3550
+    /// A.8, as the engine computes them), loss detection.
     pub fn on_rtp(&mut self, seq: u16, ts: u32, now_ns: u64) -> RxEvent {
         let mut ev = RxEvent::default();
-        let in_order = if !self.started {
-            self.started = true;
-            self.base_seq = u32::from(seq);
-            self.max_seq = seq;
-            true
-        } else if seq_newer(seq, self.max_seq) {
-            if seq < self.max_seq {
-                self.cycles = self.cycles.wrapping_add(1 << 16);
-            }
-            self.max_seq = seq;
-            true
-        } else {
-            false
-        };
-        self.received = self.received.wrapping_add(1);
-        if in_order {
-            let arrival = (u128::from(now_ns) * u128::from(self.clock_hz) / 1_000_000_000) as i64;
-            let transit = arrival.wrapping_sub(i64::from(ts));
-            if let Some(prev) = self.last_transit {
-                let d = ts_diff(transit as u32, prev as u32).unsigned_abs() as f64;
-                self.jitter += (d - self.jitter) / 16.0;
-            }
-            self.last_transit = Some(transit);
-        }
+        self.stats.on_packet(seq, ts, (now_ns / 1000) as i64, self.clock_hz);
         let now_ms = now_ns / 1_000_000;
         if let Some(g) = self.nack.as_mut() {
             let before = g.stats().missing;
@@ -215,36 +177,15 @@ impl RtpRx {
 
     /// This stream's receiver report block (RFC 3550 §6.4.1, A.3); starts a new interval.
     pub fn report_block(&mut self, now_ns: u64) -> Option<ReportBlock> {
-        if !self.started {
+        if !self.stats.started() {
             return None;
         }
-        let ext_max = self.cycles.wrapping_add(u32::from(self.max_seq));
-        let expected = ext_max.wrapping_sub(self.base_seq).wrapping_add(1);
-        let lost = i64::from(expected) - i64::from(self.received);
-        let expected_interval = expected.wrapping_sub(self.expected_prior);
-        let received_interval = self.received.wrapping_sub(self.received_prior);
-        self.expected_prior = expected;
-        self.received_prior = self.received;
-        let lost_interval = i64::from(expected_interval) - i64::from(received_interval);
-        let fraction_lost = if expected_interval == 0 || lost_interval <= 0 {
-            0
-        } else {
-            ((lost_interval << 8) / i64::from(expected_interval)).min(255) as u8
-        };
         let delay_since_last_sr = if self.last_sr == 0 {
             0
         } else {
             ((u128::from(now_ns.saturating_sub(self.last_sr_at_ns)) << 16) / 1_000_000_000) as u32
         };
-        Some(ReportBlock {
-            ssrc: self.ssrc,
-            fraction_lost,
-            cumulative_lost: lost.clamp(-0x80_0000, 0x7F_FFFF) as i32,
-            highest_seq: ext_max,
-            jitter: self.jitter as u32,
-            last_sr: self.last_sr,
-            delay_since_last_sr,
-        })
+        Some(self.stats.report(self.ssrc, self.last_sr, delay_since_last_sr))
     }
 }
 
