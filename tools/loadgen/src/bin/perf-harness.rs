@@ -504,7 +504,10 @@ impl WakeSampler {
 /// Sum of `voluntary_ctxt_switches` over the threads of `pid`.
 fn voluntary_switches(pid: u32) -> Option<u64> {
     let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
         let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
             continue;
         };
@@ -1042,7 +1045,7 @@ fn render(
             |d: Option<f64>| d.map_or("-".to_string(), |d| format!("{:.2}", r.pps_per_core / d));
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {:.0} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.1} | {} | {:.2} |",
             r.server.name(),
             r.fanout,
             r.round + 1,
@@ -1059,7 +1062,12 @@ fn render(
             r.loss_pct,
             r.millicores_per_sub,
             r.rss_kib_per_sub,
-            r.wakeups_per_s,
+            // 0: the sampler saw no switch over the window (not measured).
+            if r.wakeups_per_s > 0.0 {
+                format!("{:.0}", r.wakeups_per_s)
+            } else {
+                "-".to_string()
+            },
             r.loadgen_cores
         );
     }
