@@ -24,8 +24,10 @@ use crate::rtp::RecvStats;
 pub const MAX_LAYERS: usize = 3;
 /// Least time between two keyframe requests sent upstream for one layer.
 pub const KEYFRAME_INTERVAL_MS: u64 = 500;
-/// Packets a subscription's retransmission cache holds (about 3 s of 1.5 Mbit/s video).
-pub const NACK_CACHE_PACKETS: usize = 512;
+/// Packets a subscription's retransmission cache holds: about 1.5 s of 1.5 Mbit/s video, longer than
+/// a packet is worth retransmitting (the upstream NACK generator gives up after 1 s), at 384 KiB per
+/// video subscription.
+pub const NACK_CACHE_PACKETS: usize = 256;
 /// Largest packet the cache keeps.
 pub const NACK_CACHE_SLOT: usize = 1500;
 
