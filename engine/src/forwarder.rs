@@ -988,10 +988,11 @@ impl Forwarder {
         }
     }
 
-    /// A subscriber's NACK: answered from its subscription's cache. What the cache does not hold but
-    /// was forwarded from the current layer (the cache was empty after an engine restart, or the packet
-    /// never reached the engine) is asked of the publisher, mapped to its sequence numbers; the
-    /// retransmission then flows to the subscriber like any packet.
+    /// A subscriber's NACK: answered from its subscription's cache. Packets from before the stream
+    /// first reached the subscriber through this engine (lost while an engine restarted) are asked of
+    /// the publisher (`SeqRewriter::earlier_seq`); the retransmission then flows to the subscriber like
+    /// any packet. Other misses are not passed on: the engine NACKs its own upstream losses once for all
+    /// subscribers.
     fn on_nack(&mut self, slot: usize, media: u32, lost: impl Iterator<Item = u16>, now: Instant, out: &mut impl Output) {
         let now_us = self.micros(now);
         let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
@@ -999,12 +1000,11 @@ impl Forwarder {
         let mut n_up = 0;
         let Forwarder { subs, transports, counters, scratch, .. } = self;
         let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[slot].as_mut()) else { return };
-        let single_layer = !sub.simulcast();
         for seq in lost {
             counters.add(Counter::NackReceived, 1);
             let Some(pkt) = sub.cache.as_ref().and_then(|c| c.get(seq)) else {
                 counters.drop_one(DropReason::NackCacheMiss);
-                if let Some(orig) = sub.rewriter.as_ref().and_then(|r| r.original_seq(seq, single_layer)) {
+                if let Some(orig) = sub.rewriter.as_ref().and_then(|r| r.earlier_seq(seq)) {
                     if n_up < upstream.len() {
                         upstream[n_up] = orig;
                         n_up += 1;

@@ -89,21 +89,19 @@ impl SeqRewriter {
         self.ts_offset
     }
 
-    /// The incoming sequence number of the current layer that outgoing `out_seq` was (or would be)
-    /// mapped from, if it was sent since the last switch: a subscriber's NACK the cache cannot answer
-    /// is passed on to the publisher with it. `earlier_too`: also numbers from before this rewriter's
-    /// first packet (right for a single-layer stream, whose numbers are the publisher's: e.g. packets
-    /// lost while the engine restarted).
-    pub fn original_seq(&self, out_seq: u16, earlier_too: bool) -> Option<u16> {
+    /// For a stream that kept the publisher's numbers (one layer, no switch since the first packet):
+    /// `out_seq` if it is from before the first packet this rewriter forwarded (at most 1024 before),
+    /// i.e. a packet this subscriber lost before the stream reached it through this rewriter, such as
+    /// while an engine restarted. A subscriber's NACK for it cannot be answered from the cache and is
+    /// passed on to the publisher. (Later misses are the engine's own upstream losses, which it NACKs
+    /// itself, once for all subscribers.)
+    pub fn earlier_seq(&self, out_seq: u16) -> Option<u16> {
         self.current?;
-        if !self.started || seq_newer(out_seq, self.last_seq) {
+        if !self.started || self.seq_offset != 0 || self.switched_since_start {
             return None;
         }
-        let seq = out_seq.wrapping_sub(self.seq_offset);
-        if seq_newer(self.switch_seq, seq) && !(earlier_too && self.seq_offset == 0 && !self.switched_since_start) {
-            return None;
-        }
-        Some(seq)
+        let back = self.switch_seq.wrapping_sub(out_seq);
+        (1..=1024).contains(&back).then_some(out_seq)
     }
 
     /// Whether a packet was forwarded yet.
@@ -241,24 +239,27 @@ mod tests {
     }
 
     #[test]
-    fn outgoing_numbers_map_back_to_the_current_layer_only() {
-        let mut rw = SeqRewriter::new(9, 65530, 0, 90_000);
+    fn only_numbers_from_before_the_first_packet_map_to_the_publisher() {
+        let mut rw = SeqRewriter::new(9, 3, 0, 90_000);
         rw.select(Some(1));
-        for (i, seq) in (65530u16..=65535).chain(0..=3).enumerate() {
+        assert_eq!(rw.earlier_seq(1), None, "nothing forwarded yet");
+        for (i, seq) in (3u16..=10).enumerate() {
             assert!(rw.rewrite(1, seq, i as u32 * 3000, i == 0, i as u64 * 33).is_some());
         }
-        assert_eq!(rw.original_seq(65530, false), Some(65530), "the first one sent");
-        assert_eq!(rw.original_seq(3, false), Some(3), "across the wrap");
-        assert_eq!(rw.original_seq(4, false), None, "not sent yet");
-        assert_eq!(rw.original_seq(65529, false), None, "before the stream started");
-        assert_eq!(rw.original_seq(65529, true), Some(65529), "unless asked for: the numbers are the publisher's");
-        // Switch to layer 2 at its keyframe: numbers from before the switch no longer map.
+        assert_eq!(rw.earlier_seq(2), Some(2));
+        assert_eq!(rw.earlier_seq(65535), Some(65535), "across the wrap");
+        assert_eq!(rw.earlier_seq(3), None, "forwarded by this rewriter: the cache's business");
+        assert_eq!(rw.earlier_seq(9), None);
+        assert_eq!(rw.earlier_seq(3u16.wrapping_sub(2000)), None, "too old");
+        // A layer switch: the numbering is no longer the publisher's.
         rw.select(Some(2));
-        let r = rw.rewrite(2, 7000, 0, true, 400).unwrap();
-        assert_eq!(r.seq, 4);
-        assert_eq!(rw.original_seq(4, false), Some(7000));
-        assert_eq!(rw.original_seq(1, false), None, "sent from the old layer");
-        assert_eq!(rw.original_seq(1, true), None, "after a switch, earlier numbers are another layer's");
+        assert!(rw.rewrite(2, 7000, 0, true, 400).is_some());
+        assert_eq!(rw.earlier_seq(2), None);
+        // A rewriter that started with an offset (a simulcast subscriber) never maps.
+        let mut other = SeqRewriter::new(9, 500, 0, 90_000);
+        other.select(Some(1));
+        assert!(other.rewrite(1, 3, 0, true, 0).is_some());
+        assert_eq!(other.earlier_seq(499), None);
     }
 
     #[test]
