@@ -46,11 +46,25 @@ pub struct Config {
     pub up_margin: f64,
     /// Least time between an upward change and the previous change.
     pub up_hold_ms: u64,
+    /// A downward change this soon after an upward one means the step up failed (the link could not
+    /// carry the layer): the hold before the next step up is multiplied by 4, up to `up_hold_max_ms`.
+    pub failed_up_window_ms: u64,
+    /// Longest hold after repeated failed steps up.
+    pub up_hold_max_ms: u64,
+    /// A step up that holds this long resets the hold to `up_hold_ms`.
+    pub up_success_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { headroom: 0.9, up_margin: 1.15, up_hold_ms: 2000 }
+        Config {
+            headroom: 0.9,
+            up_margin: 1.15,
+            up_hold_ms: 2000,
+            failed_up_window_ms: 8000,
+            up_hold_max_ms: 64_000,
+            up_success_ms: 20_000,
+        }
     }
 }
 
@@ -61,12 +75,23 @@ pub struct LayerSelector {
     layers: [Option<Layer>; MAX_LAYERS],
     choice: Choice,
     last_change_ms: Option<u64>,
+    /// The hold now in force (grows after failed steps up).
+    hold_ms: u64,
+    /// When the last step up happened, while it may still turn out to have failed.
+    last_up_ms: Option<u64>,
 }
 
 impl LayerSelector {
     /// A selector that starts paused.
     pub fn new(cfg: Config) -> LayerSelector {
-        LayerSelector { cfg, layers: [None; MAX_LAYERS], choice: Choice::Paused, last_change_ms: None }
+        LayerSelector {
+            cfg,
+            layers: [None; MAX_LAYERS],
+            choice: Choice::Paused,
+            last_change_ms: None,
+            hold_ms: cfg.up_hold_ms,
+            last_up_ms: None,
+        }
     }
 
     /// Sets the layers, lowest first (extra ones beyond [`MAX_LAYERS`] are ignored).
@@ -110,7 +135,11 @@ impl LayerSelector {
             Choice::Layer { index, .. } => Some(index),
             Choice::Paused => None,
         };
-        let max_height = if max_height == 0 { u16::MAX } else { max_height };
+        let max_height = if max_height == 0 {
+            u16::MAX
+        } else {
+            max_height
+        };
         let lowest_active = self.layers.iter().flatten().position(|l| l.active);
         let mut best = None;
         for (i, l) in self.layers.iter().enumerate() {
@@ -128,17 +157,46 @@ impl LayerSelector {
                 best = Some(i);
             }
         }
-        let held = self.last_change_ms.is_some_and(|t| now_ms.saturating_sub(t) < self.cfg.up_hold_ms);
+        if self
+            .last_up_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.up_success_ms)
+        {
+            // The last step up held: back to the short hold.
+            self.last_up_ms = None;
+            self.hold_ms = self.cfg.up_hold_ms;
+        }
+        let held = self
+            .last_change_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < self.hold_ms);
         let next = match (best, current) {
             (Some(b), Some(c)) if b > c && held => Some(c),
             // A current layer that still fits stays if nothing better does (margin asymmetry).
             (b, _) => b,
         };
         let choice = match next {
-            Some(index) => Choice::Layer { index, ssrc: self.layers[index].map_or(0, |l| l.ssrc) },
+            Some(index) => Choice::Layer {
+                index,
+                ssrc: self.layers[index].map_or(0, |l| l.ssrc),
+            },
             None => Choice::Paused,
         };
         if choice != self.choice {
+            let rank = |c: Choice| match c {
+                Choice::Layer { index, .. } => index as i64,
+                Choice::Paused => -1,
+            };
+            if rank(choice) > rank(self.choice) {
+                if current.is_some() {
+                    self.last_up_ms = Some(now_ms);
+                }
+            } else if let Some(t) = self.last_up_ms.take() {
+                if now_ms.saturating_sub(t) < self.cfg.failed_up_window_ms {
+                    self.hold_ms = self
+                        .hold_ms
+                        .saturating_mul(4)
+                        .min(self.cfg.up_hold_max_ms.max(self.cfg.up_hold_ms));
+                }
+            }
             self.last_change_ms = Some(now_ms);
             self.choice = choice;
         }
@@ -153,9 +211,24 @@ mod tests {
     fn three() -> LayerSelector {
         let mut s = LayerSelector::new(Config::default());
         s.set_layers(&[
-            Layer { ssrc: 1, height: 180, bitrate_bps: 150_000, active: true },
-            Layer { ssrc: 2, height: 360, bitrate_bps: 500_000, active: true },
-            Layer { ssrc: 3, height: 720, bitrate_bps: 1_500_000, active: true },
+            Layer {
+                ssrc: 1,
+                height: 180,
+                bitrate_bps: 150_000,
+                active: true,
+            },
+            Layer {
+                ssrc: 2,
+                height: 360,
+                bitrate_bps: 500_000,
+                active: true,
+            },
+            Layer {
+                ssrc: 3,
+                height: 720,
+                bitrate_bps: 1_500_000,
+                active: true,
+            },
         ]);
         s
     }
@@ -170,7 +243,10 @@ mod tests {
     #[test]
     fn highest_that_fits() {
         let mut s = three();
-        assert_eq!(s.select(3_000_000, 0, 0), Choice::Layer { index: 2, ssrc: 3 });
+        assert_eq!(
+            s.select(3_000_000, 0, 0),
+            Choice::Layer { index: 2, ssrc: 3 }
+        );
         let mut s = three();
         assert_eq!(idx(s.select(1_000_000, 0, 0)), Some(1));
         let mut s = three();
@@ -182,14 +258,22 @@ mod tests {
         let mut s = three();
         assert_eq!(idx(s.select(10_000_000, 360, 0)), Some(1));
         let mut s = three();
-        assert_eq!(idx(s.select(10_000_000, 90, 0)), Some(0), "smaller than the lowest still gets the lowest");
+        assert_eq!(
+            idx(s.select(10_000_000, 90, 0)),
+            Some(0),
+            "smaller than the lowest still gets the lowest"
+        );
     }
 
     #[test]
     fn pauses_when_nothing_fits_and_resumes() {
         let mut s = three();
         assert_eq!(s.select(100_000, 0, 0), Choice::Paused);
-        assert_eq!(idx(s.select(400_000, 0, 100)), Some(0), "resuming is not held");
+        assert_eq!(
+            idx(s.select(400_000, 0, 100)),
+            Some(0),
+            "resuming is not held"
+        );
     }
 
     #[test]
@@ -199,11 +283,79 @@ mod tests {
         assert_eq!(idx(s.select(1_000_000, 0, 100)), Some(1), "down at once");
         // 1.5M * 1.15 / 0.9 = 1.92M needed to go back up; and not within 2 s of the last change.
         assert_eq!(idx(s.select(3_000_000, 0, 500)), Some(1), "held");
-        assert_eq!(idx(s.select(1_800_000, 0, 5000)), Some(1), "fits but without the margin");
-        assert_eq!(idx(s.select(1_700_000 * 100 / 90, 0, 5000)), Some(1), "1.7M: fits without the up margin, stays");
+        assert_eq!(
+            idx(s.select(1_800_000, 0, 5000)),
+            Some(1),
+            "fits but without the margin"
+        );
+        assert_eq!(
+            idx(s.select(1_700_000 * 100 / 90, 0, 5000)),
+            Some(1),
+            "1.7M: fits without the up margin, stays"
+        );
         assert_eq!(idx(s.select(2_000_000, 0, 5000)), Some(2));
         // Current layer still fits without the margin: stays (no flapping).
         assert_eq!(idx(s.select(1_700_000, 0, 9000)), Some(2));
+    }
+
+    #[test]
+    fn failed_steps_up_back_off_and_a_step_that_holds_resets() {
+        // A link that carries the middle layer only: every step up to the top one fails 1 s later.
+        let mut s = three();
+        let mut t = 0u64;
+        let mut ups = Vec::new();
+        let mut estimate = 700_000u64;
+        s.select(estimate, u16::MAX, t);
+        while t < 120_000 {
+            t += 100;
+            let before = idx(s.choice());
+            // The estimate creeps up while the middle layer flows; a step up to the top layer is
+            // congested and the estimate falls back.
+            estimate = if before == Some(2) {
+                600_000
+            } else {
+                (estimate + 20_000).min(2_000_000)
+            };
+            let after = idx(s.select(estimate, u16::MAX, t));
+            if after == Some(2) && before != Some(2) {
+                ups.push(t);
+            }
+            if before == Some(2) {
+                // Stay up 1 s, then the congestion shows.
+                estimate = 600_000;
+            }
+        }
+        assert!(ups.len() >= 2, "it still tries: {ups:?}");
+        let gaps: Vec<u64> = ups.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.windows(2).all(|g| g[1] >= g[0]),
+            "the waits between attempts grow: {gaps:?}"
+        );
+        assert!(
+            gaps.last().copied().unwrap_or(0) >= 32_000,
+            "up to a long hold: {gaps:?}"
+        );
+        assert!(ups.len() <= 6, "few attempts in 2 minutes: {ups:?}");
+        // Once the link carries the top layer for good, a step up holds and the short hold returns.
+        let mut s = three();
+        s.select(700_000, u16::MAX, 0);
+        s.select(2_000_000, u16::MAX, 2_500);
+        assert_eq!(idx(s.choice()), Some(2));
+        s.select(700_000, u16::MAX, 3_000);
+        assert_eq!(idx(s.choice()), Some(1), "failed");
+        assert_eq!(
+            idx(s.select(2_000_000, u16::MAX, 6_000)),
+            Some(1),
+            "held for 8 s now"
+        );
+        assert_eq!(idx(s.select(2_000_000, u16::MAX, 11_100)), Some(2));
+        assert_eq!(idx(s.select(2_000_000, u16::MAX, 31_200)), Some(2));
+        s.select(700_000, u16::MAX, 31_300);
+        assert_eq!(
+            idx(s.select(2_000_000, u16::MAX, 33_400)),
+            Some(2),
+            "a later drop is not a failed step: 2 s hold"
+        );
     }
 
     #[test]
