@@ -16,16 +16,18 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::{json, Value};
 use switchyard_sdp::{
-    answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport,
-    SessionDescription,
+    answer_subscribe_client, offer_publish_client, LocalTransport, SessionDescription,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::media::{Endpoint, Role, RoomShared, Track};
+use crate::media::{Role, RoomShared, Track};
 use crate::run::{Config, Shared};
 use crate::session::{self, LocalSide};
+
+/// What a Janus description lacks when it offers no candidate the load generator can reach.
+const NO_CANDIDATE: &str = "loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)";
 
 /// A minimal HTTP/1.1 client: one connection per request (`Connection: close`), JSON in and out.
 async fn http(
@@ -230,27 +232,18 @@ impl Room {
             .and_then(Value::as_u64)
             .ok_or_else(|| anyhow!("no feed id in {event}"))?;
         let desc = SessionDescription::parse(&sdp).map_err(|e| anyhow!("Janus answer: {e}"))?;
-        let params = remote_transport(&desc).map_err(|e| anyhow!("Janus answer: {e}"))?;
-        let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus answer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
-        let c = session::connect(
+        session::connect_endpoint(
+            &sh,
             local,
-            cand,
-            &params,
-            &sh.identity,
-            deadline.saturating_duration_since(Instant::now()),
+            &desc,
+            "Janus answer",
+            NO_CANDIDATE,
+            Role::Publisher(tracks),
+            room,
+            thread,
+            deadline,
         )
         .await?;
-        let ep = Endpoint {
-            socket: c.socket,
-            remote: c.remote,
-            tx: Some(c.tx),
-            rx: Some(c.rx),
-            role: Role::Publisher(tracks),
-            room,
-            keepalive: c.keepalive,
-            dtls: Some(c.dtls),
-        };
-        anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
         Ok(feed)
     }
 
@@ -287,27 +280,18 @@ impl Room {
             Some(json!({"type": "answer", "sdp": answer})),
         )
         .await?;
-        let params = remote_transport(&desc).map_err(|e| anyhow!("Janus offer: {e}"))?;
-        let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("Janus offer has no loopback candidate: configure Janus to gather on a 127.0.0.0/8 address (see docs/load-testing.md)"))?;
-        let c = session::connect(
+        session::connect_endpoint(
+            &sh,
             local,
-            cand,
-            &params,
-            &sh.identity,
-            deadline.saturating_duration_since(Instant::now()),
+            &desc,
+            "Janus offer",
+            NO_CANDIDATE,
+            Role::Subscriber,
+            room,
+            thread,
+            deadline,
         )
         .await?;
-        let ep = Endpoint {
-            socket: c.socket,
-            remote: c.remote,
-            tx: Some(c.tx),
-            rx: Some(c.rx),
-            role: Role::Subscriber,
-            room,
-            keepalive: c.keepalive,
-            dtls: Some(c.dtls),
-        };
-        anyhow::ensure!(sh.media[thread].add(ep), "media thread {thread} is gone");
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ use switchyard_srtp::{split_keying_material, Context, Profile};
 use switchyard_stun::{write_binding_success, BindingRequest, Class, Message, Method};
 use tokio::time::Instant;
 
-use crate::media::Keepalive;
+use crate::media::{Endpoint, Keepalive, Role as MediaRole, RoomShared};
+use crate::run::Shared;
 
 /// Our side of a transport before it connects: a bound socket and ICE credentials.
 pub struct LocalSide {
@@ -266,4 +267,45 @@ pub async fn connect(
             local_pwd: local.pwd,
         },
     })
+}
+
+/// Connects `local` to the server that `desc` (its answer or offer) names, as [`connect`] does, and
+/// hands the transport to media thread `thread` as `role`: the step every signaling adapter ends
+/// with. `what` names `desc` in errors; a missing candidate is reported as "`what` has no `missing`".
+#[allow(clippy::too_many_arguments)]
+pub async fn connect_endpoint(
+    sh: &Shared,
+    local: LocalSide,
+    desc: &SessionDescription,
+    what: &str,
+    missing: &str,
+    role: MediaRole,
+    room: Arc<RoomShared>,
+    thread: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let params = switchyard_sdp::remote_transport(desc).map_err(|e| anyhow!("{what}: {e}"))?;
+    let cand = remote_candidate(desc, sh.bind).ok_or_else(|| anyhow!("{what} has no {missing}"))?;
+    let c = connect(
+        local,
+        cand,
+        &params,
+        &sh.identity,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await?;
+    let ep = Endpoint {
+        socket: c.socket,
+        remote: c.remote,
+        tx: Some(c.tx),
+        rx: Some(c.rx),
+        role,
+        room,
+        keepalive: c.keepalive,
+        dtls: Some(c.dtls),
+    };
+    if !sh.media[thread].add(ep) {
+        bail!("media thread {thread} is gone");
+    }
+    Ok(())
 }

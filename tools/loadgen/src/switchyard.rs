@@ -7,17 +7,20 @@ use anyhow::{anyhow, bail, Context as _};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchyard_sdp::{
-    answer_subscribe_client, offer_publish_client, remote_transport, LocalTransport,
-    SessionDescription,
+    answer_subscribe_client, offer_publish_client, LocalTransport, SessionDescription,
 };
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::media::{Endpoint, Role, RoomShared, Track};
+use crate::media::{Role, RoomShared, Track};
 use crate::run::Shared;
 use crate::session::{self, LocalSide};
+
+/// What a description of the server lacks when it has no candidate the load generator may use.
+const NO_CANDIDATE: &str =
+    "candidate the load generator may use (loopback only when bound to loopback)";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -98,29 +101,18 @@ pub async fn publisher(
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("publish-answer without sdp"))?;
     let desc = SessionDescription::parse(sdp).map_err(|e| anyhow!("publish answer: {e}"))?;
-    let params = remote_transport(&desc).map_err(|e| anyhow!("publish answer: {e}"))?;
-    let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("publish answer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
-    let c = session::connect(
+    session::connect_endpoint(
+        &sh,
         local,
-        cand,
-        &params,
-        &sh.identity,
-        deadline.saturating_duration_since(Instant::now()),
+        &desc,
+        "publish answer",
+        NO_CANDIDATE,
+        Role::Publisher(tracks),
+        room,
+        thread,
+        deadline,
     )
     .await?;
-    let ep = Endpoint {
-        socket: c.socket,
-        remote: c.remote,
-        tx: Some(c.tx),
-        rx: Some(c.rx),
-        role: Role::Publisher(tracks),
-        room,
-        keepalive: c.keepalive,
-        dtls: Some(c.dtls),
-    };
-    if !sh.media[thread].add(ep) {
-        bail!("media thread {thread} is gone");
-    }
     tokio::spawn(linger(sh, ws, None));
     Ok(())
 }
@@ -146,30 +138,19 @@ pub async fn subscriber(
         json!({"type": "subscribe-answer", "sdp": answer, "version": version}),
     )
     .await?;
-    let params = remote_transport(&desc).map_err(|e| anyhow!("subscribe offer: {e}"))?;
-    let cand = session::remote_candidate(&desc, sh.bind).ok_or_else(|| anyhow!("subscribe offer has no candidate the load generator may use (loopback only when bound to loopback)"))?;
     let lt = local_transport(&sh, &local, 1, session_id)?;
-    let c = session::connect(
+    session::connect_endpoint(
+        &sh,
         local,
-        cand,
-        &params,
-        &sh.identity,
-        deadline.saturating_duration_since(Instant::now()),
+        &desc,
+        "subscribe offer",
+        NO_CANDIDATE,
+        Role::Subscriber,
+        room,
+        thread,
+        deadline,
     )
     .await?;
-    let ep = Endpoint {
-        socket: c.socket,
-        remote: c.remote,
-        tx: Some(c.tx),
-        rx: Some(c.rx),
-        role: Role::Subscriber,
-        room,
-        keepalive: c.keepalive,
-        dtls: Some(c.dtls),
-    };
-    if !sh.media[thread].add(ep) {
-        bail!("media thread {thread} is gone");
-    }
     tokio::spawn(linger(sh, ws, Some(lt)));
     Ok(())
 }
