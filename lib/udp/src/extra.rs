@@ -205,6 +205,17 @@ impl Extras {
         Some((s.socket.as_ref()?.as_raw_fd(), s.v6))
     }
 
+    /// The descriptor (and whether it is IPv6) a datagram queued `via` a socket goes out on:
+    /// `primary` for [`SocketId::PRIMARY`], else the live extra socket; `None` if that socket was
+    /// removed after the datagram was queued.
+    pub(crate) fn target(&self, via: SocketId, primary: (RawFd, bool)) -> Option<(RawFd, bool)> {
+        if via == SocketId::PRIMARY {
+            Some(primary)
+        } else {
+            self.resolve(via)
+        }
+    }
+
     /// Unregisters and closes a socket; false if `id` names no live extra socket.
     pub(crate) fn remove(&mut self, id: SocketId) -> bool {
         let Some((slot, gen)) = id.parts() else { return false };

@@ -303,18 +303,11 @@ impl Mmsg {
         let mut next = 0;
         while next < total {
             let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
-            let (fd, v6) = if via == SocketId::PRIMARY {
-                (self.socket.as_raw_fd(), self.v6)
-            } else {
-                match extras.resolve(via) {
-                    Some(r) => r,
-                    None => {
-                        // The socket was removed after the datagram was queued.
-                        report.failed += 1;
-                        next += 1;
-                        continue;
-                    }
-                }
+            let Some((fd, v6)) = extras.target(via, (self.socket.as_raw_fd(), self.v6)) else {
+                // The socket was removed after the datagram was queued.
+                report.failed += 1;
+                next += 1;
+                continue;
             };
             let m = self.tx.build(batch, &mut next, &mut report, via, v6);
             // Send them, looping on partial sends and skipping a message that fails.

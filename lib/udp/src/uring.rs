@@ -573,18 +573,11 @@ impl Uring {
         let mut next = 0;
         while next < total {
             let via = batch.via(next).unwrap_or(SocketId::PRIMARY);
-            let (fd, v6) = if via == SocketId::PRIMARY {
-                (self.socket.as_raw_fd(), self.v6)
-            } else {
-                match extras.resolve(via) {
-                    Some(r) => r,
-                    None => {
-                        // The socket was removed after the datagram was queued.
-                        report.failed += 1;
-                        next += 1;
-                        continue;
-                    }
-                }
+            let Some((fd, v6)) = extras.target(via, (self.socket.as_raw_fd(), self.v6)) else {
+                // The socket was removed after the datagram was queued.
+                report.failed += 1;
+                next += 1;
+                continue;
             };
             let m = self.tx_msgs.build(batch, &mut next, &mut report, via, v6);
             for k in 0..m {
