@@ -138,22 +138,11 @@ impl Mmsg {
         let d = timeout.map_or(self.coalesce, |t| t.min(self.coalesce));
         self.waker.announce_sleep();
         let mut fds = [
-            libc::pollfd {
-                fd: self.waker.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: extra.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            pollin(self.waker.fd()),
+            pollin(extra.unwrap_or(-1)),
         ];
         let nfds: libc::nfds_t = if extra.is_some() { 2 } else { 1 };
-        let ts = libc::timespec {
-            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        };
+        let ts = timespec(d);
         // SAFETY: fds is a live array of 2 pollfds (nfds <= 2); ts is a live timespec; a null
         // sigmask keeps the current mask.
         let r = unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, &ts, ptr::null()) };
@@ -241,27 +230,12 @@ impl Mmsg {
         self.waker.announce_sleep();
         loop {
             let mut fds = [
-                libc::pollfd {
-                    fd: self.socket.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.waker.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: extra.unwrap_or(-1),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                pollin(self.socket.as_raw_fd()),
+                pollin(self.waker.fd()),
+                pollin(extra.unwrap_or(-1)),
             ];
             let nfds: libc::nfds_t = if extra.is_some() { 3 } else { 2 };
-            let ts = deadline.remaining().map(|d| libc::timespec {
-                tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            });
+            let ts = deadline.remaining().map(timespec);
             let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
             // SAFETY: fds is a live array of 3 pollfds (nfds <= 3); ts_ptr is null or points to a
             // live timespec; a null sigmask keeps the current mask.
@@ -347,5 +321,18 @@ impl Mmsg {
             }
         }
         Ok(report)
+    }
+}
+
+/// A `pollfd` waiting for `fd` to be readable (`-1`: an unused entry).
+fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+}
+
+/// `d` as a `timespec` for `ppoll`.
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }
