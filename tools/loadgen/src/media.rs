@@ -1486,52 +1486,7 @@ mod tests {
             audio_bitrate: 32_000,
         };
         let t = spawn(0, params, Arc::clone(&control), Arc::clone(&live), interval).unwrap();
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let room = Arc::new(RoomShared {
-            id: 7,
-            ..Default::default()
-        });
-        room.subscribers.store(1, Ordering::Relaxed);
-        room.streams_per_subscriber.store(2, Ordering::Relaxed);
-        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        t.add(Endpoint {
-            socket: b,
-            remote: aa,
-            tx: None,
-            rx: None,
-            role: Role::Subscriber,
-            room: Arc::clone(&room),
-            keepalive: Keepalive::None,
-            dtls: None,
-        });
-        let tracks = vec![
-            Track {
-                ssrc: 11,
-                pt: 111,
-                kind: KIND_AUDIO,
-            },
-            Track {
-                ssrc: 12,
-                pt: 96,
-                kind: KIND_VIDEO,
-            },
-        ];
-        t.add(Endpoint {
-            socket: a,
-            remote: ba,
-            tx: None,
-            rx: None,
-            role: Role::Publisher(tracks),
-            room: Arc::clone(&room),
-            keepalive: Keepalive::None,
-            dtls: None,
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while room.ready.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        room.started.store(true, Ordering::Relaxed);
+        wire(&t, 7, None, [11, 12]);
         std::thread::sleep(Duration::from_millis(500));
         control.stop_sending.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(100));
@@ -1543,6 +1498,59 @@ mod tests {
         assert_eq!(tally.received, sent, "{r:?}");
         assert_eq!((r.corrupt, r.duplicates, r.srtp_errors), (0, 0, 0));
         assert!(r.latency.len() == sent);
+    }
+
+    /// Wires a publisher (audio SSRC `ssrcs[0]`, video `ssrcs[1]`) straight to a subscriber on media
+    /// thread `t`, in room `id`: plain RTP, or SRTP with the publisher sending under `keys.0` and the
+    /// subscriber under `keys.1`; waits until both are ready and starts the room.
+    fn wire(t: &MediaThread, id: u32, keys: Option<(u8, u8)>, ssrcs: [u32; 2]) {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let room = Arc::new(RoomShared {
+            id,
+            ..Default::default()
+        });
+        room.subscribers.store(1, Ordering::Relaxed);
+        room.streams_per_subscriber.store(2, Ordering::Relaxed);
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let (pub_key, sub_key) = keys.unzip();
+        t.add(Endpoint {
+            socket: b,
+            remote: aa,
+            tx: sub_key.map(ctx),
+            rx: pub_key.map(ctx),
+            role: Role::Subscriber,
+            room: Arc::clone(&room),
+            keepalive: Keepalive::None,
+            dtls: None,
+        });
+        let tracks = vec![
+            Track {
+                ssrc: ssrcs[0],
+                pt: 111,
+                kind: KIND_AUDIO,
+            },
+            Track {
+                ssrc: ssrcs[1],
+                pt: 96,
+                kind: KIND_VIDEO,
+            },
+        ];
+        t.add(Endpoint {
+            socket: a,
+            remote: ba,
+            tx: pub_key.map(ctx),
+            rx: sub_key.map(ctx),
+            role: Role::Publisher(tracks),
+            room: Arc::clone(&room),
+            keepalive: Keepalive::None,
+            dtls: None,
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while room.ready.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        room.started.store(true, Ordering::Relaxed);
     }
 
     fn ctx(key: u8) -> Context {
@@ -1572,52 +1580,7 @@ mod tests {
             interval,
         )
         .unwrap();
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let room = Arc::new(RoomShared {
-            id: 3,
-            ..Default::default()
-        });
-        room.subscribers.store(1, Ordering::Relaxed);
-        room.streams_per_subscriber.store(2, Ordering::Relaxed);
-        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        t.add(Endpoint {
-            socket: b,
-            remote: aa,
-            tx: Some(ctx(2)),
-            rx: Some(ctx(1)),
-            role: Role::Subscriber,
-            room: Arc::clone(&room),
-            keepalive: Keepalive::None,
-            dtls: None,
-        });
-        let tracks = vec![
-            Track {
-                ssrc: 21,
-                pt: 111,
-                kind: KIND_AUDIO,
-            },
-            Track {
-                ssrc: 22,
-                pt: 96,
-                kind: KIND_VIDEO,
-            },
-        ];
-        t.add(Endpoint {
-            socket: a,
-            remote: ba,
-            tx: Some(ctx(1)),
-            rx: Some(ctx(2)),
-            role: Role::Publisher(tracks),
-            room: Arc::clone(&room),
-            keepalive: Keepalive::None,
-            dtls: None,
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while room.ready.load(Ordering::Relaxed) < 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        room.started.store(true, Ordering::Relaxed);
+        wire(&t, 3, Some((1, 2)), [21, 22]);
         std::thread::sleep(Duration::from_millis(ms));
         control.stop_sending.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(400));
