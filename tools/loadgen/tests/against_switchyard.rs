@@ -3,32 +3,15 @@
 
 use std::time::Duration;
 
-use switchyard_loadgen::media::MediaParams;
-use switchyard_loadgen::run::{self, Config, Target};
+use switchyard_loadgen::run;
 
 mod common;
-use common::start_switchyard;
+use common::{one_room, start_switchyard};
 
 #[test]
 fn one_publisher_two_subscribers_every_packet_arrives_verified() {
     let (engine, http) = start_switchyard();
-    let cfg = Config {
-        target: Target::Switchyard(format!("ws://{http}/ws")),
-        rooms: 1,
-        publishers: 1,
-        subscribers: 2,
-        duration: Duration::from_secs(5),
-        grace: Duration::from_millis(700),
-        threads: 2,
-        progress: false,
-        media: MediaParams {
-            video_bitrate: 1_000_000,
-            fps: 30,
-            packet_size: 1200,
-            audio_bitrate: 32_000,
-        },
-        ..Config::default()
-    };
+    let cfg = one_room(http, Duration::from_secs(5), Duration::from_millis(700));
     let s = run::run(&cfg).expect("the run completes");
     eprintln!("{}", s.table());
     assert_eq!(

@@ -10,34 +10,17 @@
 use std::time::Duration;
 
 use switchyard_loadgen::feedback::LossOptions;
-use switchyard_loadgen::media::MediaParams;
 use switchyard_loadgen::report::Summary;
-use switchyard_loadgen::run::{self, Config, Target};
+use switchyard_loadgen::run;
 
 mod common;
-use common::start_switchyard;
+use common::{one_room, start_switchyard};
 
 fn run_with_loss(loss: LossOptions, seconds: u64) -> Summary {
     let (engine, http) = start_switchyard();
-    let cfg = Config {
-        target: Target::Switchyard(format!("ws://{http}/ws")),
-        rooms: 1,
-        publishers: 1,
-        subscribers: 2,
-        duration: Duration::from_secs(seconds),
-        // Long enough for the last losses' retransmissions (publishers keep sending uncounted packets
-        // meanwhile, so a loss among the last counted packets is detected too).
-        grace: Duration::from_millis(1000),
-        threads: 2,
-        progress: false,
-        media: MediaParams {
-            video_bitrate: 1_000_000,
-            fps: 30,
-            packet_size: 1200,
-            audio_bitrate: 32_000,
-        },
-        ..Config::default()
-    };
+    // A grace long enough for the last losses' retransmissions (publishers keep sending uncounted
+    // packets meanwhile, so a loss among the last counted packets is detected too).
+    let cfg = one_room(http, Duration::from_secs(seconds), Duration::from_millis(1000));
     let s = run::run_with(&cfg, &loss).expect("the run completes");
     eprintln!("{}", s.table());
     engine.stop();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use switchyard_control::daemon::{self, ControlConfig};
 use switchyard_engine::{Engine, EngineConfig};
+use switchyard_loadgen::media::MediaParams;
+use switchyard_loadgen::run::{Config, Target};
 
 #[derive(Parser)]
 struct ControlArgs {
@@ -72,4 +74,26 @@ pub fn start_switchyard() -> (Engine, SocketAddr) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (engine, http)
+}
+
+/// One room on the Switchyard at `http`: one publisher (1 Mbit/s video in 1200-byte packets at 30 fps,
+/// plus 32 kbit/s audio) to two subscribers, on two media threads, for `duration` and then `grace`.
+pub fn one_room(http: SocketAddr, duration: Duration, grace: Duration) -> Config {
+    Config {
+        target: Target::Switchyard(format!("ws://{http}/ws")),
+        rooms: 1,
+        publishers: 1,
+        subscribers: 2,
+        duration,
+        grace,
+        threads: 2,
+        progress: false,
+        media: MediaParams {
+            video_bitrate: 1_000_000,
+            fps: 30,
+            packet_size: 1200,
+            audio_bitrate: 32_000,
+        },
+        ..Config::default()
+    }
 }
