@@ -20,7 +20,11 @@ fn run_with_loss(loss: LossOptions, seconds: u64) -> Summary {
     let (engine, http) = start_switchyard();
     // A grace long enough for the last losses' retransmissions (publishers keep sending uncounted
     // packets meanwhile, so a loss among the last counted packets is detected too).
-    let cfg = one_room(http, Duration::from_secs(seconds), Duration::from_millis(1000));
+    let cfg = one_room(
+        http,
+        Duration::from_secs(seconds),
+        Duration::from_millis(1000),
+    );
     let s = run::run_with(&cfg, &loss).expect("the run completes");
     eprintln!("{}", s.table());
     engine.stop();
