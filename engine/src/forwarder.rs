@@ -764,31 +764,27 @@ impl Forwarder {
     /// A publisher's RTP packet: publisher-side state, then every subscriber of its track.
     fn handle_rtp(&mut self, slot: usize, now: Instant, pkt: &mut [u8], out: &mut impl Output) {
         let ssrc = rtp::ssrc(pkt);
-        // TWCC arrivals first, for every authenticated packet (probes and not-yet-routed SSRCs too):
-        // a packet missing from the feedback counts as lost in the sender's estimate.
-        let arrival_us = self.micros(now);
-        if let Some(t) = self.transports[slot].as_mut() {
-            let id = t.ext.twcc;
-            if let (Some(rec), true) = (t.twcc_rx.as_mut(), id != 0) {
-                if let Some(o) = rtp::find_ext_offset(pkt, id) {
-                    if let Some(v) = pkt.get(o..o + 2) {
-                        rec.record(u16::from_be_bytes([v[0], v[1]]), ssrc, arrival_us);
-                    }
-                }
-            }
-        }
+        let now_us = self.micros(now);
         let (ti, li) = match self.by_ssrc.get(&(slot, ssrc)) {
             Some(&v) => v,
             None => match self.learn_ssrc(slot, ssrc, pkt, out) {
                 Some(v) => v,
-                None => return self.counters.drop_one(DropReason::UnknownSsrc),
+                None => {
+                    // Not routed (a probe, a layer not learned yet), but an arrival all the same:
+                    // a packet missing from the TWCC feedback counts as lost in the sender's estimate.
+                    if let Some(t) = self.transports[slot].as_mut() {
+                        let offset = (t.ext.twcc != 0).then(|| rtp::find_ext_offset(pkt, t.ext.twcc)).flatten();
+                        record_twcc(t, pkt, offset, ssrc, now_us);
+                    }
+                    return self.counters.drop_one(DropReason::UnknownSsrc);
+                }
             },
         };
-        let now_us = self.micros(now);
         let now_ms = now_us as u64 / 1000;
         let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, .. } = self;
         let Some(pt) = transports[slot].as_mut() else { return };
         let info = rtp::remap_extensions(pkt, &pt.ext);
+        record_twcc(pt, pkt, info.twcc.map(usize::from), ssrc, now_us);
         let publisher = pt.id;
         let Some(track) = tracks[ti].as_mut() else { return };
         let Some(layer) = track.layers.get_mut(li as usize) else { return };
@@ -1469,6 +1465,15 @@ fn send_sr(s: &mut SubStream, t: &mut Transport, counters: &WorkerCounters, scra
     if send_rtcp(t, counters, &scratch[..n], now, out) {
         s.sr_sent = Some(((ntp_now >> 16) as u32, now));
         counters.add(Counter::SrSent, 1);
+    }
+}
+
+/// Records a publisher packet's transport-wide sequence number (the 2-byte extension value at
+/// `offset`) for the TWCC feedback sent to it, if it asked for feedback.
+#[inline]
+fn record_twcc(t: &mut Transport, pkt: &[u8], offset: Option<usize>, ssrc: u32, now_us: i64) {
+    if let (Some(rec), Some(v)) = (t.twcc_rx.as_mut(), offset.and_then(|o| pkt.get(o..o + 2))) {
+        rec.record(u16::from_be_bytes([v[0], v[1]]), ssrc, now_us);
     }
 }
 
