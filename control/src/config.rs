@@ -138,7 +138,8 @@ impl AllInOneFile {
         out
     }
 
-    /// The `[engine]` keys the all-in-one has no flag for: `io`, `pin`, `socket_buffer`. (`socket` is
+    /// The `[engine]` keys the all-in-one has no flag for: `io`, `pin`, `socket_buffer`,
+    /// `recv_coalesce_us`. (`socket` is
     /// not used: the all-in-one's engine listens on `[control] engine_socket` or a private socket.)
     pub fn apply_engine(&self, cfg: &mut EngineConfig) {
         let Some(e) = &self.engine else { return };
@@ -150,6 +151,9 @@ impl AllInOneFile {
         }
         if let Some(b) = e.socket_buffer {
             cfg.socket_buffer = b;
+        }
+        if let Some(us) = e.recv_coalesce_us {
+            cfg.recv_coalesce = std::time::Duration::from_micros(us);
         }
     }
 }

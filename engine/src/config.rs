@@ -257,6 +257,9 @@ pub mod check {
     }
 }
 
+/// Largest `[engine] recv_coalesce_us`: 10 ms (media latency grows by up to this much).
+pub const MAX_RECV_COALESCE_US: i64 = 10_000;
+
 /// Largest `[engine] socket_buffer`: 1 GiB.
 pub const MAX_SOCKET_BUFFER: i64 = 1 << 30;
 
@@ -286,6 +289,10 @@ pub struct EngineSection {
     /// UDP receive and send buffer per worker socket, bytes (0: the system default).
     #[serde(default, deserialize_with = "check::int::<_, usize, 0, MAX_SOCKET_BUFFER>")]
     pub socket_buffer: Option<usize>,
+    /// How long a worker that found its socket empty waits for more datagrams before it wakes,
+    /// microseconds (0: wake at once).
+    #[serde(default, deserialize_with = "check::int::<_, u64, 0, MAX_RECV_COALESCE_US>")]
+    pub recv_coalesce_us: Option<u64>,
 }
 
 /// `[turn]`: the TURN service, shared by both daemons so that the secret the engine checks
@@ -348,6 +355,7 @@ impl EngineSection {
         out.value("socket", "socket", self.socket.as_ref().map(|p| p.display()));
         out.switch("pin", "no-pin", self.pin.map(|pin| !pin));
         out.value("socket_buffer", "socket-buffer", self.socket_buffer);
+        out.value("recv_coalesce_us", "recv-coalesce-us", self.recv_coalesce_us);
     }
 }
 
@@ -520,7 +528,7 @@ mod tests {
     fn reads_the_engine_sections_and_skips_the_control_ones() {
         let f = engine(
             "[engine]\nworkers = 4\nio = \"mmsg\"\nbind = \"0.0.0.0\"\nport_base = 40000\nsocket = \"/run/x.sock\"\n\
-             pin = false\nsocket_buffer = 8388608\n[turn]\nport = 3478\nsecret = \"s\"\nurls = [\"turn:a\"]\n\
+             pin = false\nsocket_buffer = 8388608\nrecv_coalesce_us = 250\n[turn]\nport = 3478\nsecret = \"s\"\nurls = [\"turn:a\"]\n\
              [control]\nwhatever = 1\n[modes]\nc2c_max = \"not checked here\"\n",
         )
         .unwrap();
@@ -533,6 +541,7 @@ mod tests {
         assert!(flags.contains(&("[engine] workers".into(), "workers", FlagValue::Values(vec!["4".into()]))));
         assert!(flags.contains(&("[engine] pin".into(), "no-pin", FlagValue::Present(true))));
         assert!(flags.contains(&("[engine] socket".into(), "socket", FlagValue::Values(vec!["/run/x.sock".into()]))));
+        assert!(flags.contains(&("[engine] recv_coalesce_us".into(), "recv-coalesce-us", FlagValue::Values(vec!["250".into()]))));
         assert!(flags.contains(&("[turn] secret".into(), "turn-secret", FlagValue::Values(vec!["s".into()]))));
         // urls are the control daemon's: not an engine flag.
         assert!(!flags.iter().any(|f| f.1 == "turn-url"));
@@ -547,6 +556,7 @@ mod tests {
             ("[engine]\nio = \"epoll\"\n", "[engine] io: expected \"uring\" or \"mmsg\", got \"epoll\""),
             ("[engine]\nbind = \"localhost\"\n", "[engine] bind: expected an IP address"),
             ("[engine]\npin = \"yes\"\n", "[engine] pin: expected true or false, got \"yes\""),
+            ("[engine]\nrecv_coalesce_us = 20000\n", "[engine] recv_coalesce_us: expected an integer 0..=10000, got 20000"),
             ("[engine]\nsocket = \"engine.sock\"\n", "[engine] socket: expected an absolute path, got \"engine.sock\""),
             ("\n[engine]\nworkrs = 2\n", "switchyard.toml:3: [engine] workrs: unknown key; expected one of workers, io,"),
             ("[engin]\nworkers = 2\n", "switchyard.toml:1: [engin]: unknown section; expected one of engine, turn, control, modes"),

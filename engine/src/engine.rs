@@ -41,6 +41,9 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Socket receive/send buffer size in bytes.
     pub socket_buffer: usize,
+    /// How long a worker whose socket is empty waits for more datagrams before waking (fewer
+    /// wake-ups and bigger batches, for up to this much added latency); zero wakes at once.
+    pub recv_coalesce: Duration,
     /// The TURN server (`turn/`), or `None` for none (the default here; the binary's default is on).
     pub turn: Option<crate::turn::TurnConfig>,
 }
@@ -55,6 +58,7 @@ impl Default for EngineConfig {
             socket: PathBuf::from("/run/switchyard/engine.sock"),
             pin: true,
             socket_buffer: 4 << 20,
+            recv_coalesce: switchyard_udp::DEFAULT_RECV_COALESCE,
             turn: None,
         }
     }
@@ -153,6 +157,7 @@ impl Engine {
         let udp_cfg = switchyard_udp::Config {
             recv_buffer_bytes: cfg.socket_buffer,
             send_buffer_bytes: cfg.socket_buffer,
+            recv_coalesce: cfg.recv_coalesce,
             ..Default::default()
         };
         let mut ios = Vec::with_capacity(cfg.workers);

@@ -45,7 +45,7 @@ use crate::media::seq_rewriter::{Rewritten, SeqRewriter};
 use crate::pool::{PacketBuf, PacketPool, MAX_PACKET};
 use crate::rtp::{self, TokenBucket, TwccRecorder};
 use crate::stats::{Counter, DropReason, WorkerCounters};
-use crate::streams::{PubTrack, SubStream, SubscriptionSpec, MAX_LAYERS};
+use crate::streams::{PubTrack, Route, SubStream, SubscriptionSpec, MAX_LAYERS};
 use crate::transport::Transport;
 
 /// SSRC the engine uses as the sender of RTCP it originates towards publishers (receiver reports,
@@ -296,7 +296,7 @@ impl Forwarder {
             self.drop_track(slot, track);
         }
         for tr in self.tracks.iter_mut().flatten() {
-            tr.subscribers.retain(|d| d.transport() != id);
+            tr.subscribers.retain(|r| r.dest.transport() != id);
         }
         let subs: Vec<(TransportId, u32)> =
             self.subs.iter().flatten().filter(|s| s.slot == slot).map(|s| (s.spec.publisher, s.spec.track)).collect();
@@ -484,13 +484,13 @@ impl Forwarder {
         }
         let ti = self.track_by_id.get(&(slot, track)).copied().ok_or_else(|| no_track(publisher, track))?;
         let Some(t) = self.tracks[ti].as_mut() else { return Err(no_track(publisher, track)) };
-        if t.subscribers.iter().any(|d| d.transport() == dest.transport()) {
+        if t.subscribers.iter().any(|r| r.dest.transport() == dest.transport()) {
             return Ok(());
         }
         if t.subscribers.len() >= limit {
             return Err((ErrorCode::LimitReached, format!("track {track} already has {limit} subscribers")));
         }
-        t.subscribers.push(dest);
+        t.subscribers.push(Route::new(dest));
         self.max_fanout = self.max_fanout.max(t.subscribers.len());
         Ok(())
     }
@@ -499,7 +499,7 @@ impl Forwarder {
     pub fn remove_route(&mut self, publisher: TransportId, track: u32, subscriber: TransportId) -> Result<(), CommandError> {
         let slot = self.slot(publisher)?;
         if let Some(t) = self.track_by_id.get(&(slot, track)).and_then(|&ti| self.tracks[ti].as_mut()) {
-            t.subscribers.retain(|d| d.transport() != subscriber);
+            t.subscribers.retain(|r| r.dest.transport() != subscriber);
         }
         self.refresh_fanout();
         Ok(())
@@ -633,7 +633,7 @@ impl Forwarder {
             let mut subscriptions = Vec::new();
             let mut tracks = Vec::new();
             for tr in self.tracks.iter().flatten().filter(|tr| tr.slot == slot) {
-                subscriptions.extend(tr.subscribers.iter().map(|d| (tr.id, d.transport())));
+                subscriptions.extend(tr.subscribers.iter().map(|r| (tr.id, r.dest.transport())));
                 let layers = tr.layers.iter().enumerate().filter(|(_, l)| l.ssrc != 0).map(|(i, l)| (i as u8, l.ssrc));
                 tracks.push((tr.id, layers.collect()));
             }
@@ -825,12 +825,20 @@ impl Forwarder {
         };
         let plain = &*pkt;
         let mut shared: Option<Arc<PacketBuf>> = None;
-        for &dest in &track.subscribers {
-            match dest {
+        for route in track.subscribers.iter_mut() {
+            match route.dest {
                 Dest::Local(id) => {
-                    let Some(&sslot) = by_id.get(&id) else { continue };
-                    let Some(&si) = sub_by_key.get(&(sslot, publisher, meta.track)) else { continue };
-                    let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[sslot].as_mut()) else { continue };
+                    let si = match checked_route(subs, transports, route.sub, id, publisher, meta.track) {
+                        Some(si) => si,
+                        None => {
+                            let Some(&sslot) = by_id.get(&id) else { continue };
+                            let Some(&si) = sub_by_key.get(&(sslot, publisher, meta.track)) else { continue };
+                            route.sub = si;
+                            si
+                        }
+                    };
+                    let Some(sub) = subs[si].as_mut() else { continue };
+                    let Some(t) = transports[sub.slot].as_mut() else { continue };
                     deliver_media(sub, t, counters, scratch, &meta, plain, now, now_us, out);
                 }
                 Dest::Remote { worker, transport } => {
@@ -949,8 +957,8 @@ impl Forwarder {
         let Some(layer) = tr.layers.get_mut(li as usize) else { return };
         layer.last_sr = Some((ntp, rtp_ts, now));
         let meta = MediaMeta { publisher: tr.publisher, track: tr.id, layer: li, ntp, rtp_ts, ..MediaMeta::default() };
-        for &dest in &tr.subscribers {
-            match dest {
+        for r in &tr.subscribers {
+            match r.dest {
                 Dest::Local(id) => {
                     let Some(&sslot) = by_id.get(&id) else { continue };
                     if let Some(s) = sub_by_key.get(&(sslot, tr.publisher, tr.id)).and_then(|&si| subs[si].as_mut()) {
@@ -1563,6 +1571,23 @@ fn deliver_media(
         }
         Some(n)
     });
+}
+
+/// `hint` if it is the index of `subscriber`'s subscription to `publisher`'s `track` (see [`Route`]).
+#[inline]
+fn checked_route(
+    subs: &[Option<SubStream>],
+    transports: &[Option<Transport>],
+    hint: usize,
+    subscriber: TransportId,
+    publisher: TransportId,
+    track: u32,
+) -> Option<usize> {
+    let s = subs.get(hint)?.as_ref()?;
+    let ok = s.spec.publisher == publisher
+        && s.spec.track == track
+        && transports.get(s.slot)?.as_ref().is_some_and(|t| t.id == subscriber);
+    ok.then_some(hint)
 }
 
 /// Copies `plain` into `b` with the rewritten SSRC/seq/ts and the transport-wide sequence number.

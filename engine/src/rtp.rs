@@ -245,7 +245,9 @@ impl RecvStats {
             self.max_seq = seq;
         }
         self.received = self.received.wrapping_add(1);
-        let arrival = (arrival_us as i128 * clock_rate as i128 / 1_000_000) as i64;
+        // arrival_us * clock_rate / 10^6 without a 128-bit division (whole seconds, then the rest).
+        let cr = clock_rate as i64;
+        let arrival = (arrival_us / 1_000_000) * cr + (arrival_us % 1_000_000) * cr / 1_000_000;
         let transit = arrival.wrapping_sub(rtp_ts as i64);
         if let Some(prev) = self.transit {
             // Timestamps wrap at 32 bits: take the difference in that space.

@@ -77,11 +77,29 @@ pub struct PubTrack {
     /// Layers, lowest first.
     pub layers: Vec<PubLayer>,
     /// Where its packets go.
-    pub subscribers: Vec<Dest>,
+    pub subscribers: Vec<Route>,
     /// Loudest audio level (lowest -dBov) in the current window, if any packet carried one.
     pub level: Option<u8>,
     /// Last receiver report sent about it, ms.
     pub last_rr_ms: u64,
+}
+
+/// One destination of a track's packets.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The subscriber.
+    pub dest: Dest,
+    /// For a local subscriber: the index of its subscription state as last found (`usize::MAX`
+    /// before). Checked on every use against the subscription's key and its transport's id, so a
+    /// stale index after removals and re-use only costs the hash lookups it saves.
+    pub sub: usize,
+}
+
+impl Route {
+    /// A route to `dest` whose subscription is yet to be looked up.
+    pub fn new(dest: Dest) -> Route {
+        Route { dest, sub: usize::MAX }
+    }
 }
 
 impl PubTrack {

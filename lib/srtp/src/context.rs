@@ -1,7 +1,7 @@
 //! The SRTP/SRTCP cryptographic context: session keys plus per-SSRC index,
 //! rollover and replay state, with the in-place protect/unprotect entry points.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 use crate::error::PacketKind;
@@ -34,6 +34,8 @@ pub struct Context {
     profile: Profile,
     rtp: Transform,
     rtcp: Transform,
+    // Per-SSRC state in maps keyed by the Fx hash: one lookup per packet, and inbound entries are only
+    // made by packets that authenticated, so the keys are not an attacker's choice.
     /// Highest SRTP index protected per SSRC (its ROC and s_l).
     rtp_tx: HashMap<u32, u64>,
     /// Replay window per SSRC; its top is the highest authenticated index.
@@ -90,10 +92,10 @@ impl Context {
             profile,
             rtp: Transform::new(profile, rtp)?,
             rtcp: Transform::new(profile, rtcp)?,
-            rtp_tx: HashMap::new(),
-            rtp_rx: HashMap::new(),
-            rtcp_tx: HashMap::new(),
-            rtcp_rx: HashMap::new(),
+            rtp_tx: HashMap::default(),
+            rtp_rx: HashMap::default(),
+            rtcp_tx: HashMap::default(),
+            rtcp_rx: HashMap::default(),
         })
     }
 
