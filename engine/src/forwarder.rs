@@ -67,8 +67,12 @@ const PUBLISHER_RTT_MS: u64 = 100;
 const LAYER_IDLE_MS: u64 = 1500;
 /// A switch still waiting for its keyframe asks again after this long.
 const KEYFRAME_RETRY_MS: u64 = 1000;
-/// Most sequence numbers of one subscriber NACK passed on to the publisher.
-const UPSTREAM_NACK_MAX: usize = 64;
+/// Most sequence numbers of one subscriber NACK passed on to the publisher: the whole window
+/// `SeqRewriter::earlier_seq` covers (a subscriber whose receiver cannot skip a gap, such as
+/// aiortc's, stalls until every packet lost while an engine restarted is resent).
+const UPSTREAM_NACK_MAX: usize = 1024;
+/// Largest NACK packet sent to a publisher, bytes (longer lists go in several).
+const UPSTREAM_NACK_BYTES: usize = 1024;
 /// A subscriber estimator with no feedback for this long (nothing sent: paused) grows optimistically.
 const ESTIMATOR_IDLE_MS: i64 = 1000;
 /// A subscriber transport sent less than this fraction of its estimate over the last tick: it is
@@ -1009,7 +1013,9 @@ impl Forwarder {
             let Some(pkt) = sub.cache.as_ref().and_then(|c| c.get(seq)) else {
                 counters.drop_one(DropReason::NackCacheMiss);
                 if let Some(orig) = sub.rewriter.as_ref().and_then(|r| r.earlier_seq(seq)) {
-                    if n_up < upstream.len() {
+                    let (word, bit) = ((seq as usize % 1024) / 64, 1u64 << (seq % 64));
+                    if n_up < upstream.len() && sub.earlier_asked[word] & bit == 0 {
+                        sub.earlier_asked[word] |= bit;
                         upstream[n_up] = orig;
                         n_up += 1;
                     }
@@ -1080,7 +1086,17 @@ impl Forwarder {
         let layer = s.rewriter.as_ref().and_then(SeqRewriter::current).unwrap_or(0) as usize;
         let Some(&ssrc) = s.in_ssrc.get(layer).filter(|&&x| x != 0) else { return };
         let publisher_at = s.spec.publisher_at;
-        let Some((len, _)) = rtcp::write_nack(&mut self.scratch, ENGINE_RTCP_SSRC, ssrc, seqs) else { return };
+        let mut rest = seqs;
+        while !rest.is_empty() {
+            let buf = &mut self.scratch[..UPSTREAM_NACK_BYTES];
+            let Some((len, used)) = rtcp::write_nack(buf, ENGINE_RTCP_SSRC, ssrc, rest) else { return };
+            rest = &rest[used.max(1).min(rest.len())..];
+            self.send_upstream_rtcp(publisher_at, len, now, out);
+        }
+    }
+
+    /// Sends the RTCP in `scratch[..len]` to a subscription's publisher (through its worker).
+    fn send_upstream_rtcp(&mut self, publisher_at: Dest, len: usize, now: Instant, out: &mut impl Output) {
         match publisher_at {
             Dest::Local(p) => {
                 let Forwarder { by_id, transports, counters, scratch, .. } = self;

@@ -229,6 +229,10 @@ pub struct SubStream {
     pub keyframe_sent: bool,
     /// Each layer's incoming SSRC, as last seen (for NACKs passed on to the publisher).
     pub in_ssrc: [u32; MAX_LAYERS],
+    /// Sequence numbers from before the stream reached the subscriber (`SeqRewriter::earlier_seq`)
+    /// already asked of the publisher, by `seq % 1024` (that window is 1024 long): each is passed
+    /// on once, so a subscriber repeating its NACKs cannot make the publisher resend to the room.
+    pub earlier_asked: [u64; 16],
 }
 
 impl SubStream {
@@ -263,6 +267,7 @@ impl SubStream {
             forwarded: false,
             keyframe_sent: false,
             in_ssrc: [0; MAX_LAYERS],
+            earlier_asked: [0; 16],
             spec: SubscriptionSpec { layers, ..spec },
         }
     }

@@ -577,6 +577,46 @@ fn nacks_the_cache_cannot_answer_go_to_the_publisher_and_the_retransmission_come
 }
 
 #[test]
+fn a_long_gap_from_before_the_stream_goes_to_the_publisher_whole_and_once() {
+    // A subscriber that lost 300 packets while an engine restarted (aiortc's receiver waits for every
+    // one of them before it shows another frame) NACKs them all; the engine passes all on, in NACK
+    // packets of bounded size, and a repeat of the same NACK passes nothing on again.
+    let mut n = nacky(FB_NACK | FB_PLI);
+    let mut out = Captured::default();
+    for seq in 1000..1010u16 {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
+        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+    }
+    let _ = received(&mut out, addr(11002), &mut n.subs[0].1);
+    out.sent.clear();
+    let lost: Vec<u16> = (700..1000u16).collect();
+    let mut asked_twice = Vec::new();
+    for round in 0..2 {
+        for chunk in lost.chunks(100) {
+            let mut nack = vec![0u8; 1200];
+            let (len, used) = write_nack(&mut nack, 0x2222, 0xB2, chunk).unwrap();
+            assert_eq!(used, chunk.len());
+            let mut rtcp2 = protect_rtcp(&mut n.subs[0].0, &nack[..len]);
+            n.f.handle_datagram(n.t0, addr(11002), &mut rtcp2, &mut out);
+        }
+        let (_, up) = received(&mut out, addr(11001), &mut n.pub_rx);
+        assert!(up.iter().all(|p| p.len() <= 1024 + 64), "NACK packets stay small");
+        let asked: Vec<u16> = up
+            .iter()
+            .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
+            .filter_map(|x| match x {
+                Ok(Packet::Nack(k)) => Some(k.lost().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        asked_twice.push((round, asked));
+    }
+    assert_eq!(asked_twice[0].1, lost, "every lost packet asked of the publisher");
+    assert!(asked_twice[1].1.is_empty(), "a repeated NACK is not passed on again: {:?}", asked_twice[1].1.len());
+}
+
+#[test]
 fn a_gap_from_the_publisher_is_nacked_upstream_until_recovered() {
     let mut n = nacky(FB_NACK | FB_PLI);
     let mut out = Captured::default();

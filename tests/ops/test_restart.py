@@ -12,7 +12,8 @@ aiortc subscriber (both join without "mesh", so the room is an SFU room). Then:
    SRTP keys, bound addresses and subscriptions, and asks for a keyframe. The subscriber must receive
    packets again within 2 s of the new engine's start, and decode frames, with no new DTLS handshake
    (the control daemon's `switchyard_dtls_handshakes_total` and its "media connected" log lines stay
-   the same, and both peers' DTLS transports stay "connected"). The publisher's RTP sequence number
+   the same, and both peers' DTLS transports stay "connected"), after an outage of 2 s whose lost
+   packets the subscriber NACKs and the publisher resends. The publisher's RTP sequence number
    starts just below 65536, so it wraps (rollover counter 1, in both directions) before the engine is
    killed: packets resume only because the control daemon seeds the new engine's SRTP contexts with
    the packet indexes it polled from the old one.
@@ -298,7 +299,9 @@ def test_a_call_survives_a_control_restart_and_an_engine_restart(daemons):
         states = dtls_states(pub_pc, sub_pc)
 
         d.kill(d.engine)
-        await asyncio.sleep(0.5)
+        # Down for 2 s: some 60 video packets are lost, and aiortc's receiver shows no frame until
+        # every one of them is resent (the new engine passes the subscriber's NACKs to the publisher).
+        await asyncio.sleep(2)
         recv_down = (await rtp_counts(pub_pc, sub_pc))[1]
         t_start = d.start_engine()
         got_packets = await wait_for(lambda: _more(pub_pc, sub_pc, recv_down), 10)

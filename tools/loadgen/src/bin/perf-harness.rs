@@ -56,6 +56,9 @@ struct Args {
     /// Engine worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// The engine's --recv-coalesce-us (default: the engine's own, 1000).
+    #[arg(long, value_name = "MICROSECONDS")]
+    recv_coalesce_us: Option<u64>,
     /// Load generator media threads.
     #[arg(long, default_value_t = 2)]
     loadgen_threads: usize,
@@ -226,9 +229,14 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
             let socket =
                 std::env::temp_dir().join(format!("switchyard-perf-{}.sock", std::process::id()));
             let _ = std::fs::remove_file(&socket);
-            let engine = Command::new(bin("switchyard-engine"))
+            let mut engine = Command::new(bin("switchyard-engine"));
+            engine
                 .args(["--workers", &a.workers.to_string(), "--io", io, "--socket"])
-                .arg(&socket)
+                .arg(&socket);
+            if let Some(us) = a.recv_coalesce_us {
+                engine.args(["--recv-coalesce-us", &us.to_string()]);
+            }
+            let engine = engine
                 .stdout(Stdio::null())
                 .stderr(log_file(&format!("engine-{io}"))?)
                 .spawn()
@@ -969,7 +977,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let (table, verdicts) = render(&m, &fixed, &caps, &benches);
+    let (table, verdicts) = render(&m, &fixed, &caps, &benches, &engine_settings(&a));
     println!("{table}");
     for v in &verdicts {
         println!("{v}");
@@ -1012,11 +1020,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The engine settings the Switchyard rows ran with, for the report.
+fn engine_settings(a: &Args) -> String {
+    let coalesce = a.recv_coalesce_us.map_or("its default (1 ms)".to_string(), |us| format!("--recv-coalesce-us {us}"));
+    format!("Switchyard engine: {} worker(s), receive coalescing {coalesce}", a.workers)
+}
+
 fn render(
     m: &Machine,
     fixed: &[RunResult],
     caps: &[Capacity],
     benches: &[Bench],
+    engine: &str,
 ) -> (String, Vec<String>) {
     let mut t = String::new();
     use std::fmt::Write as _;
@@ -1026,6 +1041,7 @@ fn render(
         m.cores, m.cpu, m.kernel, m.date
     );
     let _ = writeln!(t, "Load: rooms of 1 publisher (1 Mbit/s VP8-like video at 30 fps in <= 1200 B packets + 32 kbit/s Opus-like audio = {:.0} pkt/s) and N subscribers", STANDARD.packets_per_second());
+    let _ = writeln!(t, "{engine}");
     let _ = writeln!(t);
     let _ = writeln!(t, "Fixed load: each row is one fresh server; x baseline and x Janus compare with the baseline and Janus runs of the same fan-out and round (servers run one after the other within a round).");
     let _ = writeln!(t);
