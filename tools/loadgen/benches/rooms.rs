@@ -181,6 +181,7 @@ fn main() {
     let tick = Duration::from_millis(20);
     let mut now = t0 + Duration::from_millis(1);
     let mut next_tick = now + tick;
+    eprintln!("input ready after {:.1} s; forwarding", t0.elapsed().as_secs_f64());
     let started = Instant::now();
     let n = input.len();
     for (from, pkt) in input.iter_mut() {
