@@ -45,7 +45,7 @@ use crate::media::seq_rewriter::{Rewritten, SeqRewriter};
 use crate::pool::{PacketBuf, PacketPool, MAX_PACKET};
 use crate::rtp::{self, TokenBucket, TwccRecorder};
 use crate::stats::{Counter, DropReason, WorkerCounters};
-use crate::streams::{PubTrack, Route, SubStream, SubscriptionSpec, MAX_LAYERS};
+use crate::streams::{PacketStore, PubTrack, Route, SubStream, SubscriptionSpec, MAX_LAYERS};
 use crate::transport::Transport;
 
 /// SSRC the engine uses as the sender of RTCP it originates towards publishers (receiver reports,
@@ -164,6 +164,11 @@ pub struct Forwarder {
     sub_by_out: FxHashMap<(usize, u32), usize>,
     /// Per transport slot: video subscriptions (to split its estimate), refilled every tick.
     video_subs: Vec<u16>,
+    /// Recent packets of the video tracks local transports subscribe to, one store per track.
+    stores: Vec<Option<PacketStore>>,
+    free_stores: Vec<usize>,
+    /// (publisher, track) -> store.
+    store_by_key: FxHashMap<(TransportId, u32), usize>,
     pool: PacketPool,
     /// Largest subscriber list of a track, kept current on every route change.
     max_fanout: usize,
@@ -199,6 +204,9 @@ impl Forwarder {
             sub_by_key: FxHashMap::default(),
             sub_by_out: FxHashMap::default(),
             video_subs: Vec::new(),
+            stores: Vec::new(),
+            free_stores: Vec::new(),
+            store_by_key: FxHashMap::default(),
             pool: PacketPool::new(pool_size),
             max_fanout: 0,
             scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
@@ -223,6 +231,11 @@ impl Forwarder {
     /// send batch before taking the next datagram.
     pub fn max_fanout(&self) -> usize {
         self.max_fanout
+    }
+
+    /// Packet stores held (one per video track local transports subscribe to).
+    pub fn packet_stores(&self) -> usize {
+        self.store_by_key.len()
     }
 
     /// Whether there are tracks or subscriptions (then the worker calls [`Forwarder::tick`]).
@@ -543,6 +556,26 @@ impl Forwarder {
         let key = (slot, spec.publisher, spec.track);
         let outs = [spec.out_ssrc, spec.out_rtx_ssrc];
         let s = SubStream::new(slot, spec, now_ms);
+        if s.video {
+            let skey = (s.spec.publisher, s.spec.track);
+            match self.store_by_key.get(&skey).and_then(|&i| self.stores[i].as_mut()) {
+                Some(st) => st.users += 1,
+                None => {
+                    let st = PacketStore::new(skey, s.spec.layers);
+                    let i = match self.free_stores.pop() {
+                        Some(i) => {
+                            self.stores[i] = Some(st);
+                            i
+                        }
+                        None => {
+                            self.stores.push(Some(st));
+                            self.stores.len() - 1
+                        }
+                    };
+                    self.store_by_key.insert(skey, i);
+                }
+            }
+        }
         let si = match self.free_subs.pop() {
             Some(i) => {
                 self.subs[i] = Some(s);
@@ -578,6 +611,19 @@ impl Forwarder {
     fn drop_subscription(&mut self, slot: usize, publisher: TransportId, track: u32) {
         let Some(si) = self.sub_by_key.remove(&(slot, publisher, track)) else { return };
         self.sub_by_out.retain(|_, v| *v != si);
+        if self.subs[si].as_ref().is_some_and(|s| s.video) {
+            if let Some(&i) = self.store_by_key.get(&(publisher, track)) {
+                let last = self.stores[i].as_mut().is_some_and(|st| {
+                    st.users = st.users.saturating_sub(1);
+                    st.users == 0
+                });
+                if last {
+                    self.stores[i] = None;
+                    self.free_stores.push(i);
+                    self.store_by_key.remove(&(publisher, track));
+                }
+            }
+        }
         self.subs[si] = None;
         self.free_subs.push(si);
     }
@@ -785,7 +831,7 @@ impl Forwarder {
             },
         };
         let now_ms = now_us as u64 / 1000;
-        let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, .. } = self;
+        let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, stores, store_by_key, .. } = self;
         let Some(pt) = transports[slot].as_mut() else { return };
         let info = rtp::remap_extensions(pkt, &pt.ext);
         record_twcc(pt, pkt, info.twcc.map(usize::from), ssrc, now_us);
@@ -828,6 +874,18 @@ impl Forwarder {
             rtp_ts: 0,
         };
         let plain = &*pkt;
+        if track.kind == TrackKind::Video {
+            // This worker's subscribers answer NACKs from the store: one copy per packet, not one per
+            // subscriber.
+            let key = (publisher, track.id);
+            let hit = stores.get(track.store).and_then(Option::as_ref).is_some_and(|st| st.key == key);
+            if !hit {
+                track.store = store_by_key.get(&key).copied().unwrap_or(usize::MAX);
+            }
+            if let Some(st) = stores.get_mut(track.store).and_then(Option::as_mut) {
+                st.keep(li, seq, plain);
+            }
+        }
         let mut shared: Option<Arc<PacketBuf>> = None;
         for route in track.subscribers.iter_mut() {
             match route.dest {
@@ -1006,11 +1064,14 @@ impl Forwarder {
         let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
         let mut upstream = [0u16; UPSTREAM_NACK_MAX];
         let mut n_up = 0;
-        let Forwarder { subs, transports, counters, scratch, .. } = self;
+        let Forwarder { subs, transports, counters, scratch, stores, store_by_key, .. } = self;
         let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[slot].as_mut()) else { return };
+        let store = store_by_key.get(&(sub.spec.publisher, sub.spec.track)).and_then(|&i| stores[i].as_ref());
+        let out_ssrc = sub.spec.out_ssrc;
         for seq in lost {
             counters.add(Counter::NackReceived, 1);
-            let Some(pkt) = sub.cache.as_ref().and_then(|c| c.get(seq)) else {
+            let found = sub.sent.as_ref().and_then(|r| r.get(seq)).and_then(|e| Some((e, store?.get(e.layer, e.in_seq)?)));
+            let Some((sent_as, pkt)) = found else {
                 counters.drop_one(DropReason::NackCacheMiss);
                 if let Some(orig) = sub.rewriter.as_ref().and_then(|r| r.earlier_seq(seq)) {
                     let (word, bit) = ((seq as usize % 1024) / 64, 1u64 << (seq % 64));
@@ -1029,13 +1090,11 @@ impl Forwarder {
                 _ => None,
             };
             let mut n = 0usize;
+            // The stored packet as the publisher sent it, rewritten the way it went to this subscriber.
+            let rw = Rewritten { ssrc: out_ssrc, seq, ts: sent_as.ts, switched: false };
             let build = |b: &mut [u8]| -> Option<usize> {
                 if rtx_ssrc == 0 {
-                    b.get_mut(..pkt.len())?.copy_from_slice(pkt);
-                    if let Some((off, s)) = tw {
-                        b.get_mut(off..off + 2)?.copy_from_slice(&s.to_be_bytes());
-                    }
-                    Some(pkt.len())
+                    rewrite_into(b, pkt, &rw, tw)
                 } else {
                     // RFC 4588: RTX SSRC, payload type and sequence number; the original sequence
                     // number (OSN) first in the payload.
@@ -1045,8 +1104,9 @@ impl Forwarder {
                     d[..hl].copy_from_slice(&pkt[..hl]);
                     d[1] = (pkt[1] & 0x80) | (rtx_pt & 0x7F);
                     d[2..4].copy_from_slice(&rtx_seq.to_be_bytes());
+                    d[4..8].copy_from_slice(&sent_as.ts.to_be_bytes());
                     d[8..12].copy_from_slice(&rtx_ssrc.to_be_bytes());
-                    d[hl..hl + 2].copy_from_slice(&pkt[2..4]);
+                    d[hl..hl + 2].copy_from_slice(&seq.to_be_bytes());
                     d[hl + 2..].copy_from_slice(&pkt[hl..]);
                     if let Some((off, s)) = tw {
                         d.get_mut(off..off + 2)?.copy_from_slice(&s.to_be_bytes());
@@ -1198,13 +1258,18 @@ impl Forwarder {
             }
             PacketKind::Media => {
                 let now_us = self.micros(h.received);
-                let Forwarder { subs, transports, sub_by_key, counters, scratch, .. } = self;
+                let Forwarder { subs, transports, sub_by_key, counters, scratch, stores, store_by_key, .. } = self;
                 let Some(&si) = sub_by_key.get(&(slot, m.publisher, m.track)) else {
                     return counters.drop_one(DropReason::StaleHandoff);
                 };
                 let (Some(sub), Some(t), Some(p)) = (subs[si].as_mut(), transports[slot].as_mut(), h.packet.as_ref()) else {
                     return counters.drop_one(DropReason::StaleHandoff);
                 };
+                if sub.video && p.bytes().len() >= 12 {
+                    if let Some(st) = store_by_key.get(&(m.publisher, m.track)).and_then(|&i| stores[i].as_mut()) {
+                        st.keep(m.layer, rtp::seq(p.bytes()), p.bytes());
+                    }
+                }
                 deliver_media(sub, t, counters, scratch, &m, p.bytes(), h.received, now_us, out);
             }
             PacketKind::SenderInfo => {
@@ -1579,14 +1644,11 @@ fn deliver_media(
             e.on_sent(s, len, now_us);
         }
     }
-    let cache = &mut sub.cache;
-    send_rtp(t, counters, scratch, received, out, |b| {
-        let n = rewrite_into(b, plain, &rw, tw)?;
-        if let Some(c) = cache.as_mut() {
-            let _ = c.put(rw.seq, &b[..n]);
-        }
-        Some(n)
-    });
+    if let Some(r) = sub.sent.as_mut() {
+        // Recorded even if the send cap drops it: a NACK recovers it as after loss on a real link.
+        r.record(rw.seq, meta.layer, seq, rw.ts);
+    }
+    send_rtp(t, counters, scratch, received, out, |b| rewrite_into(b, plain, &rw, tw));
 }
 
 /// `hint` if it is the index of `subscriber`'s subscription to `publisher`'s `track` (see [`Route`]).

@@ -5,8 +5,11 @@
 //!   keyframe-request coalescer, RFC 3550 receive statistics, the publisher's last sender report, the
 //!   measured bitrate and frame height; per track the subscriber list and the audio level window.
 //! - [`SubStream`] lives on the subscriber's worker: the sequence/timestamp rewriter onto `out_ssrc`,
-//!   the layer selector, the retransmission cache of what the subscriber was sent, the sender-report
+//!   the layer selector, the record of what the subscriber was sent ([`SentRing`]), the sender-report
 //!   counters and the translated sender-report mapping of each layer.
+//! - [`PacketStore`] lives on every worker with subscribers of a video track, one per track and worker:
+//!   the track's recent packets as they came from the publisher, which all of that worker's
+//!   subscriptions to it answer NACKs from (each rewrites a packet the way it first sent it).
 
 use std::time::Instant;
 
@@ -24,12 +27,88 @@ use crate::rtp::RecvStats;
 pub const MAX_LAYERS: usize = 3;
 /// Least time between two keyframe requests sent upstream for one layer.
 pub const KEYFRAME_INTERVAL_MS: u64 = 500;
-/// Packets a subscription's retransmission cache holds: about 1.5 s of 1.5 Mbit/s video, longer than
-/// a packet is worth retransmitting (the upstream NACK generator gives up after 1 s), at 384 KiB per
-/// video subscription.
+/// Packets a [`PacketStore`] keeps per layer: about 1.5 s of 1.5 Mbit/s video, longer than a packet is
+/// worth retransmitting (the upstream NACK generator gives up after 1 s), at 384 KiB per layer and
+/// worker (not per subscriber). A subscription's [`SentRing`] has as many entries, 12 bytes each.
 pub const NACK_CACHE_PACKETS: usize = 256;
-/// Largest packet the cache keeps.
+/// Largest packet the store keeps.
 pub const NACK_CACHE_SLOT: usize = 1500;
+
+/// A video track's recent packets on one worker, per layer and by the publisher's sequence number, as
+/// they arrived (plaintext, header-extension ids already rewritten): shared by every subscription to
+/// the track on this worker, which answer NACKs from it.
+pub struct PacketStore {
+    /// (publisher, track).
+    pub key: (TransportId, u32),
+    /// One ring per layer.
+    pub layers: Vec<NackCache>,
+    /// Subscriptions on this worker using it; it goes with the last.
+    pub users: u32,
+}
+
+impl PacketStore {
+    /// A store for `layers` layers (1 to [`MAX_LAYERS`]) with one user.
+    pub fn new(key: (TransportId, u32), layers: u8) -> PacketStore {
+        let n = (layers as usize).clamp(1, MAX_LAYERS);
+        PacketStore { key, layers: (0..n).map(|_| NackCache::new(NACK_CACHE_PACKETS, NACK_CACHE_SLOT)).collect(), users: 1 }
+    }
+
+    /// Keeps packet `seq` of `layer` unless it is already kept (a packet from another worker arrives
+    /// once per subscriber here).
+    #[inline]
+    pub fn keep(&mut self, layer: u8, seq: u16, pkt: &[u8]) {
+        if let Some(c) = self.layers.get_mut(layer as usize) {
+            if c.get(seq).is_none() {
+                let _ = c.put(seq, pkt);
+            }
+        }
+    }
+
+    /// Packet `seq` of `layer`, if still kept.
+    pub fn get(&self, layer: u8, seq: u16) -> Option<&[u8]> {
+        self.layers.get(layer as usize)?.get(seq)
+    }
+}
+
+/// One packet a subscription sent: which stored packet it was and the timestamp it went out with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentPacket {
+    /// Its outgoing sequence number.
+    pub out_seq: u16,
+    /// The publisher's sequence number of the layer it came from.
+    pub in_seq: u16,
+    /// Its outgoing RTP timestamp.
+    pub ts: u32,
+    /// The layer.
+    pub layer: u8,
+    /// Whether the entry holds a packet.
+    pub valid: bool,
+}
+
+/// What a subscription sent, by outgoing sequence number: a ring of [`SentPacket`]s.
+pub struct SentRing {
+    slots: Box<[SentPacket]>,
+}
+
+impl SentRing {
+    /// A ring of `capacity` entries (rounded up to a power of two).
+    pub fn new(capacity: usize) -> SentRing {
+        SentRing { slots: vec![SentPacket::default(); capacity.clamp(1, 32768).next_power_of_two()].into_boxed_slice() }
+    }
+
+    /// Records that `out_seq` was `in_seq` of `layer`, sent with timestamp `ts`.
+    #[inline]
+    pub fn record(&mut self, out_seq: u16, layer: u8, in_seq: u16, ts: u32) {
+        let mask = self.slots.len() - 1;
+        self.slots[out_seq as usize & mask] = SentPacket { out_seq, in_seq, ts, layer, valid: true };
+    }
+
+    /// What went out as `out_seq`, if the ring still remembers it.
+    pub fn get(&self, out_seq: u16) -> Option<SentPacket> {
+        let e = self.slots[out_seq as usize & (self.slots.len() - 1)];
+        (e.valid && e.out_seq == out_seq).then_some(e)
+    }
+}
 
 /// A publisher's latest sender report for one layer: NTP time, RTP time, when it arrived.
 pub type SrInfo = (u64, u32, Instant);
@@ -78,6 +157,9 @@ pub struct PubTrack {
     pub layers: Vec<PubLayer>,
     /// Where its packets go.
     pub subscribers: Vec<Route>,
+    /// Index of this worker's [`PacketStore`] for it as last found (`usize::MAX` before; checked
+    /// against the store's key on every use, like [`Route::sub`]).
+    pub store: usize,
     /// Loudest audio level (lowest -dBov) in the current window, if any packet carried one.
     pub level: Option<u8>,
     /// Last receiver report sent about it, ms.
@@ -143,6 +225,7 @@ impl PubTrack {
             feedback,
             layers,
             subscribers: Vec::new(),
+            store: usize::MAX,
             level: None,
             last_rr_ms: now_ms,
         }
@@ -205,8 +288,9 @@ pub struct SubStream {
     pub layer_seen_ms: [Option<u64>; MAX_LAYERS],
     /// Each layer's latest sender report from the publisher.
     pub layer_sr: [Option<SrInfo>; MAX_LAYERS],
-    /// What the subscriber was sent, by outgoing sequence number.
-    pub cache: Option<NackCache>,
+    /// What the subscriber was sent, by outgoing sequence number (video): NACKs are answered from the
+    /// track's [`PacketStore`] through it.
+    pub sent: Option<SentRing>,
     /// Tells a repeated FIR from a new one.
     pub fir: FirDedup,
     /// Next RTX sequence number.
@@ -256,7 +340,7 @@ impl SubStream {
             max_height: u16::MAX,
             layer_seen_ms: [None; MAX_LAYERS],
             layer_sr: [None; MAX_LAYERS],
-            cache: video.then(|| NackCache::new(NACK_CACHE_PACKETS, NACK_CACHE_SLOT)),
+            sent: video.then(|| SentRing::new(NACK_CACHE_PACKETS)),
             fir: FirDedup::default(),
             rtx_seq: (spec.out_ssrc as u16) ^ 0x5a5a,
             packets: 0,
@@ -275,5 +359,44 @@ impl SubStream {
     /// Simulcast (more than one layer).
     pub fn simulcast(&self) -> bool {
         self.spec.layers > 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sent_ring_remembers_the_last_capacity_sequence_numbers() {
+        let mut r = SentRing::new(200);
+        for out in 65_500u16..=65_535 {
+            r.record(out, 1, out.wrapping_add(7), u32::from(out) * 10);
+        }
+        for out in 0u16..300 {
+            r.record(out, 2, out.wrapping_add(7), u32::from(out) * 10);
+        }
+        // 256 entries: 44..=299 are there, older ones (and never-sent ones) are not.
+        assert_eq!(r.get(299), Some(SentPacket { out_seq: 299, in_seq: 306, ts: 2990, layer: 2, valid: true }));
+        assert_eq!(r.get(44).map(|e| e.in_seq), Some(51));
+        assert_eq!(r.get(43), None, "overwritten by 299");
+        assert_eq!(r.get(65_530), None, "overwritten after the wrap");
+        assert_eq!(r.get(1000), None, "never sent");
+    }
+
+    #[test]
+    fn a_store_keeps_each_packet_once_per_layer() {
+        let mut s = PacketStore::new((1, 7), 2);
+        s.keep(0, 10, b"layer zero");
+        s.keep(1, 10, b"layer one");
+        s.keep(1, 10, b"again, from a second hand-off");
+        s.keep(2, 10, b"no such layer");
+        assert_eq!(s.get(0, 10), Some(&b"layer zero"[..]));
+        assert_eq!(s.get(1, 10), Some(&b"layer one"[..]), "the first copy stays");
+        assert_eq!(s.get(2, 10), None);
+        assert_eq!(s.get(0, 11), None);
+        for seq in 11..(11 + NACK_CACHE_PACKETS as u16) {
+            s.keep(0, seq, b"x");
+        }
+        assert_eq!(s.get(0, 10), None, "older than the ring");
     }
 }

@@ -577,6 +577,78 @@ fn nacks_the_cache_cannot_answer_go_to_the_publisher_and_the_retransmission_come
 }
 
 #[test]
+fn nacks_are_answered_from_one_store_per_track_and_worker_across_workers() {
+    // Publisher 1 on worker 0; subscriber 2 there, subscribers 3 and 4 on worker 1 (RTX for 4). Every
+    // worker keeps the track's packets once, and each subscriber's NACK gets back exactly what it was
+    // sent (its own numbering), from its own worker.
+    let profile = Profile::AeadAes128Gcm;
+    let mut w0 = forwarder();
+    let mut w1 = Forwarder::new(1, Arc::new(WorkerCounters::default()), 64);
+    let (mut pub_tx, _) = connected(&mut w0, 1, 13001, profile);
+    let t0 = Instant::now();
+    w0.add_track(1, video_track(7, FB_NACK | FB_PLI, &[("", 0xAAAA)]), t0).unwrap();
+    let mut out = Captured::default();
+    let mut subs = vec![connected(&mut w0, 2, 13002, profile)];
+    w0.add_subscription(2, sub_spec(1, Dest::Local(1), 7, TrackKind::Video, 1, 0xB2, (0, 0)), t0, &mut out).unwrap();
+    w0.add_route(1, 7, Dest::Local(2), 10).unwrap();
+    for (id, rtx) in [(3u64, (0u32, 0u8)), (4, (0xC4, 97))] {
+        subs.push(connected(&mut w1, id, 13000 + id as u16, profile));
+        let at = Dest::Remote { worker: 0, transport: 1 };
+        w1.add_subscription(id, sub_spec(1, at, 7, TrackKind::Video, 1, 0xB0 + id as u32, rtx), t0, &mut out).unwrap();
+        w0.add_route(1, 7, Dest::Remote { worker: 1, transport: id }, 10).unwrap();
+    }
+    assert_eq!((w0.packet_stores(), w1.packet_stores()), (1, 1), "one store per track and worker");
+    out = Captured::default();
+    for seq in 500..530u16 {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(seq == 500, seq == 500, 360, 700, seq as u8));
+        w0.handle_datagram(t0, addr(13001), &mut protect(&mut pub_tx, &plain), &mut out);
+    }
+    for (worker, h) in std::mem::take(&mut out.handoffs) {
+        assert_eq!(worker, 1);
+        w1.handle_handoff(h, &mut out);
+    }
+    let mut firsts = Vec::new();
+    for (i, (_, rx)) in subs.iter_mut().enumerate() {
+        let (got, _) = received(&mut out, addr(13002 + i as u16), rx);
+        assert_eq!(got.len(), 30, "subscriber {}", i + 2);
+        firsts.push(got);
+    }
+    for (i, nacked) in [(0usize, vec![3usize, 17]), (1, vec![5, 29]), (2, vec![11])] {
+        let id = i as u64 + 2;
+        let w = if i == 0 { &mut w0 } else { &mut w1 };
+        let seqs: Vec<u16> = nacked.iter().map(|&k| seq_of(&firsts[i][k])).collect();
+        let mut nack = vec![0u8; 64];
+        let (len, _) = write_nack(&mut nack, 0x1000 + id as u32, 0xB0 + id as u32, &seqs).unwrap();
+        let mut rtcp = protect_rtcp(&mut subs[i].0, &nack[..len]);
+        w.handle_datagram(t0, addr(13000 + id as u16), &mut rtcp, &mut out);
+        let k = keys(id as u8 + 100, profile);
+        let mut fresh = Context::new(profile, &k.key, &k.salt).unwrap();
+        let (again, _) = received(&mut out, addr(13000 + id as u16), &mut fresh);
+        if i < 2 {
+            let want: Vec<Vec<u8>> = nacked.iter().map(|&k| firsts[i][k].clone()).collect();
+            assert_eq!(again, want, "subscriber {id}: the same packets, byte for byte");
+        } else {
+            // RTX: own SSRC and payload type, the original sequence number first, then the payload.
+            let (orig, rtx) = (&firsts[i][11], &again[0]);
+            assert_eq!(again.len(), 1);
+            assert_eq!((ssrc_of(rtx), rtx[1] & 0x7F), (0xC4, 97));
+            assert_eq!(&rtx[4..8], &orig[4..8], "the timestamp it was sent with");
+            assert_eq!(rtx.len(), orig.len() + 2);
+            let hl = 12; // no CSRCs, no header extension
+            assert_eq!(u16::from_be_bytes([rtx[hl], rtx[hl + 1]]), seq_of(orig), "OSN");
+            assert_eq!(&rtx[hl + 2..], &orig[hl..], "payload");
+        }
+    }
+    let c = w1.counters();
+    assert_eq!((c.get(Counter::NackReceived), c.get(Counter::RtxSent), c.dropped(DropReason::NackCacheMiss)), (3, 3, 0));
+    // The store goes with the last subscription on its worker.
+    w1.remove_subscription(3, 1, 7).unwrap();
+    assert_eq!(w1.packet_stores(), 1);
+    w1.remove_subscription(4, 1, 7).unwrap();
+    assert_eq!(w1.packet_stores(), 0);
+}
+
+#[test]
 fn a_long_gap_from_before_the_stream_goes_to_the_publisher_whole_and_once() {
     // A subscriber that lost 300 packets while an engine restarted (aiortc's receiver waits for every
     // one of them before it shows another frame) NACKs them all; the engine passes all on, in NACK

@@ -1,11 +1,12 @@
-//! Retransmission cache: the last N packets of one outgoing stream, by sequence number.
+//! Retransmission cache: the last N packets of one stream, by sequence number.
 //!
 //! A ring of `capacity` preallocated slots of `slot_size` bytes, indexed by `seq % capacity`. Each slot
 //! remembers the full sequence number it holds, so a lookup for a packet that was overwritten (or never
 //! stored) misses instead of returning the wrong packet. Storing and looking up never allocate.
 //!
-//! The cache holds plaintext (after SRTP decryption and after any sequence rewriting): a NACK from a
-//! subscriber names the sequence numbers *it* saw, and the answer is re-encrypted for it.
+//! The engine keeps one per layer of a video track in a `PacketStore` (`streams.rs`): the publisher's
+//! plaintext packets by the publisher's sequence numbers, shared by the subscriptions on a worker; a
+//! subscriber's NACK names *its* sequence numbers, which its `SentRing` maps back to these.
 
 use super::seq_newer;
 
