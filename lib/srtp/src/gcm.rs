@@ -33,6 +33,10 @@ pub(crate) struct GcmTransform {
     key: LessSafeKey,
     /// Verify-then-decrypt for payloads over [`OPEN_COPY_MAX`].
     large: Aes128Gcm,
+    /// Where [`GcmTransform::open`] keeps the ciphertext to restore on a wrong tag: allocated once
+    /// here, so a packet costs only the copy of its payload (a zeroed 2 KiB stack array cost a
+    /// 2 KiB write per packet on top).
+    restore: Box<[u8]>,
     salt: [u8; 12],
 }
 
@@ -48,6 +52,7 @@ impl GcmTransform {
         Ok(GcmTransform {
             key: LessSafeKey::new(key),
             large: Aes128Gcm::new(&keys.enc.into()),
+            restore: vec![0u8; OPEN_COPY_MAX].into_boxed_slice(),
             salt,
         })
     }
@@ -90,7 +95,7 @@ impl GcmTransform {
 
     /// Verifies and decrypts `data` in place; on a wrong tag returns false
     /// with `data` as it was.
-    pub(crate) fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+    pub(crate) fn open(&mut self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
         let tag: [u8; GCM_TAG_LEN] = match tag.try_into() {
             Ok(t) => t,
             Err(_) => return false,
@@ -101,8 +106,7 @@ impl GcmTransform {
                 .decrypt_in_place_detached(iv.into(), aad, data, &tag.into())
                 .is_ok();
         }
-        let mut saved = [0u8; OPEN_COPY_MAX];
-        let saved = &mut saved[..data.len()];
+        let saved = &mut self.restore[..data.len()];
         saved.copy_from_slice(data);
         let opened = self.key.open_in_place_separate_tag(
             Nonce::assume_unique_for_key(*iv),
@@ -140,7 +144,7 @@ impl GcmTransform {
     /// Verifies and decrypts a whole SRTP packet; `None` on a bad tag, with
     /// `pkt` untouched. Requires `header_len + GCM_TAG_LEN <= pkt.len()`.
     pub fn unprotect_rtp(
-        &self,
+        &mut self,
         pkt: &mut [u8],
         header_len: usize,
         ssrc: u32,
@@ -176,7 +180,7 @@ impl GcmTransform {
 
     /// Verifies and (if E is set) decrypts a whole SRTCP packet; `None` on a
     /// bad tag, with `pkt` as it was. Requires `pkt.len() >= rtcp::HEADER_LEN + 20`.
-    pub fn unprotect_rtcp(&self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
+    pub fn unprotect_rtcp(&mut self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
         let len = pkt.len() - GCM_TAG_LEN - SRTCP_INDEX_LEN;
         let iv = self.rtcp_iv(ssrc, word);
         if word & rtcp::E_FLAG != 0 {
@@ -234,7 +238,7 @@ mod tests {
     /// byte leaves the buffer as it was on either side of the boundary.
     #[test]
     fn open_paths_agree_and_restore_on_failure() {
-        let t = rfc7714();
+        let mut t = rfc7714();
         let iv = t.rtp_iv(0x1234_5678, 77);
         let aad = [0x80u8, 96, 0, 77, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x78];
         for len in [
