@@ -253,6 +253,10 @@ pub struct Counters {
     pub rtt_samples: u64,
     /// Their sum, microseconds.
     pub rtt_sum_us: u64,
+    /// PLIs and new FIRs publishers received (from the server); each makes the next frame a keyframe.
+    pub keyframe_requests: u64,
+    /// Keyframes publishers sent (the first frame of each video track included).
+    pub keyframes_sent: u64,
 }
 
 impl Counters {
@@ -274,6 +278,8 @@ impl Counters {
         self.rtcp_errors += o.rtcp_errors;
         self.rtt_samples += o.rtt_samples;
         self.rtt_sum_us += o.rtt_sum_us;
+        self.keyframe_requests += o.keyframe_requests;
+        self.keyframes_sent += o.keyframes_sent;
     }
 }
 

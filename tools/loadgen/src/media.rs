@@ -37,7 +37,8 @@ use crate::clock::now_ns;
 use crate::feedback::{self, kind_index, Counters, LossOptions, RtpRx, NACK_BATCH};
 use crate::mmsg::Batch;
 use crate::payload::{
-    self, Header, FLAG_FRAME_START, FLAG_UPLINK_LOST, FLAG_WARMUP, KIND_AUDIO, KIND_VIDEO,
+    self, Header, FLAG_FRAME_START, FLAG_KEYFRAME, FLAG_UPLINK_LOST, FLAG_WARMUP, KIND_AUDIO,
+    KIND_VIDEO, VP8_KEYFRAME_HEADER,
 };
 
 const WAKER: Token = Token(usize::MAX);
@@ -275,6 +276,10 @@ struct TrackTx {
     /// Packets and payload octets sent (sender report counts; dropped ones included).
     packets: u32,
     octets: u32,
+    /// The next video frame is a keyframe: the first one, and the one after a PLI or a new FIR.
+    keyframe_due: bool,
+    /// Last FIR sequence number acted on (a repeated FIR asks for the same keyframe).
+    fir_seq: Option<u8>,
 }
 
 struct Ep {
@@ -687,6 +692,8 @@ impl Worker {
                             last_ts_ns: now,
                             packets: 0,
                             octets: 0,
+                            keyframe_due: track.kind == KIND_VIDEO,
+                            fir_seq: None,
                         }
                     })
                     .collect();
@@ -886,6 +893,11 @@ impl Worker {
                 let mut flags = if started { 0 } else { FLAG_WARMUP };
                 if k == 0 && vp8 {
                     flags |= FLAG_FRAME_START;
+                    if tr.keyframe_due && size >= 1 + VP8_KEYFRAME_HEADER.len() + payload::HEADER_LEN {
+                        flags |= FLAG_KEYFRAME;
+                        tr.keyframe_due = false;
+                        self.report.fb.keyframes_sent += 1;
+                    }
                 }
                 // Uplink loss injection: the packet is made, counted and kept, but not sent.
                 let drop = self.rng.hit(p_up);
@@ -1045,7 +1057,9 @@ impl Worker {
         let Some(&pt) = buf.get(1) else { return };
         if (192..=223).contains(&pt) {
             self.report.rx_rtcp += 1;
-            if self.fb {
+            // Publishers always read it (a keyframe request is answered as a browser's encoder
+            // does); the rest of RTCP only with loss recovery on.
+            if self.fb || !ep.subscriber {
                 self.handle_rtcp(i, k, now);
             }
             return;
@@ -1201,6 +1215,24 @@ impl Worker {
                 }
             };
             match p {
+                Packet::Pli { media, .. } if !ep.subscriber => {
+                    if let Some(t) = ep.tracks.iter_mut().find(|t| t.track.ssrc == media && t.track.kind == KIND_VIDEO) {
+                        self.report.fb.keyframe_requests += 1;
+                        t.keyframe_due = true;
+                    }
+                }
+                Packet::Fir(fir) if !ep.subscriber => {
+                    for (ssrc, seq) in fir.entries() {
+                        if let Some(t) = ep.tracks.iter_mut().find(|t| t.track.ssrc == ssrc && t.track.kind == KIND_VIDEO) {
+                            if t.fir_seq != Some(seq) {
+                                t.fir_seq = Some(seq);
+                                self.report.fb.keyframe_requests += 1;
+                                t.keyframe_due = true;
+                            }
+                        }
+                    }
+                }
+                _ if !self.fb => {}
                 Packet::Nack(nack) if !ep.subscriber => {
                     self.report.fb.nack_received += 1;
                     let track = ep.tracks.iter().find(|t| t.track.ssrc == nack.media);

@@ -2,9 +2,14 @@
 //! fill pattern derived from them, so a receiver can check every byte it got.
 //!
 //! ```text
-//! [VP8 descriptor, 1 byte, video only] magic "SYLG" | stream u32 | seq u64 | send_ns u64 |
-//! len u16 | flags u8 | kind u8 | frame u32 | fill ...
+//! [VP8 descriptor, 1 byte, video only] [VP8 keyframe header, 10 bytes, a keyframe's first packet
+//! only] magic "SYLG" | stream u32 | seq u64 | send_ns u64 | len u16 | flags u8 | kind u8 |
+//! frame u32 | fill ...
 //! ```
+//!
+//! A keyframe (the first frame, and the next one after a PLI or FIR, as a browser's encoder does)
+//! starts with what a VP8 keyframe starts with: a frame tag with the key bit clear, the start code
+//! `9d 01 2a` and the frame size, so a server that looks for keyframes finds one.
 //!
 //! `stream` is the publisher's own SSRC for the track: servers that rewrite SSRCs and sequence
 //! numbers (Janus) leave it intact, so receivers key their statistics on it. `len` is the length of
@@ -21,6 +26,13 @@ pub const FLAG_FRAME_START: u8 = 2;
 /// Flag: the publisher dropped this packet on its emulated uplink (`--loss-up`); what arrives is a
 /// retransmission from its ring.
 pub const FLAG_UPLINK_LOST: u8 = 4;
+
+/// Flag: first packet of a keyframe (with [`FLAG_FRAME_START`]; the payload carries the VP8
+/// keyframe header).
+pub const FLAG_KEYFRAME: u8 = 8;
+/// The VP8 keyframe header a keyframe's first packet carries after the descriptor: frame tag (key
+/// frame, version 0, shown), start code, 640x360.
+pub const VP8_KEYFRAME_HEADER: [u8; 10] = [0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
 
 /// Audio (Opus-like) payload.
 pub const KIND_AUDIO: u8 = 1;
@@ -47,7 +59,7 @@ pub struct Header {
 /// Why a payload failed verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyError {
-    /// Too short, or no magic at offset 0 or 1.
+    /// Too short, or no magic at offset 0, 1 or (after a VP8 keyframe header) 11.
     NotOurs,
     /// The length field disagrees with what arrived.
     Length,
@@ -75,7 +87,8 @@ fn seed(stream: u32, seq: u64) -> u64 {
 /// prepends a one-byte VP8 payload descriptor (S bit on frame starts). Returns the length written,
 /// or 0 if `buf` is too short.
 pub fn write(buf: &mut [u8], h: &Header, vp8: bool) -> usize {
-    let off = usize::from(vp8);
+    let key = vp8 && h.flags & FLAG_KEYFRAME != 0 && h.flags & FLAG_FRAME_START != 0;
+    let off = usize::from(vp8) + if key { VP8_KEYFRAME_HEADER.len() } else { 0 };
     let len = buf.len();
     if len < off + HEADER_LEN || len > usize::from(u16::MAX) {
         return 0;
@@ -86,6 +99,9 @@ pub fn write(buf: &mut [u8], h: &Header, vp8: bool) -> usize {
         } else {
             0x00
         };
+        if key {
+            buf[1..off].copy_from_slice(&VP8_KEYFRAME_HEADER);
+        }
     }
     let p = &mut buf[off..];
     p[0..4].copy_from_slice(&MAGIC.to_be_bytes());
@@ -117,6 +133,8 @@ pub fn parse(payload: &[u8]) -> Result<(Header, usize), VerifyError> {
         0
     } else if payload.len() >= 5 && payload[1..5] == MAGIC.to_be_bytes() {
         1
+    } else if payload.len() >= 15 && payload[1..11] == VP8_KEYFRAME_HEADER && payload[11..15] == MAGIC.to_be_bytes() {
+        11
     } else {
         return Err(VerifyError::NotOurs);
     };
@@ -214,6 +232,29 @@ mod tests {
             assert_eq!(verify(&buf[..len - 1]), Err(VerifyError::Length));
         }
         assert_eq!(verify(b"hello"), Err(VerifyError::NotOurs));
+    }
+
+    #[test]
+    fn a_keyframe_starts_like_a_vp8_keyframe_and_round_trips() {
+        let h = Header { stream: 7, seq: 1, send_ns: 5, flags: FLAG_FRAME_START | FLAG_KEYFRAME, kind: KIND_VIDEO, frame: 0 };
+        let mut buf = vec![0u8; 1200];
+        assert_eq!(write(&mut buf, &h, true), 1200);
+        assert_eq!(buf[0], 0x10, "descriptor: S=1, PID 0");
+        assert_eq!(buf[1] & 1, 0, "frame tag: key frame");
+        assert_eq!(&buf[4..7], &[0x9d, 0x01, 0x2a], "start code");
+        assert_eq!((u16::from_le_bytes([buf[7], buf[8]]), u16::from_le_bytes([buf[9], buf[10]])), (640, 360));
+        assert_eq!(verify(&buf), Ok(h));
+        // Only a frame's first packet carries it; audio never does.
+        let cont = Header { flags: FLAG_KEYFRAME, ..h };
+        assert_eq!(write(&mut buf, &cont, true), 1200);
+        assert_eq!(buf[0], 0x00);
+        assert_eq!(verify(&buf), Ok(cont));
+        let audio = Header { kind: KIND_AUDIO, ..h };
+        let mut a = vec![0u8; 100];
+        assert_eq!(write(&mut a, &audio, false), 100);
+        assert_eq!(&a[0..4], &MAGIC.to_be_bytes());
+        // Too short for descriptor, keyframe header and payload header together.
+        assert_eq!(write(&mut vec![0u8; 40], &h, true), 0);
     }
 
     #[test]

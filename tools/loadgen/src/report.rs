@@ -236,6 +236,10 @@ pub struct Summary {
     pub rx_rtcp: u64,
     /// STUN responses received after set-up.
     pub rx_stun: u64,
+    /// Keyframe requests (PLI, new FIR) publishers received from the server, whole run.
+    pub keyframe_requests: u64,
+    /// Keyframes publishers sent (each video track's first frame included), whole run.
+    pub keyframes_sent: u64,
     /// The kernel's UDP receive-buffer drops during the run (whole machine).
     pub udp_rcvbuf_errors: u64,
     /// The kernel's UDP send-buffer drops during the run (whole machine).
@@ -342,6 +346,11 @@ impl Summary {
         if self.srtp_replayed > 0 {
             row(&mut s, "srtp replays", self.srtp_replayed.to_string());
         }
+        row(
+            &mut s,
+            "keyframe requests / keyframes",
+            format!("{} / {}", self.keyframe_requests, self.keyframes_sent),
+        );
         let l = &self.latency_ms;
         row(
             &mut s,

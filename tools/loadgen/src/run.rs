@@ -463,6 +463,8 @@ pub fn run_with(cfg: &Config, loss: &LossOptions) -> anyhow::Result<Summary> {
         jitter_max_ms: jitter.iter().cloned().fold(0.0, f64::max) / 1000.0,
         rx_rtcp: report.rx_rtcp,
         rx_stun: report.rx_stun,
+        keyframe_requests: report.fb.keyframe_requests,
+        keyframes_sent: report.fb.keyframes_sent,
         udp_rcvbuf_errors: procstat::udp_counter("RcvbufErrors")
             .unwrap_or(0)
             .saturating_sub(rcvbuf0),

@@ -38,5 +38,11 @@ fn one_publisher_two_subscribers_every_packet_arrives_verified() {
         s.latency_ms
     );
     assert!(s.progress.len() >= 5, "one progress line per second");
+    // Each new subscription asks the publisher for a keyframe; the publisher answers with one (a
+    // VP8 keyframe header the engine recognises), so the engine stops asking: a handful of requests
+    // in 5 s, not one a second per subscription.
+    assert!(s.keyframe_requests >= 1, "the engine asked for a keyframe");
+    assert!(s.keyframes_sent >= 2, "the first frame and at least one answer: {}", s.keyframes_sent);
+    assert!(s.keyframe_requests <= 4, "{} keyframe requests in 5 s", s.keyframe_requests);
     engine.stop();
 }
