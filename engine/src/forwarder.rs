@@ -44,6 +44,7 @@ use crate::media::rtcp::{self, Packet, SenderInfo};
 use crate::media::seq_rewriter::{Rewritten, SeqRewriter};
 use crate::pool::{PacketBuf, PacketPool, MAX_PACKET};
 use crate::rtp::{self, TokenBucket, TwccRecorder};
+use crate::slots;
 use crate::stats::{Counter, DropReason, WorkerCounters};
 use crate::streams::{PacketStore, PubTrack, Route, SubStream, SubscriptionSpec, MAX_LAYERS};
 use crate::transport::Transport;
@@ -172,7 +173,7 @@ pub struct Forwarder {
     pool: PacketPool,
     /// Largest subscriber list of a track, kept current on every route change.
     max_fanout: usize,
-    /// Scratch for RTCP the engine writes and for packets policed away.
+    /// Scratch for RTCP the engine writes.
     scratch: Box<[u8]>,
     epoch: Instant,
     last_tick_ms: Option<u64>,
@@ -281,16 +282,7 @@ impl Forwarder {
             ));
         }
         let t = Transport::new(id, ufrag.clone(), pwd, now);
-        let slot = match self.free_slots.pop() {
-            Some(s) => {
-                self.transports[s] = Some(t);
-                s
-            }
-            None => {
-                self.transports.push(Some(t));
-                self.transports.len() - 1
-            }
-        };
+        let slot = slots::insert(&mut self.transports, &mut self.free_slots, t);
         self.by_id.insert(id, slot);
         self.by_ufrag.insert(ufrag, slot);
         Ok(())
@@ -430,16 +422,7 @@ impl Forwarder {
         }
         let now_ms = self.micros(now) as u64 / 1000;
         let t = PubTrack::new(slot, publisher, track, kind, mid, clock_rate, feedback, &layers, now_ms);
-        let ti = match self.free_tracks.pop() {
-            Some(i) => {
-                self.tracks[i] = Some(t);
-                i
-            }
-            None => {
-                self.tracks.push(Some(t));
-                self.tracks.len() - 1
-            }
-        };
+        let ti = slots::insert(&mut self.tracks, &mut self.free_tracks, t);
         for (i, l) in layers.iter().enumerate() {
             if l.ssrc != 0 {
                 self.by_ssrc.insert((slot, l.ssrc), (ti, i as u8));
@@ -561,31 +544,12 @@ impl Forwarder {
             match self.store_by_key.get(&skey).and_then(|&i| self.stores[i].as_mut()) {
                 Some(st) => st.users += 1,
                 None => {
-                    let st = PacketStore::new(skey, s.spec.layers);
-                    let i = match self.free_stores.pop() {
-                        Some(i) => {
-                            self.stores[i] = Some(st);
-                            i
-                        }
-                        None => {
-                            self.stores.push(Some(st));
-                            self.stores.len() - 1
-                        }
-                    };
+                    let i = slots::insert(&mut self.stores, &mut self.free_stores, PacketStore::new(skey, s.spec.layers));
                     self.store_by_key.insert(skey, i);
                 }
             }
         }
-        let si = match self.free_subs.pop() {
-            Some(i) => {
-                self.subs[i] = Some(s);
-                i
-            }
-            None => {
-                self.subs.push(Some(s));
-                self.subs.len() - 1
-            }
-        };
+        let si = slots::insert(&mut self.subs, &mut self.free_subs, s);
         self.sub_by_key.insert(key, si);
         for ssrc in outs.into_iter().filter(|s| *s != 0) {
             self.sub_by_out.insert((slot, ssrc), si);
@@ -831,7 +795,7 @@ impl Forwarder {
             },
         };
         let now_ms = now_us as u64 / 1000;
-        let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, scratch, stores, store_by_key, .. } = self;
+        let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, stores, store_by_key, .. } = self;
         let Some(pt) = transports[slot].as_mut() else { return };
         let info = rtp::remap_extensions(pkt, &pt.ext);
         record_twcc(pt, pkt, info.twcc.map(usize::from), ssrc, now_us);
@@ -901,7 +865,7 @@ impl Forwarder {
                     };
                     let Some(sub) = subs[si].as_mut() else { continue };
                     let Some(t) = transports[sub.slot].as_mut() else { continue };
-                    deliver_media(sub, t, counters, scratch, &meta, plain, now, now_us, out);
+                    deliver_media(sub, t, counters, &meta, plain, now, now_us, out);
                 }
                 Dest::Remote { worker, transport } => {
                     if shared.is_none() {
@@ -1064,7 +1028,7 @@ impl Forwarder {
         let Some(&si) = self.sub_by_out.get(&(slot, media)) else { return };
         let mut upstream = [0u16; UPSTREAM_NACK_MAX];
         let mut n_up = 0;
-        let Forwarder { subs, transports, counters, scratch, stores, store_by_key, .. } = self;
+        let Forwarder { subs, transports, counters, stores, store_by_key, .. } = self;
         let (Some(sub), Some(t)) = (subs[si].as_mut(), transports[slot].as_mut()) else { return };
         let store = store_by_key.get(&(sub.spec.publisher, sub.spec.track)).and_then(|&i| stores[i].as_ref());
         let out_ssrc = sub.spec.out_ssrc;
@@ -1114,7 +1078,7 @@ impl Forwarder {
                     Some(len)
                 }
             };
-            let sent = send_rtp(t, counters, scratch, now, out, |b| {
+            let sent = send_rtp(t, counters, now, out, |b| {
                 let r = build(b);
                 if let Some(len) = r {
                     n = len;
@@ -1258,7 +1222,7 @@ impl Forwarder {
             }
             PacketKind::Media => {
                 let now_us = self.micros(h.received);
-                let Forwarder { subs, transports, sub_by_key, counters, scratch, stores, store_by_key, .. } = self;
+                let Forwarder { subs, transports, sub_by_key, counters, stores, store_by_key, .. } = self;
                 let Some(&si) = sub_by_key.get(&(slot, m.publisher, m.track)) else {
                     return counters.drop_one(DropReason::StaleHandoff);
                 };
@@ -1270,7 +1234,7 @@ impl Forwarder {
                         st.keep(m.layer, rtp::seq(p.bytes()), p.bytes());
                     }
                 }
-                deliver_media(sub, t, counters, scratch, &m, p.bytes(), h.received, now_us, out);
+                deliver_media(sub, t, counters, &m, p.bytes(), h.received, now_us, out);
             }
             PacketKind::SenderInfo => {
                 if let Some(s) = self.sub_by_key.get(&(slot, m.publisher, m.track)).and_then(|&si| self.subs[si].as_mut()) {
@@ -1574,7 +1538,6 @@ fn deliver_media(
     sub: &mut SubStream,
     t: &mut Transport,
     counters: &WorkerCounters,
-    scratch: &mut [u8],
     meta: &MediaMeta,
     plain: &[u8],
     received: Instant,
@@ -1648,7 +1611,7 @@ fn deliver_media(
         // Recorded even if the send cap drops it: a NACK recovers it as after loss on a real link.
         r.record(rw.seq, meta.layer, seq, rw.ts);
     }
-    send_rtp(t, counters, scratch, received, out, |b| rewrite_into(b, plain, &rw, tw));
+    send_rtp(t, counters, received, out, |b| rewrite_into(b, plain, &rw, tw));
 }
 
 /// `hint` if it is the index of `subscriber`'s subscription to `publisher`'s `track` (see [`Route`]).
@@ -1683,51 +1646,49 @@ fn rewrite_into(b: &mut [u8], plain: &[u8], rw: &Rewritten, tw: Option<(usize, u
 }
 
 /// Sends an RTP packet `build` writes to a subscriber, through its send cap: a packet over the cap is
-/// still built (into `scratch`, so the cache keeps it and a NACK can recover it, as after loss on a
-/// real link) but not sent. Returns whether it was queued.
+/// built but not sent (the subscription's `SentRing` already has it, so a NACK can recover it, as
+/// after loss on a real link). Returns whether it was queued.
 #[inline]
 fn send_rtp(
     t: &mut Transport,
     counters: &WorkerCounters,
-    scratch: &mut [u8],
     received: Instant,
     out: &mut impl Output,
     build: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> bool {
-    let (Some(remote), Some(ctx)) = (t.remote, t.srtp_out.as_mut()) else {
+    let Transport { remote, srtp_out, send_cap, .. } = t;
+    let (Some(remote), Some(ctx)) = (*remote, srtp_out.as_mut()) else {
         counters.drop_one(DropReason::ProtectFailed);
         return false;
     };
-    if let Some(cap) = t.send_cap.as_mut() {
-        // Size on the wire is about the plaintext plus the SRTP tag: the plaintext length is what is
-        // known before building; the cap is a test aid, so this is close enough.
-        if let Some(n) = build(scratch) {
-            if !cap.take(n + 28 + 16, received) {
-                counters.drop_one(DropReason::SendCap);
-                return false;
-            }
-            let bytes = &scratch[..n];
-            let mut protect_failed = false;
-            let queued = out.send(remote, received, |b| {
-                let dst = b.get_mut(..n)?;
-                dst.copy_from_slice(bytes);
-                let r = ctx.protect_rtp(b, n);
-                protect_failed = r.is_err();
-                r.ok()
-            });
-            return account(t, counters, queued, protect_failed, n);
-        }
-        counters.drop_one(DropReason::ProtectFailed);
-        return false;
-    }
-    let mut protect_failed = false;
-    let mut n = 0;
+    let capped = send_cap.is_some();
+    let (mut protect_failed, mut build_failed, mut policed, mut n) = (false, false, false, 0);
     let queued = out.send(remote, received, |b| {
-        n = build(b)?;
+        let Some(len) = build(b) else {
+            build_failed = true;
+            return None;
+        };
+        n = len;
+        if let Some(cap) = send_cap.as_mut() {
+            // Size on the wire is about the plaintext plus the SRTP tag; the cap is a test aid, so
+            // this is close enough.
+            if !cap.take(n + 28 + 16, received) {
+                policed = true;
+                return None;
+            }
+        }
         let r = ctx.protect_rtp(b, n);
         protect_failed = r.is_err();
         r.ok()
     });
+    if policed {
+        counters.drop_one(DropReason::SendCap);
+        return false;
+    }
+    if capped && build_failed {
+        counters.drop_one(DropReason::ProtectFailed);
+        return false;
+    }
     account(t, counters, queued, protect_failed, n)
 }
 

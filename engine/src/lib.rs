@@ -29,6 +29,7 @@ pub mod latency;
 pub mod media;
 pub mod pool;
 pub mod rtp;
+pub mod slots;
 pub mod stats;
 pub mod streams;
 pub mod transport;

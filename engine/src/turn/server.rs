@@ -514,16 +514,7 @@ impl TurnServer {
             perms: Vec::new(),
             channels: Vec::new(),
         };
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.allocs[i] = Some(a);
-                i
-            }
-            None => {
-                self.allocs.push(Some(a));
-                self.allocs.len() - 1
-            }
-        };
+        let idx = crate::slots::insert(&mut self.allocs, &mut self.free, a);
         self.by_client.insert(from, idx);
         self.by_relay.insert(relay.id, idx);
         self.counters.add(Counter::TurnAllocations, 1);
