@@ -495,13 +495,33 @@ fn nacky(feedback: u8) -> Nacky {
     Nacky { f, pub_tx, pub_rx, subs, t0 }
 }
 
+impl Nacky {
+    /// The publisher sends video packet `seq` (a frame start, 200 bytes) at t0.
+    fn publish(&mut self, out: &mut Captured, seq: u16) {
+        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
+        self.f.handle_datagram(self.t0, addr(11001), &mut protect(&mut self.pub_tx, &plain), out);
+    }
+}
+
+/// The sequence numbers the NACKs in these RTCP packets name, in order.
+fn nacked_seqs(rtcps: &[Vec<u8>]) -> Vec<u16> {
+    rtcps
+        .iter()
+        .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
+        .filter_map(|x| match x {
+            Ok(Packet::Nack(k)) => Some(k.lost().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 #[test]
 fn subscriber_nacks_are_answered_from_the_cache_and_never_reach_the_publisher() {
     let mut n = nacky(FB_NACK | FB_PLI);
     let mut out = Captured::default();
     for seq in 100..120u16 {
-        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
-        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+        n.publish(&mut out, seq);
     }
     let (to2, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
     let (to3, _) = received(&mut out, addr(11003), &mut n.subs[1].1);
@@ -546,12 +566,8 @@ fn nacks_the_cache_cannot_answer_go_to_the_publisher_and_the_retransmission_come
     // As after an engine restart: the subscriber lost packets the new engine never saw (95..=99).
     let mut n = nacky(FB_NACK | FB_PLI);
     let mut out = Captured::default();
-    let send = |n: &mut Nacky, out: &mut Captured, seq: u16| {
-        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
-        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), out);
-    };
     for seq in 100..110u16 {
-        send(&mut n, &mut out, seq);
+        n.publish(&mut out, seq);
     }
     let _ = received(&mut out, addr(11002), &mut n.subs[0].1);
     out.sent.clear();
@@ -560,18 +576,9 @@ fn nacks_the_cache_cannot_answer_go_to_the_publisher_and_the_retransmission_come
     let mut rtcp2 = protect_rtcp(&mut n.subs[0].0, &nack[..len]);
     n.f.handle_datagram(n.t0, addr(11002), &mut rtcp2, &mut out);
     let (_, up) = received(&mut out, addr(11001), &mut n.pub_rx);
-    let asked: Vec<u16> = up
-        .iter()
-        .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
-        .filter_map(|x| match x {
-            Ok(Packet::Nack(k)) => Some(k.lost().collect::<Vec<_>>()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    assert_eq!(asked, vec![97, 98], "the misses the stream's numbering covers, not one never sent");
+    assert_eq!(nacked_seqs(&up), vec![97, 98], "the misses the stream's numbering covers, not one never sent");
     // The publisher retransmits 97: the subscriber gets it under the number it asked for.
-    send(&mut n, &mut out, 97);
+    n.publish(&mut out, 97);
     let (to2, _) = received(&mut out, addr(11002), &mut n.subs[0].1);
     assert_eq!(to2.iter().map(|p| seq_of(p)).collect::<Vec<_>>(), vec![97]);
 }
@@ -656,8 +663,7 @@ fn a_long_gap_from_before_the_stream_goes_to_the_publisher_whole_and_once() {
     let mut n = nacky(FB_NACK | FB_PLI);
     let mut out = Captured::default();
     for seq in 1000..1010u16 {
-        let plain = rtp_ext(0xAAAA, seq, seq as u32 * 3000, &[], &vp8(true, false, 0, 200, seq as u8));
-        n.f.handle_datagram(n.t0, addr(11001), &mut protect(&mut n.pub_tx, &plain), &mut out);
+        n.publish(&mut out, seq);
     }
     let _ = received(&mut out, addr(11002), &mut n.subs[0].1);
     out.sent.clear();
@@ -673,16 +679,7 @@ fn a_long_gap_from_before_the_stream_goes_to_the_publisher_whole_and_once() {
         }
         let (_, up) = received(&mut out, addr(11001), &mut n.pub_rx);
         assert!(up.iter().all(|p| p.len() <= 1024 + 64), "NACK packets stay small");
-        let asked: Vec<u16> = up
-            .iter()
-            .flat_map(|p| rtcp::parse(p).collect::<Vec<_>>())
-            .filter_map(|x| match x {
-                Ok(Packet::Nack(k)) => Some(k.lost().collect::<Vec<_>>()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        asked_twice.push((round, asked));
+        asked_twice.push((round, nacked_seqs(&up)));
     }
     assert_eq!(asked_twice[0].1, lost, "every lost packet asked of the publisher");
     assert!(asked_twice[1].1.is_empty(), "a repeated NACK is not passed on again: {:?}", asked_twice[1].1.len());
