@@ -17,38 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_engine::forwarder::{Dest, Forwarder, Output, TrackSpec};
-use switchyard_engine::handoff::Handoff;
+use switchyard_engine::forwarder::{Dest, Forwarder, TrackSpec};
 use switchyard_engine::stats::WorkerCounters;
 use switchyard_engine::streams::SubscriptionSpec;
-use switchyard_protocol::{Event, HeaderExtIds, KeySalt, Layer, TrackKind, FB_FIR, FB_NACK, FB_PLI, FB_TWCC};
+use switchyard_protocol::{HeaderExtIds, KeySalt, Layer, TrackKind, FB_FIR, FB_NACK, FB_PLI, FB_TWCC};
 use switchyard_srtp::{Context, Profile};
-use switchyard_stun::BindingRequest;
 
-struct Sink {
-    buf: Vec<u8>,
-    sent: u64,
-}
+mod common;
+use common::{bind, Sink, PWD};
 
-impl Output for Sink {
-    fn send<F: FnOnce(&mut [u8]) -> Option<usize>>(&mut self, _to: SocketAddr, _received: Instant, fill: F) -> bool {
-        match fill(&mut self.buf) {
-            Some(_) => {
-                self.sent += 1;
-                true
-            }
-            None => false,
-        }
-    }
-    fn handoff(&mut self, _worker: u16, h: Handoff) -> Result<(), Handoff> {
-        Err(h)
-    }
-    fn event(&mut self, _ev: Event) -> bool {
-        true
-    }
-}
-
-const PWD: &str = "bench-password-0123456789ab";
 const TWCC_ID: u8 = 3;
 const LEVEL_ID: u8 = 1;
 const PROFILE: Profile = Profile::AeadAes128Gcm;
@@ -69,19 +46,7 @@ fn addr(n: u32) -> SocketAddr {
 fn transport(fwd: &mut Forwarder, id: u64, from: SocketAddr, now: Instant, out: &mut Sink) -> Context {
     let ufrag = format!("t{id}");
     fwd.add_transport(id, ufrag.clone(), PWD.into(), now).expect("transport");
-    let user = format!("{ufrag}:client");
-    let req = BindingRequest {
-        transaction_id: [7; 12],
-        username: user.as_bytes(),
-        password: PWD.as_bytes(),
-        priority: 1,
-        use_candidate: true,
-        controlling: Some(1),
-        controlled: None,
-    };
-    let mut buf = vec![0u8; 256];
-    let n = req.write(&mut buf).expect("check");
-    fwd.handle_datagram(now, from, &mut buf[..n], out);
+    bind(fwd, &ufrag, from, now, out);
     let (up, down) = (keys(id as u32), keys(id as u32 + 0x1000_0000));
     fwd.set_srtp(id, PROFILE.rfc5764_id(), &up, &down).expect("keys");
     let ext = HeaderExtIds { mid: 0, rid: 0, repaired_rid: 0, audio_level: LEVEL_ID, twcc: TWCC_ID };
@@ -118,7 +83,7 @@ fn main() {
     let rooms: u32 = std::env::var("SY_ROOMS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let packets: usize = std::env::var("SY_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
     let mut fwd = Forwarder::new(0, Arc::new(WorkerCounters::default()), 1024);
-    let mut out = Sink { buf: vec![0u8; 2048], sent: 0 };
+    let mut out = Sink::new();
     let t0 = Instant::now();
     let mut clients = Vec::new();
     for r in 0..rooms {
@@ -193,7 +158,7 @@ fn main() {
         }
     }
     let elapsed = started.elapsed();
-    let forwarded = out.sent;
+    let forwarded = out.packets;
     assert!(forwarded >= n as u64 * 9 / 10, "forwarded {forwarded} of {n}");
     println!(
         "rooms {rooms}: {n} packets in, {forwarded} sent, {:.1} ns per packet in ({:.0} packets/s on one core, crypto included)",

@@ -11,42 +11,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard_engine::forwarder::{Dest, Forwarder, Output};
-use switchyard_engine::handoff::Handoff;
+use switchyard_engine::forwarder::{Dest, Forwarder};
 use switchyard_engine::stats::WorkerCounters;
-use switchyard_protocol::{Event, KeySalt};
+use switchyard_protocol::KeySalt;
 use switchyard_srtp::{Context, Profile};
-use switchyard_stun::BindingRequest;
 
-struct Sink {
-    buf: Vec<u8>,
-    sent: u64,
-}
+mod common;
+use common::{bind, Sink, PWD};
 
-impl Output for Sink {
-    fn send<F: FnOnce(&mut [u8]) -> Option<usize>>(
-        &mut self,
-        _to: SocketAddr,
-        _received: Instant,
-        fill: F,
-    ) -> bool {
-        match fill(&mut self.buf) {
-            Some(n) => {
-                self.sent += n as u64;
-                true
-            }
-            None => false,
-        }
-    }
-    fn handoff(&mut self, _worker: u16, h: Handoff) -> Result<(), Handoff> {
-        Err(h)
-    }
-    fn event(&mut self, _ev: Event) -> bool {
-        true
-    }
-}
-
-const PWD: &str = "bench-password-0123456789ab";
 const SSRC: u32 = 0x1234_5678;
 
 fn keys(b: u8) -> KeySalt {
@@ -56,28 +28,9 @@ fn keys(b: u8) -> KeySalt {
     }
 }
 
-fn bind(fwd: &mut Forwarder, ufrag: &str, from: SocketAddr, out: &mut Sink) {
-    let user = format!("{ufrag}:client");
-    let req = BindingRequest {
-        transaction_id: [7; 12],
-        username: user.as_bytes(),
-        password: PWD.as_bytes(),
-        priority: 1,
-        use_candidate: true,
-        controlling: Some(1),
-        controlled: None,
-    };
-    let mut buf = vec![0u8; 256];
-    let n = req.write(&mut buf).expect("check");
-    fwd.handle_datagram(Instant::now(), from, &mut buf[..n], out);
-}
-
 fn setup(fanout: u16) -> (Forwarder, Sink, Context) {
     let mut fwd = Forwarder::new(0, Arc::new(WorkerCounters::default()), 1024);
-    let mut out = Sink {
-        buf: vec![0u8; 2048],
-        sent: 0,
-    };
+    let mut out = Sink::new();
     let now = Instant::now();
     let profile = 0x0007;
     fwd.add_transport(1, "pub".into(), PWD.into(), now)
@@ -86,6 +39,7 @@ fn setup(fanout: u16) -> (Forwarder, Sink, Context) {
         &mut fwd,
         "pub",
         SocketAddr::from(([127, 0, 0, 1], 10_000)),
+        now,
         &mut out,
     );
     fwd.set_srtp(1, profile, &keys(1), &keys(2)).expect("keys");
@@ -98,6 +52,7 @@ fn setup(fanout: u16) -> (Forwarder, Sink, Context) {
             &mut fwd,
             &ufrag,
             SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+            now,
             &mut out,
         );
         fwd.set_srtp(id, profile, &keys(3), &keys(4 + i as u8))
@@ -143,7 +98,7 @@ fn bench(c: &mut Criterion) {
                 fwd.handle_datagram(Instant::now(), from, &mut pkt[..n], &mut out);
             })
         });
-        assert!(out.sent > 0, "the forwarder sent nothing");
+        assert!(out.bytes > 0, "the forwarder sent nothing");
     }
     g.finish();
 }
