@@ -227,7 +227,10 @@ impl Context {
     /// sequence number and the SSRC's rollover state (RFC 3711 Appendix A),
     /// rejects replays, authenticates and decrypts in place, and returns the
     /// plaintext RTP length (`buf[..n]`). Rollover and replay state are only
-    /// updated once the packet has authenticated.
+    /// updated once the packet has authenticated. A packet that fails
+    /// authentication is for dropping: under GCM its payload is zeroed (the
+    /// cipher decrypts while it authenticates; zeroes rather than
+    /// unauthenticated plaintext), under AES-CM it is left as it was.
     pub fn unprotect_rtp(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         let n = buf.len();
         check_max(PacketKind::Rtp, n)?;

@@ -4,11 +4,14 @@
 //! The per-packet work is `ring`'s AES-GCM, which interleaves AES-CTR with a
 //! GHASH that folds several blocks per reduction (VAES/VPCLMULQDQ or
 //! AES-NI/PCLMULQDQ, chosen at run time). It decrypts while it authenticates
-//! and zeroes the buffer when the tag is wrong, so [`GcmTransform::open`]
-//! keeps a copy of the ciphertext (on the stack, up to [`OPEN_COPY_MAX`]
-//! bytes) to put back: a packet that fails authentication is left as it
-//! was. Larger payloads (only possible on loopback: they exceed any path MTU)
-//! go through RustCrypto's `aes-gcm`, which checks the tag before decrypting.
+//! and zeroes the payload when the tag is wrong, so a packet that fails
+//! authentication leaves no unauthenticated plaintext behind, only zeroes
+//! where its payload was (the header and tag are untouched). Keeping a copy
+//! to put the ciphertext back would cost a copy of every packet received,
+//! for packets the caller drops anyway. Payloads over [`RING_MAX`] (only
+//! possible on loopback: they exceed any path MTU) go through RustCrypto's
+//! `aes-gcm`, which checks the tag before decrypting and so leaves a forged
+//! packet as it was.
 //!
 //! Callers (the context) validate lengths first; every slice bound used here
 //! follows from the preconditions each function states.
@@ -22,21 +25,17 @@ use crate::profile::{GCM_TAG_LEN, SRTCP_INDEX_LEN};
 use crate::rtcp;
 use crate::Error;
 
-/// Largest payload [`GcmTransform::open`] decrypts with `ring` (keeping a
-/// stack copy to restore on failure); larger ones take the `aes-gcm` path.
-pub(crate) const OPEN_COPY_MAX: usize = 2048;
+/// Largest payload [`GcmTransform::open`] decrypts with `ring`; larger ones
+/// take the `aes-gcm` path.
+pub(crate) const RING_MAX: usize = 2048;
 
 /// Session state for one of SRTP or SRTCP under the GCM profile: the AES key
 /// schedule and GHASH key powers are computed once, per-packet work is in place.
 #[derive(Clone)]
 pub(crate) struct GcmTransform {
     key: LessSafeKey,
-    /// Verify-then-decrypt for payloads over [`OPEN_COPY_MAX`].
+    /// Verify-then-decrypt for payloads over [`RING_MAX`].
     large: Aes128Gcm,
-    /// Where [`GcmTransform::open`] keeps the ciphertext to restore on a wrong tag: allocated once
-    /// here, so a packet costs only the copy of its payload (a zeroed 2 KiB stack array cost a
-    /// 2 KiB write per packet on top).
-    restore: Box<[u8]>,
     salt: [u8; 12],
 }
 
@@ -52,7 +51,6 @@ impl GcmTransform {
         Ok(GcmTransform {
             key: LessSafeKey::new(key),
             large: Aes128Gcm::new(&keys.enc.into()),
-            restore: vec![0u8; OPEN_COPY_MAX].into_boxed_slice(),
             salt,
         })
     }
@@ -94,32 +92,28 @@ impl GcmTransform {
     }
 
     /// Verifies and decrypts `data` in place; on a wrong tag returns false
-    /// with `data` as it was.
-    pub(crate) fn open(&mut self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+    /// with `data` zeroed (or, over [`RING_MAX`], as it was): never
+    /// unauthenticated plaintext.
+    pub(crate) fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
         let tag: [u8; GCM_TAG_LEN] = match tag.try_into() {
             Ok(t) => t,
             Err(_) => return false,
         };
-        if data.len() > OPEN_COPY_MAX {
+        if data.len() > RING_MAX {
             return self
                 .large
                 .decrypt_in_place_detached(iv.into(), aad, data, &tag.into())
                 .is_ok();
         }
-        let saved = &mut self.restore[..data.len()];
-        saved.copy_from_slice(data);
-        let opened = self.key.open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(*iv),
-            Aad::from(aad),
-            Tag::from(tag),
-            data,
-            0..,
-        );
-        if opened.is_err() {
-            data.copy_from_slice(saved);
-            return false;
-        }
-        true
+        self.key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*iv),
+                Aad::from(aad),
+                Tag::from(tag),
+                data,
+                0..,
+            )
+            .is_ok()
     }
 
     /// Protects `pkt[..len]` in place and appends the tag; `None` only if GCM
@@ -142,9 +136,9 @@ impl GcmTransform {
     }
 
     /// Verifies and decrypts a whole SRTP packet; `None` on a bad tag, with
-    /// `pkt` untouched. Requires `header_len + GCM_TAG_LEN <= pkt.len()`.
+    /// the payload zeroed (see [`GcmTransform::open`]). Requires `header_len + GCM_TAG_LEN <= pkt.len()`.
     pub fn unprotect_rtp(
-        &mut self,
+        &self,
         pkt: &mut [u8],
         header_len: usize,
         ssrc: u32,
@@ -179,8 +173,9 @@ impl GcmTransform {
     }
 
     /// Verifies and (if E is set) decrypts a whole SRTCP packet; `None` on a
-    /// bad tag, with `pkt` as it was. Requires `pkt.len() >= rtcp::HEADER_LEN + 20`.
-    pub fn unprotect_rtcp(&mut self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
+    /// bad tag, with the encrypted part zeroed (see [`GcmTransform::open`];
+    /// an unencrypted packet is left as it was). Requires `pkt.len() >= rtcp::HEADER_LEN + 20`.
+    pub fn unprotect_rtcp(&self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
         let len = pkt.len() - GCM_TAG_LEN - SRTCP_INDEX_LEN;
         let iv = self.rtcp_iv(ssrc, word);
         if word & rtcp::E_FLAG != 0 {
@@ -233,12 +228,13 @@ mod tests {
         .expect("16-byte key")
     }
 
-    /// Both open paths (ring with a restoring copy, aes-gcm above
-    /// OPEN_COPY_MAX) agree with aes-gcm's seal, and a wrong tag or a flipped
-    /// byte leaves the buffer as it was on either side of the boundary.
+    /// Both open paths (ring, aes-gcm above RING_MAX) agree with aes-gcm's
+    /// seal, and a wrong tag or a flipped byte is refused on either side of
+    /// the boundary, leaving zeroes (ring) or the ciphertext (aes-gcm), never
+    /// unauthenticated plaintext.
     #[test]
-    fn open_paths_agree_and_restore_on_failure() {
-        let mut t = rfc7714();
+    fn open_paths_agree_and_leave_no_plaintext_on_failure() {
+        let t = rfc7714();
         let iv = t.rtp_iv(0x1234_5678, 77);
         let aad = [0x80u8, 96, 0, 77, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x78];
         for len in [
@@ -247,9 +243,9 @@ mod tests {
             15,
             16,
             17,
-            OPEN_COPY_MAX - 1,
-            OPEN_COPY_MAX,
-            OPEN_COPY_MAX + 1,
+            RING_MAX - 1,
+            RING_MAX,
+            RING_MAX + 1,
             9000,
         ] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
@@ -278,14 +274,23 @@ mod tests {
                     assert_eq!(data, plain, "plaintext, {len} B");
                 } else {
                     assert!(!ok, "{len} B forgery accepted (flip {flip:?})");
-                    assert_eq!(data, before, "{len} B buffer changed (flip {flip:?})");
+                    assert_no_plaintext(&data, &before, len);
                 }
             }
             let mut wrong_aad = aad;
             wrong_aad[3] ^= 1;
             let mut data = ours.clone();
             assert!(!t.open(&iv, &wrong_aad, &mut data, &tag));
-            assert_eq!(data, ours);
+            assert_no_plaintext(&data, &ours, len);
+        }
+    }
+
+    /// What a refused open leaves: zeroes from ring, the ciphertext from aes-gcm.
+    fn assert_no_plaintext(data: &[u8], ciphertext: &[u8], len: usize) {
+        if len <= RING_MAX {
+            assert!(data.iter().all(|&b| b == 0), "{len} B: not zeroed");
+        } else {
+            assert_eq!(data, ciphertext, "{len} B: changed");
         }
     }
 

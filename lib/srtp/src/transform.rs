@@ -41,7 +41,7 @@ impl Transform {
     }
 
     pub fn unprotect_rtp(
-        &mut self,
+        &self,
         pkt: &mut [u8],
         header_len: usize,
         ssrc: u32,
@@ -69,7 +69,7 @@ impl Transform {
         }
     }
 
-    pub fn unprotect_rtcp(&mut self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
+    pub fn unprotect_rtcp(&self, pkt: &mut [u8], ssrc: u32, word: u32) -> Option<usize> {
         match self {
             Transform::Cm(t) => t.unprotect_rtcp(pkt, ssrc, word),
             Transform::Gcm(t) => t.unprotect_rtcp(pkt, ssrc, word),
