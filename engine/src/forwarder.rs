@@ -140,6 +140,24 @@ pub struct TrackSpec {
     pub layers: Vec<Layer>,
 }
 
+/// Most packets of a receive batch [`Forwarder::look_ahead`] notes (the worker's batch).
+const AHEAD_MAX: usize = 64;
+
+/// An index that names nothing, in an [`Ahead`] whose packet leads nowhere.
+const NONE: usize = usize::MAX;
+
+/// A packet of the receive batch, noted by [`Forwarder::look_ahead`], and where its state is, as
+/// [`Forwarder::prefetch_batch`] finds it step by step.
+#[derive(Clone, Copy)]
+struct Ahead {
+    from: SocketAddr,
+    ssrc: u32,
+    slot: usize,
+    track: usize,
+    layer: u8,
+    sub: usize,
+}
+
 /// One worker's transports, tracks, subscriptions and packet path.
 pub struct Forwarder {
     worker: u16,
@@ -171,6 +189,8 @@ pub struct Forwarder {
     /// (publisher, track) -> store.
     store_by_key: FxHashMap<(TransportId, u32), usize>,
     pool: PacketPool,
+    /// The receive batch's packets, between `look_ahead` and `prefetch_batch`.
+    ahead: Vec<Ahead>,
     /// Largest subscriber list of a track, kept current on every route change.
     max_fanout: usize,
     /// Scratch for RTCP the engine writes.
@@ -209,6 +229,7 @@ impl Forwarder {
             free_stores: Vec::new(),
             store_by_key: FxHashMap::default(),
             pool: PacketPool::new(pool_size),
+            ahead: Vec::with_capacity(AHEAD_MAX),
             max_fanout: 0,
             scratch: vec![0u8; MAX_PACKET].into_boxed_slice(),
             epoch,
@@ -694,6 +715,103 @@ impl Forwarder {
             Kind::ChannelData => self.counters.drop_one(DropReason::TurnWrongPort),
             Kind::Other => self.counters.drop_one(DropReason::NotWebrtc),
         }
+    }
+
+    /// Notes an SRTP packet of the receive batch for [`prefetch_batch`](Self::prefetch_batch)
+    /// (anything else is ignored). The worker shows it every datagram of a batch before handling
+    /// the first.
+    pub fn look_ahead(&mut self, from: &SocketAddr, buf: &[u8]) {
+        if demux::classify(buf) != Kind::Rtp || buf.len() < 12 || self.ahead.len() == self.ahead.capacity() {
+            return;
+        }
+        self.ahead.push(Ahead { from: *from, ssrc: rtp::ssrc(buf), slot: NONE, track: NONE, layer: 0, sub: NONE });
+    }
+
+    /// Starts loading what handling the packets noted by [`look_ahead`](Self::look_ahead) will
+    /// read, and forgets them; changes nothing else. With hundreds of rooms a room's state has
+    /// left the cache by the time its next packet arrives, and handling a packet is a chain of
+    /// dependent loads (address -> transport and its SRTP state -> track and layer -> subscription
+    /// -> the subscriber's transport and SRTP state) that would otherwise wait on each miss in
+    /// turn, packet after packet. Here each step is one pass over the whole batch: the loads of a
+    /// pass are independent of each other, so the CPU overlaps their misses, and each pass reads
+    /// what the one before it prefetched. Only a packet's first subscriber is prefetched: with a
+    /// larger fan-out the worker stays on one packet long enough for that not to matter.
+    pub fn prefetch_batch(&mut self) {
+        use switchyard_srtp::prefetch::{line, lines};
+        if self.ahead.is_empty() {
+            return;
+        }
+        let mut ahead = std::mem::take(&mut self.ahead);
+        let Forwarder { transports, by_addr, by_ssrc, tracks, subs, .. } = &*self;
+        for a in ahead.iter_mut() {
+            a.slot = by_addr.get(&a.from).copied().unwrap_or(NONE);
+        }
+        for a in ahead.iter() {
+            if let Some(Some(t)) = transports.get(a.slot) {
+                line((&t.last_rx as *const Instant).cast());
+                line((&t.ext as *const HeaderExtIds).cast());
+                if let Some(ctx) = t.srtp_in.as_ref() {
+                    ctx.prefetch_rtp_keys(true);
+                }
+            }
+        }
+        for a in ahead.iter_mut() {
+            let Some(Some(t)) = transports.get(a.slot) else { continue };
+            if let Some(ctx) = t.srtp_in.as_ref() {
+                ctx.prefetch_rtp_state(a.ssrc, true);
+            }
+            if let Some(r) = t.twcc_rx.as_deref() {
+                line((r as *const TwccRecorder).cast());
+            }
+            if let Some(&(ti, li)) = by_ssrc.get(&(a.slot, a.ssrc)) {
+                (a.track, a.layer) = (ti, li);
+                if let Some(track) = tracks.get(ti) {
+                    lines(track);
+                }
+            }
+        }
+        for a in ahead.iter() {
+            if let Some(Some(track)) = tracks.get(a.track) {
+                if let Some(layer) = track.layers.get(a.layer as usize) {
+                    lines(layer);
+                }
+                if let Some(route) = track.subscribers.first() {
+                    line((route as *const Route).cast());
+                }
+            }
+        }
+        for a in ahead.iter_mut() {
+            let Some(Some(track)) = tracks.get(a.track) else { continue };
+            if let Some(route) = track.subscribers.first() {
+                a.sub = route.sub;
+                if let Some(sub) = subs.get(route.sub) {
+                    lines(sub);
+                }
+            }
+        }
+        for a in ahead.iter() {
+            let Some(Some(sub)) = subs.get(a.sub) else { continue };
+            if let Some(Some(dt)) = transports.get(sub.slot) {
+                line((&dt.twcc_seq as *const u16).cast());
+                line((&dt.send_cap as *const Option<TokenBucket>).cast());
+                if let Some(ctx) = dt.srtp_out.as_ref() {
+                    ctx.prefetch_rtp_keys(false);
+                }
+            }
+        }
+        for a in ahead.iter() {
+            let Some(Some(sub)) = subs.get(a.sub) else { continue };
+            if let Some(Some(dt)) = transports.get(sub.slot) {
+                if let Some(ctx) = dt.srtp_out.as_ref() {
+                    ctx.prefetch_rtp_state(sub.spec.out_ssrc, false);
+                }
+                if let Some(e) = dt.estimator.as_deref() {
+                    line((e as *const Estimator).cast());
+                }
+            }
+        }
+        ahead.clear();
+        self.ahead = ahead;
     }
 
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, buf: &[u8], out: &mut impl Output) {

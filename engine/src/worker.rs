@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use switchyard_protocol::{Event, HeaderExtIds, KeySalt, LatencySummary, TransportId, TransportInfo};
-use switchyard_udp::{SendBatch, SocketId, UdpIo};
+use switchyard_udp::{Pass, SendBatch, SocketId, UdpIo};
 
 use crate::forwarder::{CommandError, Dest, Forwarder, Output, TrackSpec, TICK};
 use crate::handoff::{Handoff, HandoffMesh};
@@ -226,7 +226,12 @@ impl Worker {
                 last_fanout = fanout;
             }
             let reserve = fanout;
-            let res = io.recv_any(Some(timeout), |buf, from, via| {
+            let res = io.recv_look_ahead(Some(timeout), |buf, from, via, pass| {
+                if pass == Pass::Ahead {
+                    // The whole batch first: its cache misses overlap (see Forwarder::prefetch_batch).
+                    return fwd.look_ahead(&from, buf);
+                }
+                fwd.prefetch_batch();
                 let t = *now.get_or_insert_with(Instant::now);
                 if SEND_BATCH - sink.batch.len() < reserve {
                     // Only when the batch already held hand-offs or answers: counted, never silent.

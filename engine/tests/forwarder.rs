@@ -236,6 +236,52 @@ fn remote_subscribers_share_one_plaintext_copy_and_their_worker_encrypts() {
     }
 }
 
+/// The worker shows a receive batch to `look_ahead` and `prefetch_batch` before handling it: that
+/// must change nothing, whatever the batch holds (garbage, STUN, short or unknown RTP, RTCP, more
+/// packets than it notes), and the packets then forward exactly as without it.
+#[test]
+fn looking_ahead_at_a_batch_changes_nothing() {
+    let profile = Profile::AeadAes128Gcm;
+    let mut f = forwarder();
+    let (mut pub_tx, _) = connected(&mut f, 1, 5101, profile);
+    let (_, mut sub_rx) = connected(&mut f, 2, 5102, profile);
+    f.add_route(1, 0xabc, Dest::Local(2), 10).unwrap();
+    let mut batch: Vec<(SocketAddr, Vec<u8>)> = vec![
+        (addr(5101), vec![]),
+        (addr(5101), vec![0x80]),
+        (addr(5101), vec![0x80, 96, 0, 1]),
+        (addr(5101), check("x", "y", 1, false)),
+        (addr(5199), rtp(0xabc, 7, b"unknown address")),
+        (addr(5101), rtp(0xdead, 7, b"unknown ssrc")),
+        (addr(5101), vec![0x80, 200, 0, 1, 0, 0, 0, 1]),
+    ];
+    for seq in 0..100u16 {
+        batch.push((addr(5101), protect(&mut pub_tx, &rtp(0xabc, seq, &[seq as u8; 300]))));
+    }
+    let before = (f.counters().counters_named(), f.counters().drops_named(), f.snapshot().len());
+    for _ in 0..3 {
+        for (from, pkt) in &batch {
+            f.look_ahead(from, pkt);
+        }
+        f.prefetch_batch();
+    }
+    f.prefetch_batch();
+    assert_eq!((f.counters().counters_named(), f.counters().drops_named(), f.snapshot().len()), before);
+    let mut out = Captured::default();
+    for (from, pkt) in batch.iter_mut().skip(7) {
+        f.look_ahead(from, pkt);
+    }
+    f.prefetch_batch();
+    for (seq, (from, pkt)) in batch.iter_mut().skip(7).enumerate() {
+        f.handle_datagram(Instant::now(), *from, pkt, &mut out);
+        let (to, mut sent) = out.sent.pop().expect("forwarded");
+        assert_eq!(to, addr(5102));
+        let n = sub_rx.unprotect_rtp(&mut sent).unwrap();
+        assert_eq!(&sent[..n], &rtp(0xabc, seq as u16, &[seq as u8; 300])[..]);
+    }
+    assert_eq!(f.counters().get(Counter::RtpForwarded), 100);
+}
+
 #[test]
 fn rooms_with_the_same_ssrc_never_see_each_others_media() {
     let profile = Profile::Aes128CmHmacSha1_80;

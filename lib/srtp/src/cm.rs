@@ -29,6 +29,13 @@ pub(crate) struct CmTransform {
 }
 
 impl CmTransform {
+    /// Starts loading the AES key schedule and the HMAC pads.
+    #[inline]
+    pub fn prefetch(&self) {
+        crate::prefetch::lines(&self.aes);
+        crate::prefetch::lines(&self.mac);
+    }
+
     pub fn new(keys: &SessionKeys) -> Result<Self, Error> {
         let mac =
             <HmacSha1 as Mac>::new_from_slice(&keys.auth).map_err(|_| Error::BadKeyLength {

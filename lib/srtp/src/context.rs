@@ -185,6 +185,35 @@ impl Context {
         true
     }
 
+    /// Starts loading what unprotecting (`inbound`) or protecting an RTP
+    /// packet reads first: the SRTP session key and the head of the per-SSRC
+    /// state table. Only computes addresses (and reads which profile the key
+    /// is for). With [`Context::prefetch_rtp_state`], for the packets of a
+    /// receive batch before the first is handled, so that the cache misses of
+    /// many packets overlap instead of stalling each packet in turn. Changes
+    /// nothing.
+    #[inline]
+    pub fn prefetch_rtp_keys(&self, inbound: bool) {
+        self.rtp.prefetch();
+        if inbound {
+            crate::prefetch::line((&self.rtp_rx as *const HashMap<u32, ReplayWindow>).cast());
+        } else {
+            crate::prefetch::line((&self.rtp_tx as *const HashMap<u32, u64>).cast());
+        }
+    }
+
+    /// Looks up `ssrc`'s rollover or replay state, so that it is in the cache
+    /// when the packet is handled (best after [`Context::prefetch_rtp_keys`]
+    /// for the whole batch). Changes nothing.
+    #[inline]
+    pub fn prefetch_rtp_state(&self, ssrc: u32, inbound: bool) {
+        if inbound {
+            std::hint::black_box(self.rtp_rx.get(&ssrc));
+        } else {
+            std::hint::black_box(self.rtp_tx.get(&ssrc));
+        }
+    }
+
     /// `buf[..len]` holds a plaintext RTP packet; `buf` must have room for
     /// [`Profile::rtp_overhead`] more bytes. Encrypts the payload (everything
     /// after the CSRCs and header extension, padding included) in place,

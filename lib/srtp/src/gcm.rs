@@ -55,6 +55,13 @@ impl GcmTransform {
         })
     }
 
+    /// Starts loading ring's key (AES round keys and GHASH powers): all a
+    /// packet up to [`RING_MAX`] reads.
+    #[inline]
+    pub fn prefetch(&self) {
+        crate::prefetch::lines(&self.key);
+    }
+
     /// RFC 7714 §8.1: IV = (0x0000 || SSRC || ROC || SEQ) XOR salt, where
     /// ROC || SEQ is the 48-bit packet index.
     pub fn rtp_iv(&self, ssrc: u32, index: u64) -> [u8; 12] {

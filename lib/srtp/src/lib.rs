@@ -55,6 +55,7 @@ mod gcm;
 mod index;
 mod kdf;
 mod keys;
+pub mod prefetch;
 mod profile;
 mod replay;
 mod rtcp;

@@ -26,6 +26,15 @@ impl Transform {
         })
     }
 
+    /// Starts loading the key material a packet reads (see [`crate::Context::prefetch_rtp`]).
+    #[inline]
+    pub fn prefetch(&self) {
+        match self {
+            Transform::Cm(t) => t.prefetch(),
+            Transform::Gcm(t) => t.prefetch(),
+        }
+    }
+
     pub fn protect_rtp(
         &self,
         pkt: &mut [u8],

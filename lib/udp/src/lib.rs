@@ -156,6 +156,16 @@ impl Default for Config {
 /// Default [`Config::recv_coalesce`]: 1 ms (see perf/RESULTS.md for what it costs and saves).
 pub const DEFAULT_RECV_COALESCE: Duration = Duration::from_millis(1);
 
+/// Which of its two looks at a datagram a [`UdpIo::recv_look_ahead`] callback is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Every datagram of the batch, before the first is delivered: to look at (e.g. to prefetch
+    /// what handling it will read), not to handle. Changes to the bytes are seen by the delivery.
+    Ahead,
+    /// The datagram to handle, once.
+    Deliver,
+}
+
 /// Outcome of one [`UdpIo::send`]: datagrams the kernel accepted and datagrams that failed
 /// individually (send buffer full, `ECONNREFUSED`, unreachable network, an IPv6 destination on
 /// an IPv4 socket, ...). `sent + failed` equals the batch length.
@@ -355,6 +365,23 @@ impl UdpIo {
         timeout: Option<Duration>,
         mut on_packet: impl FnMut(&mut [u8], SocketAddr, SocketId),
     ) -> io::Result<usize> {
+        self.recv_look_ahead(timeout, |buf, from, via, pass| {
+            if pass == Pass::Deliver {
+                on_packet(buf, from, via)
+            }
+        })
+    }
+
+    /// [`recv_any`](Self::recv_any), but the datagrams of the primary socket are shown to
+    /// `on_packet` twice: first every one of a batch with [`Pass::Ahead`] (to look at, not to
+    /// handle: e.g. to prefetch the state handling it will read), then each with
+    /// [`Pass::Deliver`] to handle. Datagrams of extra sockets only come with `Pass::Deliver`.
+    /// Returns how many were delivered.
+    pub fn recv_look_ahead(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_packet: impl FnMut(&mut [u8], SocketAddr, SocketId, Pass),
+    ) -> io::Result<usize> {
         let res = self.recv_inner(timeout, &mut on_packet);
         self.waker_inner().clear_sleeping();
         res
@@ -364,10 +391,10 @@ impl UdpIo {
         &mut self,
         timeout: Option<Duration>,
         limit: usize,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId, Pass),
     ) -> io::Result<usize> {
         let extra = self.extras.epoll_fd();
-        let mut primary = |buf: &mut [u8], from: SocketAddr| on_packet(buf, from, SocketId::PRIMARY);
+        let mut primary = |buf: &mut [u8], from: SocketAddr, pass: Pass| on_packet(buf, from, SocketId::PRIMARY, pass);
         match &mut self.backend {
             Backend::Uring(u) => u.recv(timeout, limit, &mut primary, extra),
             Backend::Mmsg(m) => m.recv(timeout, limit, &mut primary, extra),
@@ -377,7 +404,7 @@ impl UdpIo {
     fn recv_inner(
         &mut self,
         mut timeout: Option<Duration>,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId, Pass),
     ) -> io::Result<usize> {
         // Coalescing on mmsg: after a receive that emptied the socket, let the next batch gather
         // first (io_uring does this in its blocking wait, with the kernel's minimum wait). A
@@ -399,13 +426,13 @@ impl UdpIo {
         self.extras_first = !self.extras_first;
         let mut n = 0;
         if self.extras_first {
-            n += self.extras.recv_ready(limit, on_packet)?;
+            n += self.extras.recv_ready(limit, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
         }
         if n < limit {
             n += self.backend_recv(Some(Duration::ZERO), limit - n, on_packet)?;
         }
         if !self.extras_first && n < limit {
-            n += self.extras.recv_ready(limit - n, on_packet)?;
+            n += self.extras.recv_ready(limit - n, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
         }
         if n > 0 || timeout == Some(Duration::ZERO) {
             return Ok(n);
@@ -413,7 +440,7 @@ impl UdpIo {
         // Nothing queued: wait for the primary socket, a wake-up or an extra socket.
         n = self.backend_recv(timeout, limit, on_packet)?;
         if n < limit {
-            n += self.extras.recv_ready(limit - n, on_packet)?;
+            n += self.extras.recv_ready(limit - n, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
         }
         Ok(n)
     }

@@ -16,7 +16,7 @@ use crate::extra::{Extras, SocketId};
 use crate::sock::{self, is_fatal_recv_errno, is_fatal_send_errno};
 use crate::tx::TxMessages;
 use crate::waker::WakerInner;
-use crate::{Deadline, SendReport, MAX_DATAGRAM};
+use crate::{Deadline, Pass, SendReport, MAX_DATAGRAM};
 
 /// recvmmsg/sendmmsg backend. All arrays are allocated once in [`Mmsg::new`]; the raw pointers in
 /// the `iovec`/`mmsghdr` arrays point into the boxed buffers owned by this struct, whose heap
@@ -106,7 +106,7 @@ impl Mmsg {
     /// Nonblocking `recvmmsg` until at least one datagram was delivered or the socket queue is
     /// empty. `Ok(0)` when nothing is queued (or a transient socket error was consumed). Notes
     /// whether the call emptied the socket (fewer datagrams than asked for), for coalescing.
-    fn recv_batch(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<usize> {
+    fn recv_batch(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr, Pass)) -> io::Result<usize> {
         let asked = self.recv_limit.min(limit).clamp(1, self.rx_hdrs.len());
         loop {
             let (received, delivered) = self.recv_once(limit, on_packet)?;
@@ -157,7 +157,7 @@ impl Mmsg {
     }
 
     /// One nonblocking `recvmmsg`; returns (datagrams received, datagrams delivered).
-    fn recv_once(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr)) -> io::Result<(usize, usize)> {
+    fn recv_once(&mut self, limit: usize, on_packet: &mut impl FnMut(&mut [u8], SocketAddr, Pass)) -> io::Result<(usize, usize)> {
         let n = self.recv_limit.min(limit).clamp(1, self.rx_hdrs.len());
         for h in self.rx_hdrs[..n].iter_mut() {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -188,18 +188,25 @@ impl Mmsg {
             }
         };
         let mut delivered = 0;
-        for i in 0..got {
-            let h = &self.rx_hdrs[i];
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue; // larger than MAX_DATAGRAM: not a datagram this server can use
-            }
-            let len = (h.msg_len as usize).min(MAX_DATAGRAM);
-            let Some(from) = sock::read_sockaddr(&self.rx_names[i], h.msg_hdr.msg_namelen as usize) else {
+        for pass in [Pass::Ahead, Pass::Deliver] {
+            if pass == Pass::Ahead && got < 2 {
                 continue;
-            };
-            let start = i * MAX_DATAGRAM;
-            on_packet(&mut self.rx_bufs[start..start + len], from);
-            delivered += 1;
+            }
+            for i in 0..got {
+                let h = &self.rx_hdrs[i];
+                if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    continue; // larger than MAX_DATAGRAM: not a datagram this server can use
+                }
+                let len = (h.msg_len as usize).min(MAX_DATAGRAM);
+                let Some(from) = sock::read_sockaddr(&self.rx_names[i], h.msg_hdr.msg_namelen as usize) else {
+                    continue;
+                };
+                let start = i * MAX_DATAGRAM;
+                on_packet(&mut self.rx_bufs[start..start + len], from, pass);
+                if pass == Pass::Deliver {
+                    delivered += 1;
+                }
+            }
         }
         Ok((got, delivered))
     }
@@ -216,7 +223,7 @@ impl Mmsg {
         &mut self,
         timeout: Option<Duration>,
         limit: usize,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, Pass),
         extra: Option<RawFd>,
     ) -> io::Result<usize> {
         let n = self.recv_batch(limit, on_packet)?;

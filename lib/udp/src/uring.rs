@@ -37,7 +37,7 @@ use crate::extra::{Extras, SocketId};
 use crate::sock::{self, describe, is_fatal_recv_errno, is_fatal_send_errno};
 use crate::tx::TxMessages;
 use crate::waker::WakerInner;
-use crate::{Deadline, SendReport, MAX_DATAGRAM};
+use crate::{Deadline, Pass, SendReport, MAX_DATAGRAM};
 
 const RECV_TAG: u64 = 1;
 const WAKE_TAG: u64 = 2;
@@ -168,6 +168,8 @@ pub(crate) struct Uring {
     bufs: BufRing,
     /// msghdr template for the multishot receive (only `msg_namelen` is used by the kernel).
     rx_msghdr: Box<libc::msghdr>,
+    /// Completions taken off the queue by `reap`, with room for a full completion queue.
+    cqes: Vec<cqueue::Entry>,
     /// Destination of the eventfd `READ`.
     wake_buf: RawMem,
     recv_armed: bool,
@@ -291,6 +293,7 @@ impl Uring {
             tx,
             bufs,
             rx_msghdr,
+            cqes: Vec::with_capacity(entries * 2 + 16),
             wake_buf,
             recv_armed: true,
             wake_armed: true,
@@ -401,20 +404,49 @@ impl Uring {
     }
 
     /// Processes up to `limit` datagram completions already in the completion queue (no system
-    /// call). Returns (datagrams delivered, woken).
+    /// call): takes them off the queue, shows every datagram to `on_packet` with
+    /// [`Pass::Ahead`] (when there are several), then delivers each. Returns (datagrams
+    /// delivered, woken).
     fn reap(
         &mut self,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, Pass),
         limit: usize,
     ) -> io::Result<(usize, bool)> {
         let mut delivered = 0;
         let mut woken = false;
         let mut fatal = None;
         let mut recycled = false;
+        let mut cqes = mem::take(&mut self.cqes);
+        cqes.clear();
         {
             let mut cq = self.rx.completion();
-            while delivered < limit {
+            let mut recvs = 0;
+            // Within the capacity allocated at set-up: never grows.
+            while recvs < limit && cqes.len() < cqes.capacity() {
                 let Some(cqe) = cq.next() else { break };
+                if cqe.user_data() == RECV_TAG {
+                    recvs += 1;
+                }
+                cqes.push(cqe);
+            }
+        }
+        if cqes.len() > 1 {
+            for cqe in cqes.iter() {
+                let (res, flags) = (cqe.result(), cqe.flags());
+                if cqe.user_data() != RECV_TAG || res < 0 {
+                    continue;
+                }
+                let Some(bid) = cqueue::buffer_select(flags).filter(|&b| b < self.bufs.entries) else { continue };
+                // SAFETY: the kernel handed slot `bid` to us in this completion; it is recycled only
+                // in the delivery loop below.
+                let slot = unsafe { self.bufs.slot(bid) };
+                if let Some((from, start, end)) = parse_slot(slot, res as usize) {
+                    on_packet(&mut slot[start..end], from, Pass::Ahead);
+                }
+            }
+        }
+        {
+            for cqe in cqes.iter() {
                 let res = cqe.result();
                 let flags = cqe.flags();
                 match cqe.user_data() {
@@ -426,7 +458,7 @@ impl Uring {
                                     // completion; it is recycled only below.
                                     let slot = unsafe { self.bufs.slot(bid) };
                                     if let Some((from, start, end)) = parse_slot(slot, res as usize) {
-                                        on_packet(&mut slot[start..end], from);
+                                        on_packet(&mut slot[start..end], from, Pass::Deliver);
                                         delivered += 1;
                                     }
                                 }
@@ -457,6 +489,7 @@ impl Uring {
                 }
             }
         }
+        self.cqes = cqes;
         if recycled {
             self.bufs.publish();
         }
@@ -497,7 +530,7 @@ impl Uring {
         &mut self,
         timeout: Option<Duration>,
         limit: usize,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, Pass),
         extra: Option<libc::c_int>,
     ) -> io::Result<usize> {
         if extra != self.extra_fd {

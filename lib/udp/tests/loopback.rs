@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{bind, check_payload, kinds, loopback, payload};
-use switchyard_udp::{probe_uring, Config, IoKind, SendBatch, UdpIo, MAX_DATAGRAM};
+use switchyard_udp::{probe_uring, Config, IoKind, Pass, SendBatch, UdpIo, MAX_DATAGRAM};
 
 fn size_of_seq(seq: u32) -> usize {
     // 4..=2048 bytes, including both ends.
@@ -95,6 +95,56 @@ fn in_place_modification_and_echo() {
         let mut buf = [0u8; 64];
         let (n, _) = peer.recv_from(&mut buf).expect("peer recv");
         assert_eq!(&buf[..n], b"HELLO", "{kind}");
+    }
+}
+
+/// `recv_look_ahead` shows every datagram of a batch ahead, before it delivers the first, then
+/// delivers each once, in order; an oversized datagram is neither shown nor delivered.
+#[test]
+fn look_ahead_sees_the_whole_batch_before_the_first_delivery() {
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let io_addr = io.local_addr().expect("local_addr");
+        let peer = UdpSocket::bind(loopback()).expect("peer");
+        let mut buf = [0u8; 64];
+        for seq in 0..20u32 {
+            let n = payload(seq, 40, &mut buf);
+            peer.send_to(&buf[..n], io_addr).expect("send_to");
+            if seq == 10 {
+                peer.send_to(&[9u8; MAX_DATAGRAM + 1], io_addr).expect("send big");
+            }
+        }
+        // Every datagram is queued before the first receive (loopback delivers at once).
+        thread::sleep(Duration::from_millis(50));
+        let mut calls: Vec<Vec<(Pass, u32)>> = Vec::new();
+        let mut delivered = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while delivered < 20 && Instant::now() < deadline {
+            let mut seen = Vec::new();
+            delivered += io
+                .recv_look_ahead(Some(Duration::from_millis(200)), |data, _, _, pass| {
+                    seen.push((pass, check_payload(data).unwrap_or(u32::MAX)))
+                })
+                .expect("recv");
+            calls.push(seen);
+        }
+        assert_eq!(delivered, 20, "{kind}");
+        let mut order = Vec::new();
+        for seen in &calls {
+            let ahead: Vec<u32> = seen.iter().filter(|(p, _)| *p == Pass::Ahead).map(|&(_, s)| s).collect();
+            let delivered: Vec<u32> = seen.iter().filter(|(p, _)| *p == Pass::Deliver).map(|&(_, s)| s).collect();
+            let first_delivery = seen.iter().position(|(p, _)| *p == Pass::Deliver).unwrap_or(seen.len());
+            assert!(
+                seen[first_delivery..].iter().all(|(p, _)| *p == Pass::Deliver),
+                "{kind}: a look ahead after a delivery: {seen:?}"
+            );
+            if delivered.len() > 1 {
+                assert_eq!(ahead, delivered, "{kind}: the batch seen ahead is the batch delivered");
+            }
+            order.extend(delivered);
+        }
+        assert_eq!(order, (0..20).collect::<Vec<_>>(), "{kind}: each once, in order");
+        assert!(calls.iter().any(|c| c.iter().any(|(p, _)| *p == Pass::Ahead)), "{kind}: nothing seen ahead");
     }
 }
 
