@@ -190,7 +190,24 @@ fn free_tcp_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Starts a server; if it does not come up, keeps its logs as `<log>-failed.log` (the next start
+/// overwrites the logs) and tries once more after a pause.
 fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
+    match start_once(kind, a) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            for name in ["baseline", "engine-uring", "control-uring", "engine-mmsg", "control-mmsg", "janus"] {
+                let log = format!("target/perf-logs/{name}.log");
+                let _ = std::fs::copy(&log, format!("target/perf-logs/{name}-failed.log"));
+            }
+            eprintln!("{}: {e:#} (logs kept in target/perf-logs/*-failed.log); trying again", kind.name());
+            std::thread::sleep(Duration::from_secs(2));
+            start_once(kind, a)
+        }
+    }
+}
+
+fn start_once(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
     let bin = |n: &str| a.bin_dir.join(n);
     let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
     let mut s = match kind {
