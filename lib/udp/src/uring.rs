@@ -445,48 +445,46 @@ impl Uring {
                 }
             }
         }
-        {
-            for cqe in cqes.iter() {
-                let res = cqe.result();
-                let flags = cqe.flags();
-                match cqe.user_data() {
-                    RECV_TAG => {
-                        if let Some(bid) = cqueue::buffer_select(flags) {
-                            if bid < self.bufs.entries {
-                                if res >= 0 {
-                                    // SAFETY: the kernel handed slot `bid` to us in this
-                                    // completion; it is recycled only below.
-                                    let slot = unsafe { self.bufs.slot(bid) };
-                                    if let Some((from, start, end)) = parse_slot(slot, res as usize) {
-                                        on_packet(&mut slot[start..end], from, Pass::Deliver);
-                                        delivered += 1;
-                                    }
+        for cqe in cqes.iter() {
+            let res = cqe.result();
+            let flags = cqe.flags();
+            match cqe.user_data() {
+                RECV_TAG => {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        if bid < self.bufs.entries {
+                            if res >= 0 {
+                                // SAFETY: the kernel handed slot `bid` to us in this
+                                // completion; it is recycled only below.
+                                let slot = unsafe { self.bufs.slot(bid) };
+                                if let Some((from, start, end)) = parse_slot(slot, res as usize) {
+                                    on_packet(&mut slot[start..end], from, Pass::Deliver);
+                                    delivered += 1;
                                 }
-                                self.bufs.recycle(bid);
-                                recycled = true;
                             }
-                        }
-                        if !cqueue::more(flags) {
-                            self.recv_armed = false;
-                            if res < 0 && is_fatal_recv_errno(-res) {
-                                fatal = Some(-res);
-                            }
+                            self.bufs.recycle(bid);
+                            recycled = true;
                         }
                     }
-                    WAKE_TAG => {
-                        self.wake_armed = false;
-                        woken = true;
+                    if !cqueue::more(flags) {
+                        self.recv_armed = false;
                         if res < 0 && is_fatal_recv_errno(-res) {
                             fatal = Some(-res);
                         }
                     }
-                    EXTRA_TAG => {
-                        // An extra socket is readable: end the wait like a wake-up.
-                        self.extra_armed = false;
-                        woken = true;
-                    }
-                    _ => {}
                 }
+                WAKE_TAG => {
+                    self.wake_armed = false;
+                    woken = true;
+                    if res < 0 && is_fatal_recv_errno(-res) {
+                        fatal = Some(-res);
+                    }
+                }
+                EXTRA_TAG => {
+                    // An extra socket is readable: end the wait like a wake-up.
+                    self.extra_armed = false;
+                    woken = true;
+                }
+                _ => {}
             }
         }
         self.cqes = cqes;
