@@ -18,7 +18,7 @@ use std::ptr;
 use socket2::Socket;
 
 use crate::sock::{self, is_fatal_recv_errno};
-use crate::MAX_DATAGRAM;
+use crate::{Pass, MAX_DATAGRAM};
 
 /// Identifies one socket of a [`UdpIo`](crate::UdpIo): [`SocketId::PRIMARY`] is the socket it was
 /// bound with, further ids come from [`UdpIo::add_socket`](crate::UdpIo::add_socket). Ids carry a
@@ -237,11 +237,12 @@ impl Extras {
     }
 
     /// Delivers up to `limit` datagrams already queued on extra sockets (never blocks). Sockets
-    /// left with data (because the limit was reached) stay ready for the next call.
+    /// left with data (because the limit was reached) stay ready for the next call. Nothing is shown
+    /// ahead: each datagram comes once, with [`Pass::Deliver`].
     pub(crate) fn recv_ready(
         &mut self,
         limit: usize,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId, Pass),
     ) -> io::Result<usize> {
         let Some(epfd) = self.epoll_fd() else { return Ok(0) };
         if self.count == 0 || limit == 0 {
@@ -287,7 +288,7 @@ impl Extras {
         fd: RawFd,
         id: SocketId,
         want: usize,
-        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId),
+        on_packet: &mut impl FnMut(&mut [u8], SocketAddr, SocketId, Pass),
     ) -> io::Result<(usize, usize)> {
         for h in self.rx_hdrs[..want].iter_mut() {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -323,7 +324,7 @@ impl Extras {
                 continue;
             };
             let start = i * MAX_DATAGRAM;
-            on_packet(&mut self.rx_bufs[start..start + len], from, id);
+            on_packet(&mut self.rx_bufs[start..start + len], from, id, Pass::Deliver);
             delivered += 1;
         }
         Ok((got, delivered))

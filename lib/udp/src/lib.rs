@@ -426,13 +426,13 @@ impl UdpIo {
         self.extras_first = !self.extras_first;
         let mut n = 0;
         if self.extras_first {
-            n += self.extras.recv_ready(limit, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
+            n += self.extras.recv_ready(limit, on_packet)?;
         }
         if n < limit {
             n += self.backend_recv(Some(Duration::ZERO), limit - n, on_packet)?;
         }
         if !self.extras_first && n < limit {
-            n += self.extras.recv_ready(limit - n, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
+            n += self.extras.recv_ready(limit - n, on_packet)?;
         }
         if n > 0 || timeout == Some(Duration::ZERO) {
             return Ok(n);
@@ -440,7 +440,7 @@ impl UdpIo {
         // Nothing queued: wait for the primary socket, a wake-up or an extra socket.
         n = self.backend_recv(timeout, limit, on_packet)?;
         if n < limit {
-            n += self.extras.recv_ready(limit - n, &mut |b, f, id| on_packet(b, f, id, Pass::Deliver))?;
+            n += self.extras.recv_ready(limit - n, on_packet)?;
         }
         Ok(n)
     }
