@@ -748,8 +748,8 @@ impl Forwarder {
         }
         for a in ahead.iter() {
             if let Some(Some(t)) = transports.get(a.slot) {
-                line((&t.last_rx as *const Instant).cast());
-                line((&t.ext as *const HeaderExtIds).cast());
+                line(&t.last_rx);
+                line(&t.ext);
                 if let Some(ctx) = t.srtp_in.as_ref() {
                     ctx.prefetch_rtp_keys(true);
                 }
@@ -761,7 +761,7 @@ impl Forwarder {
                 ctx.prefetch_rtp_state(a.ssrc, true);
             }
             if let Some(r) = t.twcc_rx.as_deref() {
-                line((r as *const TwccRecorder).cast());
+                line(r);
             }
             if let Some(&(ti, li)) = by_ssrc.get(&(a.slot, a.ssrc)) {
                 (a.track, a.layer) = (ti, li);
@@ -776,7 +776,7 @@ impl Forwarder {
                     lines(layer);
                 }
                 if let Some(route) = track.subscribers.first() {
-                    line((route as *const Route).cast());
+                    line(route);
                 }
             }
         }
@@ -792,8 +792,8 @@ impl Forwarder {
         for a in ahead.iter() {
             let Some(Some(sub)) = subs.get(a.sub) else { continue };
             if let Some(Some(dt)) = transports.get(sub.slot) {
-                line((&dt.twcc_seq as *const u16).cast());
-                line((&dt.send_cap as *const Option<TokenBucket>).cast());
+                line(&dt.twcc_seq);
+                line(&dt.send_cap);
                 if let Some(ctx) = dt.srtp_out.as_ref() {
                     ctx.prefetch_rtp_keys(false);
                 }
@@ -806,7 +806,7 @@ impl Forwarder {
                     ctx.prefetch_rtp_state(sub.spec.out_ssrc, false);
                 }
                 if let Some(e) = dt.estimator.as_deref() {
-                    line((e as *const Estimator).cast());
+                    line(e);
                 }
             }
         }

@@ -196,9 +196,9 @@ impl Context {
     pub fn prefetch_rtp_keys(&self, inbound: bool) {
         self.rtp.prefetch();
         if inbound {
-            crate::prefetch::line((&self.rtp_rx as *const HashMap<u32, ReplayWindow>).cast());
+            crate::prefetch::line(&self.rtp_rx);
         } else {
-            crate::prefetch::line((&self.rtp_tx as *const HashMap<u32, u64>).cast());
+            crate::prefetch::line(&self.rtp_tx);
         }
     }
 
