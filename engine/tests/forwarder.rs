@@ -130,7 +130,12 @@ fn video_track(track: u32, feedback: u8, layers: &[(&str, u32)]) -> TrackSpec {
 }
 
 fn forwarder() -> Forwarder {
-    Forwarder::new(0, Arc::new(WorkerCounters::default()), 64)
+    forwarder_on(0)
+}
+
+/// The forwarder of worker `worker` (tests with subscribers on a second worker).
+fn forwarder_on(worker: u16) -> Forwarder {
+    Forwarder::new(worker, Arc::new(WorkerCounters::default()), 64)
 }
 
 #[test]
@@ -206,7 +211,7 @@ fn srtp_is_decrypted_once_and_reencrypted_per_local_subscriber() {
 fn remote_subscribers_share_one_plaintext_copy_and_their_worker_encrypts() {
     let profile = Profile::AeadAes128Gcm;
     let mut w0 = forwarder();
-    let mut w1 = Forwarder::new(1, Arc::new(WorkerCounters::default()), 64);
+    let mut w1 = forwarder_on(1);
     let (mut pub_tx, _) = connected(&mut w0, 1, 6001, profile);
     let (_, mut sub_rx) = connected(&mut w1, 2, 6002, profile);
     let (_, mut sub3_rx) = connected(&mut w1, 3, 6003, profile);
@@ -636,7 +641,7 @@ fn nacks_are_answered_from_one_store_per_track_and_worker_across_workers() {
     // sent (its own numbering), from its own worker.
     let profile = Profile::AeadAes128Gcm;
     let mut w0 = forwarder();
-    let mut w1 = Forwarder::new(1, Arc::new(WorkerCounters::default()), 64);
+    let mut w1 = forwarder_on(1);
     let (mut pub_tx, _) = connected(&mut w0, 1, 13001, profile);
     let t0 = Instant::now();
     w0.add_track(1, video_track(7, FB_NACK | FB_PLI, &[("", 0xAAAA)]), t0).unwrap();
@@ -777,7 +782,7 @@ fn a_gap_from_the_publisher_is_nacked_upstream_until_recovered() {
 fn keyframe_requests_of_many_subscribers_are_coalesced_into_one() {
     let profile = Profile::AeadAes128Gcm;
     let mut w0 = forwarder();
-    let mut w1 = Forwarder::new(1, Arc::new(WorkerCounters::default()), 64);
+    let mut w1 = forwarder_on(1);
     let (mut pub_tx, mut pub_rx) = connected(&mut w0, 1, 12001, profile);
     let t0 = Instant::now();
     w0.add_track(1, video_track(7, FB_PLI | FB_FIR, &[("", 0xAAAA)]), t0).unwrap();
