@@ -282,6 +282,11 @@ struct TrackTx {
     fir_seq: Option<u8>,
 }
 
+/// The video track of `tracks` sending `ssrc` (what a PLI or FIR names).
+fn video_track(tracks: &mut [TrackTx], ssrc: u32) -> Option<&mut TrackTx> {
+    tracks.iter_mut().find(|t| t.track.ssrc == ssrc && t.track.kind == KIND_VIDEO)
+}
+
 struct Ep {
     socket: mio::net::UdpSocket,
     remote: SocketAddr,
@@ -1216,14 +1221,14 @@ impl Worker {
             };
             match p {
                 Packet::Pli { media, .. } if !ep.subscriber => {
-                    if let Some(t) = ep.tracks.iter_mut().find(|t| t.track.ssrc == media && t.track.kind == KIND_VIDEO) {
+                    if let Some(t) = video_track(&mut ep.tracks, media) {
                         self.report.fb.keyframe_requests += 1;
                         t.keyframe_due = true;
                     }
                 }
                 Packet::Fir(fir) if !ep.subscriber => {
                     for (ssrc, seq) in fir.entries() {
-                        if let Some(t) = ep.tracks.iter_mut().find(|t| t.track.ssrc == ssrc && t.track.kind == KIND_VIDEO) {
+                        if let Some(t) = video_track(&mut ep.tracks, ssrc) {
                             if t.fir_seq != Some(seq) {
                                 t.fir_seq = Some(seq);
                                 self.report.fb.keyframe_requests += 1;
