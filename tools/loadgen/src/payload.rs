@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(write(&mut a, &audio, false), 100);
         assert_eq!(&a[0..4], &MAGIC.to_be_bytes());
         // Too short for descriptor, keyframe header and payload header together.
-        assert_eq!(write(&mut vec![0u8; 40], &h, true), 0);
+        assert_eq!(write(&mut [0u8; 40], &h, true), 0);
     }
 
     #[test]
