@@ -4,6 +4,12 @@
 //! remembers the full sequence number it holds, so a lookup for a packet that was overwritten (or never
 //! stored) misses instead of returning the wrong packet. Storing and looking up never allocate.
 //!
+//! Packets go in with non-temporal stores (on x86-64): a slot is rewritten a ring's length later
+//! and read only when a subscriber asks for a retransmission, so an ordinary copy would first read
+//! every cache line of the slot from memory (it is long gone from the caches) and then push the
+//! state of other rooms out of the caches with data that will most likely never be read. Slots are
+//! cache-line aligned for this.
+//!
 //! The engine keeps one per layer of a video track in a `PacketStore` (`streams.rs`): the publisher's
 //! plaintext packets by the publisher's sequence numbers, shared by the subscriptions on a worker; a
 //! subscriber's NACK names *its* sequence numbers, which its `SentRing` maps back to these.
@@ -12,13 +18,23 @@ use super::seq_newer;
 
 /// Per-stream ring of recent packets.
 pub struct NackCache {
+    /// Largest packet kept.
     slot_size: usize,
-    data: Box<[u8]>,
+    /// Cache lines per slot (`slot_size` rounded up).
+    slot_lines: usize,
+    data: Box<[Line]>,
     /// Per slot: (valid, seq, len).
     meta: Box<[Slot]>,
     /// Newest sequence number stored, if any.
     highest: Option<u16>,
 }
+
+/// One cache line of slot memory; slots start on a line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; LINE]);
+
+const LINE: usize = 64;
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -42,9 +58,11 @@ impl NackCache {
     pub fn new(capacity: usize, slot_size: usize) -> NackCache {
         let capacity = capacity.clamp(1, 32768).next_power_of_two();
         let slot_size = slot_size.clamp(1, u16::MAX as usize);
+        let slot_lines = slot_size.div_ceil(LINE);
         NackCache {
             slot_size,
-            data: vec![0u8; capacity * slot_size].into_boxed_slice(),
+            slot_lines,
+            data: vec![Line([0; LINE]); capacity * slot_lines].into_boxed_slice(),
             meta: vec![Slot::default(); capacity].into_boxed_slice(),
             highest: None,
         }
@@ -63,6 +81,21 @@ impl NackCache {
     #[inline]
     fn index(&self, seq: u16) -> usize {
         seq as usize & (self.meta.len() - 1)
+    }
+
+    /// Slot `i`'s memory.
+    #[inline]
+    fn slot(&self, i: usize) -> &[u8] {
+        let lines = &self.data[i * self.slot_lines..(i + 1) * self.slot_lines];
+        // SAFETY: `Line` is 64 plain bytes with no padding, so its array is as many bytes.
+        unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<u8>(), lines.len() * LINE) }
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        let lines = &mut self.data[i * self.slot_lines..(i + 1) * self.slot_lines];
+        // SAFETY: as in `slot`; the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), lines.len() * LINE) }
     }
 
     /// Stores packet `seq`. A packet newer than the newest invalidates the slots it skips over (those
@@ -95,8 +128,7 @@ impl NackCache {
             None => self.highest = Some(seq),
         }
         let i = self.index(seq);
-        let start = i * self.slot_size;
-        self.data[start..start + bytes.len()].copy_from_slice(bytes);
+        copy_streaming(self.slot_mut(i), bytes);
         self.meta[i] = Slot { valid: true, seq, len: bytes.len() as u16 };
         Ok(())
     }
@@ -112,8 +144,7 @@ impl NackCache {
         if !m.valid || m.seq != seq {
             return None;
         }
-        let start = i * self.slot_size;
-        Some(&self.data[start..start + m.len as usize])
+        Some(&self.slot(i)[..m.len as usize])
     }
 
     /// Forgets everything (e.g. the stream's SSRC changed).
@@ -123,6 +154,40 @@ impl NackCache {
     }
 }
 
+/// Copies `src` to the start of `dst` with non-temporal stores where the CPU has them and `dst` is
+/// 16-byte aligned with room for `src` rounded up to 16 bytes (the bytes after `src` up to there
+/// get zeroes); an ordinary copy otherwise. `dst` must be at least as long as `src`.
+#[inline]
+fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        let chunks = src.len().div_ceil(16);
+        if (dst.as_ptr() as usize).is_multiple_of(16) && dst.len() >= chunks * 16 {
+            let d = dst.as_mut_ptr().cast::<__m128i>();
+            let full = src.len() / 16;
+            // SAFETY: SSE2 is part of x86-64. The first `full` 16-byte loads read inside `src`;
+            // every store writes one aligned 16-byte chunk inside `dst` (checked above). The fence
+            // orders the non-temporal stores before any later access to `dst`, as the intrinsic
+            // requires.
+            unsafe {
+                let s = src.as_ptr().cast::<__m128i>();
+                for k in 0..full {
+                    _mm_stream_si128(d.add(k), _mm_loadu_si128(s.add(k)));
+                }
+                if full < chunks {
+                    let mut tail = [0u8; 16];
+                    tail[..src.len() - full * 16].copy_from_slice(&src[full * 16..]);
+                    _mm_stream_si128(d.add(full), _mm_loadu_si128(tail.as_ptr().cast::<__m128i>()));
+                }
+                _mm_sfence();
+            }
+            return;
+        }
+    }
+    dst[..src.len()].copy_from_slice(src);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +195,44 @@ mod tests {
     fn pkt(seq: u16) -> [u8; 4] {
         let s = seq.to_be_bytes();
         [s[0], s[1], 0xAB, 0xCD]
+    }
+
+    #[test]
+    fn packets_of_every_length_come_back_intact() {
+        // Lengths around every 16-byte boundary (the streaming copy's chunk) up to a full slot.
+        let mut c = NackCache::new(64, 1500);
+        let pattern = |seq: u16, len: usize| (0..len).map(|k| (k as u8).wrapping_mul(31) ^ seq as u8).collect::<Vec<u8>>();
+        for len in 0..=1500usize {
+            let seq = len as u16;
+            c.put(seq, &pattern(seq, len)).unwrap();
+            assert_eq!(c.get(seq), Some(&pattern(seq, len)[..]), "length {len}");
+            if len >= 1 {
+                // The previous slot was not touched by this one's copy.
+                let p = seq - 1;
+                assert_eq!(c.get(p), Some(&pattern(p, len - 1)[..]), "neighbour of length {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_copy_falls_back_when_it_cannot_stream() {
+        let src: Vec<u8> = (1..=37u8).collect();
+        // Misaligned destination, and an aligned one too short for the rounded-up copy.
+        let mut lines = [Line([0xEE; LINE]); 2];
+        // SAFETY: as in NackCache::slot_mut.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u8>(), 2 * LINE) };
+        copy_streaming(&mut bytes[3..40], &src);
+        assert_eq!(&bytes[3..40], &src[..]);
+        assert_eq!(bytes[2], 0xEE);
+        assert_eq!(bytes[40], 0xEE);
+        copy_streaming(&mut bytes[64..101], &src);
+        assert_eq!(&bytes[64..101], &src[..]);
+        assert_eq!(bytes[101], 0xEE, "no rounded-up tail when it would not fit");
+        // Room for the rounded-up copy: the tail is zero-filled up to the 16-byte boundary only.
+        copy_streaming(&mut bytes[64..128], &src);
+        assert_eq!(&bytes[64..101], &src[..]);
+        assert!(bytes[101..112].iter().all(|&b| b == 0));
+        assert!(bytes[112..128].iter().all(|&b| b == 0xEE));
     }
 
     #[test]
