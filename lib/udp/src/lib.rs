@@ -27,7 +27,7 @@
 //!
 //! Two backends sit behind the same narrow interface (in the style of quinn-udp):
 //! [`IoKind::Uring`], io_uring driven directly from the worker thread (multishot `RECVMSG` with
-//! a provided-buffer ring, `SENDMSG` batches), and [`IoKind::Mmsg`], `recvmmsg`/`sendmmsg` with
+//! a provided-buffer ring, `SENDMSG` / `SEND` batches), and [`IoKind::Mmsg`], `recvmmsg`/`sendmmsg` with
 //! `ppoll` on the socket and an eventfd, plus UDP GSO for runs of equal-size datagrams to one
 //! destination. [`UdpIo::bind`] picks io_uring when
 //! [`probe_uring`] says it works and falls back to mmsg otherwise. Every buffer is allocated at
@@ -72,7 +72,7 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// `"uring"`, `"io_uring"` (or `"io-uring"`) and `"mmsg"`, e.g. from the engine's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoKind {
-    /// io_uring: multishot `RECVMSG` into a provided-buffer ring, `SENDMSG` batches, eventfd `READ`.
+    /// io_uring: multishot `RECVMSG` into a provided-buffer ring, `SENDMSG` / `SEND` batches, eventfd `READ`.
     Uring,
     /// `recvmmsg(2)` / `sendmmsg(2)` on a nonblocking socket, `ppoll(2)` to wait.
     Mmsg,

@@ -92,6 +92,18 @@ impl TxMessages {
         self.hdrs[k..].as_mut_ptr()
     }
 
+    /// Message `k` of the last build if it carries one datagram: the datagram and its destination
+    /// (pointers into the batch and into this struct, valid as [`msghdr`](Self::msghdr)'s are).
+    pub(crate) fn single(&self, k: usize) -> Option<(*const u8, u32, *const libc::sockaddr, libc::socklen_t)> {
+        if self.segs[k] != 1 {
+            return None;
+        }
+        let h = &self.hdrs[k].msg_hdr;
+        // SAFETY: a built message's msg_iov points at its one iovec inside `iov`.
+        let iov = unsafe { *h.msg_iov };
+        Some((iov.iov_base as *const u8, iov.iov_len as u32, h.msg_name as *const libc::sockaddr, h.msg_namelen))
+    }
+
     /// Message `k`'s `msghdr`, for a `SENDMSG` submission.
     pub(crate) fn msghdr(&self, k: usize) -> *const libc::msghdr {
         &self.hdrs[k].msg_hdr

@@ -16,7 +16,10 @@
 //! `MSG_DONTWAIT`, built as in the mmsg backend) are submitted together with a single
 //! `submit_and_wait` and all reaped before `send` returns, so the batch's buffers are free again.
 //! A separate ring keeps send completions from interleaving with receive completions, so neither
-//! path ever has to stash the other's events.
+//! path ever has to stash the other's events. A message of a single datagram goes out as a `SEND`
+//! with the destination address (no `msghdr` for the kernel to copy and parse). Both rings hold
+//! the socket as registered file 0, so no operation looks the descriptor up; they let go of it in
+//! `Drop`, so the port is free as soon as the `Uring` is gone.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -28,7 +31,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use socket2::Socket;
 
@@ -195,6 +198,12 @@ pub(crate) struct Uring {
     tx_msgs: TxMessages,
     tx_results: Box<[i32]>,
     tx_broken: bool,
+    /// The socket is registered file 0 of the receive ring / of the send ring.
+    rx_fixed: bool,
+    tx_fixed: bool,
+    /// A message of one datagram goes out as a `SEND` with a destination address (no `msghdr` for
+    /// the kernel to copy and parse); off after a kernel refused that (older than 6.1).
+    send_single: bool,
     waker: Arc<WakerInner>,
     v6: bool,
     socket: Socket,
@@ -269,9 +278,11 @@ impl Uring {
         let mut rx_msghdr: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
         rx_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
         // Post the multishot receive and the eventfd read before anything can move.
-        let recv = opcode::RecvMsgMulti::new(Fd(socket.as_raw_fd()), &*rx_msghdr, BGID)
-            .build()
-            .user_data(RECV_TAG);
+        // The socket as a registered file in both rings (no file lookup per operation), where the
+        // kernel lets us; by descriptor otherwise.
+        let rx_fixed = rx.submitter().register_files(&[socket.as_raw_fd()]).is_ok();
+        let tx_fixed = tx.submitter().register_files(&[socket.as_raw_fd()]).is_ok();
+        let recv = recv_entry(&socket, rx_fixed, &rx_msghdr);
         let read = opcode::Read::new(Fd(waker.fd()), wake_buf.ptr(), mem::size_of::<u64>() as u32)
             .build()
             .user_data(WAKE_TAG);
@@ -307,6 +318,9 @@ impl Uring {
             tx_msgs,
             tx_results: vec![0; batch].into_boxed_slice(),
             tx_broken: false,
+            rx_fixed,
+            tx_fixed,
+            send_single: true,
             waker,
             v6,
             socket,
@@ -367,9 +381,7 @@ impl Uring {
     /// Queues the multishot receive and the eventfd read if they are not in flight.
     fn arm(&mut self) -> io::Result<()> {
         if !self.recv_armed {
-            let e = opcode::RecvMsgMulti::new(Fd(self.socket.as_raw_fd()), &*self.rx_msghdr, BGID)
-                .build()
-                .user_data(RECV_TAG);
+            let e = recv_entry(&self.socket, self.rx_fixed, &self.rx_msghdr);
             self.push_rx(&e)?;
             self.recv_armed = true;
         }
@@ -611,11 +623,25 @@ impl Uring {
                 continue;
             };
             let m = self.tx_msgs.build(batch, &mut next, &mut report, via, v6);
+            let fixed = self.tx_fixed && via == SocketId::PRIMARY;
+            let send_single = self.send_single;
             for k in 0..m {
-                let e = opcode::SendMsg::new(Fd(fd), self.tx_msgs.msghdr(k))
-                    .flags(libc::MSG_DONTWAIT as u32)
-                    .build()
-                    .user_data(k as u64);
+                let single = self.tx_msgs.single(k).filter(|_| send_single);
+                macro_rules! entry {
+                    ($fd:expr) => {
+                        match single {
+                            Some((buf, len, name, namelen)) => opcode::Send::new($fd, buf, len)
+                                .dest_addr(name)
+                                .dest_addr_len(namelen)
+                                .flags(libc::MSG_DONTWAIT)
+                                .build(),
+                            None => opcode::SendMsg::new($fd, self.tx_msgs.msghdr(k))
+                                .flags(libc::MSG_DONTWAIT as u32)
+                                .build(),
+                        }
+                    };
+                }
+                let e = if fixed { entry!(Fixed(0)) } else { entry!(Fd(fd)) }.user_data(k as u64);
                 // SAFETY: the msghdr, its name, iovecs and control buffer live in arrays owned by
                 // self and the payload in `batch`, borrowed for this call; every entry is reaped
                 // below before this function returns, so nothing outlives the borrow.
@@ -648,6 +674,11 @@ impl Uring {
                 let segs = self.tx_msgs.segs(k);
                 if res >= 0 {
                     report.sent += segs;
+                } else if (res == -libc::EINVAL || res == -libc::EDESTADDRREQ) && segs == 1 && send_single {
+                    // A kernel without addresses on SEND (it refuses them, or ignores them and
+                    // finds the socket unconnected): sendmsg from now on, this one included.
+                    self.send_single = false;
+                    self.tx_msgs.send_train_individually(fd, k, &mut report)?;
                 } else if is_fatal_send_errno(-res) {
                     return Err(io::Error::from_raw_os_error(-res));
                 } else if (res == -libc::EIO || res == -libc::EINVAL) && segs > 1 {
@@ -662,6 +693,16 @@ impl Uring {
         }
         Ok(report)
     }
+}
+
+/// The multishot receive on `socket` (registered file 0 when `fixed`).
+fn recv_entry(socket: &Socket, fixed: bool, msghdr: &libc::msghdr) -> squeue::Entry {
+    let e = if fixed {
+        opcode::RecvMsgMulti::new(Fixed(0), msghdr, BGID).build()
+    } else {
+        opcode::RecvMsgMulti::new(Fd(socket.as_raw_fd()), msghdr, BGID).build()
+    };
+    e.user_data(RECV_TAG)
 }
 
 /// Runs ring set-up (`io_uring_setup`) on a short-lived thread of its own and returns the result.
@@ -718,9 +759,18 @@ fn parse_slot(slot: &[u8], res: usize) -> Option<(SocketAddr, usize, usize)> {
 
 impl Drop for Uring {
     fn drop(&mut self) {
+        // A registered file keeps the socket open until the ring lets go of it, and a ring closed
+        // with files still registered lets go later, from a kernel worker: unregister here so the
+        // port is free when this returns. The send ring has nothing in flight between sends.
+        if self.tx_fixed {
+            let _ = self.tx.submitter().unregister_files();
+        }
         if !self.enabled {
             // A deferred ring never enabled has had nothing submitted: no operation can touch
             // the memory.
+            if self.rx_fixed {
+                let _ = self.rx.submitter().unregister_files();
+            }
             return;
         }
         // Cancel the in-flight receive and eventfd read and wait for their final completions, so
@@ -749,6 +799,9 @@ impl Drop for Uring {
                     _ => {}
                 }
             }
+        }
+        if self.rx_fixed && !live_recv {
+            let _ = self.rx.submitter().unregister_files();
         }
         if live_recv || live_wake {
             self.bufs.ring.leak = true;
