@@ -1357,3 +1357,41 @@ fn padding_only_probes_are_not_forwarded_and_leave_no_gap() {
     assert_eq!(seqs, vec![1, 2, 3, 4], "contiguous over the skipped probes");
     assert_eq!(n.f.counters().dropped(DropReason::PaddingOnly), 4, "two probes, two subscribers");
 }
+
+/// A publisher's SSRC is found through a hint in its transport: a track removed and its index reused
+/// by another publisher's track with the same SSRC, then the SSRC declared again on a new track, must
+/// route each packet by the current tables, never by the stale hint.
+#[test]
+fn a_stale_ssrc_hint_never_routes_to_another_track() {
+    let profile = Profile::AeadAes128Gcm;
+    let mut f = forwarder();
+    let (mut pub1_tx, _) = connected(&mut f, 1, 7001, profile);
+    connected(&mut f, 2, 7002, profile);
+    connected(&mut f, 3, 7003, profile);
+    let (mut pub4_tx, _) = connected(&mut f, 4, 7004, profile);
+    connected(&mut f, 5, 7005, profile);
+    let now = Instant::now();
+    let mut send = |f: &mut Forwarder, ctx: &mut Context, port: u16, seq: u16| {
+        let mut out = Captured::default();
+        f.handle_datagram(now, addr(port), &mut protect(ctx, &rtp(0x55, seq, &[seq as u8; 40])), &mut out);
+        out.sent.into_iter().map(|(to, _)| to).collect::<Vec<_>>()
+    };
+    f.add_track(1, video_track(10, 0, &[("", 0x55)]), now).unwrap();
+    f.add_route(1, 10, Dest::Local(2), 10).unwrap();
+    assert_eq!(send(&mut f, &mut pub1_tx, 7001, 1), vec![addr(7002)], "first packet: found in the map");
+    assert_eq!(send(&mut f, &mut pub1_tx, 7001, 2), vec![addr(7002)], "second: found through the hint");
+    // Track 10 goes; publisher 4's track takes its index, with the same SSRC.
+    f.remove_track(1, 10).unwrap();
+    f.add_track(4, video_track(12, 0, &[("", 0x55)]), now).unwrap();
+    f.add_route(4, 12, Dest::Local(5), 10).unwrap();
+    assert_eq!(send(&mut f, &mut pub1_tx, 7001, 3), Vec::<SocketAddr>::new(), "publisher 1 has no track with it now");
+    assert_eq!(f.counters().dropped(DropReason::UnknownSsrc), 1);
+    assert_eq!(send(&mut f, &mut pub4_tx, 7004, 1), vec![addr(7005)]);
+    // Publisher 1 declares the SSRC again, on a new track with another subscriber.
+    f.add_track(1, video_track(11, 0, &[("", 0x55)]), now).unwrap();
+    f.add_route(1, 11, Dest::Local(3), 10).unwrap();
+    for seq in 4..8 {
+        assert_eq!(send(&mut f, &mut pub1_tx, 7001, seq), vec![addr(7003)], "seq {seq}");
+    }
+    assert_eq!(send(&mut f, &mut pub4_tx, 7004, 2), vec![addr(7005)]);
+}
