@@ -750,7 +750,6 @@ impl Forwarder {
             if let Some(Some(t)) = transports.get(a.slot) {
                 line(&t.last_rx);
                 line(&t.ext);
-                t.prefetch_ssrc_hints();
                 if let Some(ctx) = t.srtp_in.as_ref() {
                     ctx.prefetch_rtp_keys(true);
                 }
@@ -764,7 +763,7 @@ impl Forwarder {
             if let Some(r) = t.twcc_rx.as_deref() {
                 line(r);
             }
-            if let Some((ti, li)) = t.ssrc_hint(a.ssrc).or_else(|| by_ssrc.get(&(a.slot, a.ssrc)).copied()) {
+            if let Some(&(ti, li)) = by_ssrc.get(&(a.slot, a.ssrc)) {
                 (a.track, a.layer) = (ti, li);
                 if let Some(track) = tracks.get(ti) {
                     lines(track);
@@ -898,12 +897,8 @@ impl Forwarder {
     fn handle_rtp(&mut self, slot: usize, now: Instant, pkt: &mut [u8], out: &mut impl Output) {
         let ssrc = rtp::ssrc(pkt);
         let now_us = self.micros(now);
-        let hinted = self.transports[slot]
-            .as_ref()
-            .and_then(|t| t.ssrc_hint(ssrc))
-            .filter(|&(ti, li)| is_layer_of(&self.tracks, ti, li, slot, ssrc));
-        let (ti, li) = match hinted.or_else(|| self.by_ssrc.get(&(slot, ssrc)).copied()) {
-            Some(v) => v,
+        let (ti, li) = match self.by_ssrc.get(&(slot, ssrc)) {
+            Some(&v) => v,
             None => match self.learn_ssrc(slot, ssrc, pkt, out) {
                 Some(v) => v,
                 None => {
@@ -920,9 +915,6 @@ impl Forwarder {
         let now_ms = now_us as u64 / 1000;
         let Forwarder { transports, tracks, subs, by_id, sub_by_key, pool, counters, stores, store_by_key, .. } = self;
         let Some(pt) = transports[slot].as_mut() else { return };
-        if hinted.is_none() {
-            pt.remember_ssrc(ssrc, ti, li);
-        }
         let info = rtp::remap_extensions(pkt, &pt.ext);
         record_twcc(pt, pkt, info.twcc.map(usize::from), ssrc, now_us);
         let publisher = pt.id;
@@ -1738,16 +1730,6 @@ fn deliver_media(
         r.record(rw.seq, meta.layer, seq, rw.ts);
     }
     send_rtp(t, counters, received, out, |b| rewrite_into(b, plain, &rw, tw));
-}
-
-/// Whether layer `li` of track `ti` is the one transport `slot` sends as `ssrc` (checks a
-/// [`Transport::ssrc_hint`]; the SSRC map says the same for every pair it holds).
-#[inline]
-fn is_layer_of(tracks: &[Option<PubTrack>], ti: usize, li: u8, slot: usize, ssrc: u32) -> bool {
-    tracks
-        .get(ti)
-        .and_then(Option::as_ref)
-        .is_some_and(|tr| tr.slot == slot && tr.layers.get(li as usize).is_some_and(|l| l.ssrc == ssrc))
 }
 
 /// `hint` if it is the index of `subscriber`'s subscription to `publisher`'s `track` (see [`Route`]).

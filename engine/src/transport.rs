@@ -19,19 +19,6 @@ pub const MAX_VALIDATED: usize = 4;
 const DTLS_RATE_PER_SEC: f64 = 50.0;
 const DTLS_BURST: f64 = 100.0;
 
-/// SSRCs of a publisher whose track a transport remembers (audio, video and its simulcast layers).
-const SSRC_HINTS: usize = 4;
-
-/// One remembered SSRC -> (track index, layer); `track == u32::MAX` when unused.
-#[derive(Clone, Copy)]
-struct SsrcHint {
-    ssrc: u32,
-    track: u32,
-    layer: u8,
-}
-
-const NO_HINT: SsrcHint = SsrcHint { ssrc: 0, track: u32::MAX, layer: 0 };
-
 /// One participant's connection as the engine holds it.
 pub struct Transport {
     /// The control daemon's id.
@@ -69,11 +56,6 @@ pub struct Transport {
     pub rtt_ms: u32,
     dtls_tokens: f64,
     dtls_refilled: Instant,
-    /// Where this transport's SSRCs were last found in the forwarder's track table: a few entries
-    /// in the transport's own memory, which the look-ahead has already loaded, instead of a probe
-    /// of the forwarder's SSRC map, which misses the cache with hundreds of rooms.
-    ssrc_hints: [SsrcHint; SSRC_HINTS],
-    next_hint: u8,
 }
 
 impl Transport {
@@ -98,35 +80,7 @@ impl Transport {
             rtt_ms: 0,
             dtls_tokens: DTLS_BURST,
             dtls_refilled: now,
-            ssrc_hints: [NO_HINT; SSRC_HINTS],
-            next_hint: 0,
         }
-    }
-
-    /// The track index and layer remembered for `ssrc`. Only a hint: the caller checks it against
-    /// the track table (the track may have gone, its index reused), as with `Route::sub`.
-    #[inline]
-    pub fn ssrc_hint(&self, ssrc: u32) -> Option<(usize, u8)> {
-        self.ssrc_hints.iter().find(|h| h.ssrc == ssrc && h.track != u32::MAX).map(|h| (h.track as usize, h.layer))
-    }
-
-    /// Remembers where `ssrc` was found, in its own entry, a free one or else the oldest.
-    pub fn remember_ssrc(&mut self, ssrc: u32, track: usize, layer: u8) {
-        let Ok(track) = u32::try_from(track) else { return };
-        let i = match self.ssrc_hints.iter().position(|h| h.ssrc == ssrc || h.track == u32::MAX) {
-            Some(i) => i,
-            None => {
-                self.next_hint = self.next_hint.wrapping_add(1);
-                self.next_hint as usize % SSRC_HINTS
-            }
-        };
-        self.ssrc_hints[i] = SsrcHint { ssrc, track, layer };
-    }
-
-    /// Starts loading the remembered SSRCs (for the look-ahead).
-    #[inline]
-    pub fn prefetch_ssrc_hints(&self) {
-        switchyard_srtp::prefetch::line(&self.ssrc_hints);
     }
 
     /// Records that `addr` passed a check. Returns the address evicted to make room, if any (the
@@ -181,25 +135,6 @@ mod tests {
         assert_eq!(evicted, Some(a(2)));
         assert!(t.validated.contains(&Some(a(1))));
         assert!(t.validated.contains(&Some(a(5))));
-    }
-
-    #[test]
-    fn ssrc_hints_remember_the_latest_and_replace_the_oldest() {
-        let mut t = Transport::new(1, "u".into(), "p".into(), Instant::now());
-        assert_eq!(t.ssrc_hint(0), None, "an unused entry matches nothing, SSRC 0 included");
-        for (i, ssrc) in [10u32, 11, 12, 13].into_iter().enumerate() {
-            t.remember_ssrc(ssrc, i, 0);
-        }
-        t.remember_ssrc(12, 7, 2);
-        assert_eq!(t.ssrc_hint(12), Some((7, 2)), "an SSRC keeps one entry, updated");
-        assert_eq!(t.ssrc_hint(10), Some((0, 0)));
-        // Full: a fifth SSRC takes an existing entry; the other three stay.
-        t.remember_ssrc(14, 4, 1);
-        assert_eq!(t.ssrc_hint(14), Some((4, 1)));
-        let kept = [10u32, 11, 12, 13].iter().filter(|&&s| t.ssrc_hint(s).is_some()).count();
-        assert_eq!(kept, 3);
-        t.remember_ssrc(15, usize::MAX, 0);
-        assert_eq!(t.ssrc_hint(15), None, "a track index that does not fit is not remembered");
     }
 
     #[test]
