@@ -117,6 +117,16 @@ impl ServerKind {
             ServerKind::Janus => "janus",
         }
     }
+
+    /// The logs its processes write in `target/perf-logs` (without `.log`).
+    fn logs(self) -> &'static [&'static str] {
+        match self {
+            ServerKind::Baseline => &["baseline"],
+            ServerKind::SwitchyardUring => &["engine-uring", "control-uring"],
+            ServerKind::SwitchyardMmsg => &["engine-mmsg", "control-mmsg"],
+            ServerKind::Janus => &["janus"],
+        }
+    }
 }
 
 /// A started server: its processes (name, child) and how to reach it.
@@ -196,7 +206,7 @@ fn start(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
     match start_once(kind, a) {
         Ok(s) => Ok(s),
         Err(e) => {
-            for name in ["baseline", "engine-uring", "control-uring", "engine-mmsg", "control-mmsg", "janus"] {
+            for name in kind.logs() {
                 let log = format!("target/perf-logs/{name}.log");
                 let _ = std::fs::copy(&log, format!("target/perf-logs/{name}-failed.log"));
             }
