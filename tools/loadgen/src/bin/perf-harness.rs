@@ -1199,12 +1199,14 @@ fn render(
             .iter()
             .map(|(x, s, b)| format!("{x:.2}x ({s:.0} vs {b:.0})"))
             .collect();
+        let at_least = rounds.iter().filter(|r| r.0 >= 1.0).count();
         verdicts.push(format!(
-            "Target SRTP forwarding at fan-out 1 >= baseline pkt/s per core ({}): {} (median of {} round(s) {:.2}x; per round, pkt/s per core vs the baseline's: {})",
+            "Target SRTP forwarding at fan-out 1 >= baseline pkt/s per core ({}): {} (median of {} round(s) {:.2}x, {} of them at 1x or above; per round, pkt/s per core vs the baseline's: {})",
             kind.name(),
             if ratio >= 1.0 { "MET" } else { "NOT MET" },
             rounds.len(),
             ratio,
+            at_least,
             each.join(", ")
         ));
     }
