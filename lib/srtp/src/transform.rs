@@ -26,7 +26,7 @@ impl Transform {
         })
     }
 
-    /// Starts loading the key material a packet reads (see [`crate::Context::prefetch_rtp`]).
+    /// Starts loading the key material a packet reads (see [`crate::Context::prefetch_rtp_keys`]).
     #[inline]
     pub fn prefetch(&self) {
         match self {
