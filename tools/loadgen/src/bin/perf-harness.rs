@@ -118,7 +118,8 @@ impl ServerKind {
         }
     }
 
-    /// The logs its processes write in `target/perf-logs` (without `.log`).
+    /// The logs its processes write in `target/perf-logs` (without `.log`): its only process's,
+    /// or the engine's then the control daemon's.
     fn logs(self) -> &'static [&'static str] {
         match self {
             ServerKind::Baseline => &["baseline"],
@@ -231,7 +232,7 @@ fn start_once(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
                     &a.workers.to_string(),
                 ])
                 .stdout(Stdio::null())
-                .stderr(log_file("baseline")?)
+                .stderr(log_file(kind.logs()[0])?)
                 .spawn()
                 .context("starting switchyard-baseline")?;
             std::thread::sleep(Duration::from_millis(300));
@@ -265,7 +266,7 @@ fn start_once(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
             }
             let engine = engine
                 .stdout(Stdio::null())
-                .stderr(log_file(&format!("engine-{io}"))?)
+                .stderr(log_file(kind.logs()[0])?)
                 .spawn()
                 .context("starting switchyard-engine")?;
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -290,7 +291,7 @@ fn start_once(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
                 ])
                 .arg(&socket)
                 .stdout(Stdio::null())
-                .stderr(log_file(&format!("control-{io}"))?)
+                .stderr(log_file(kind.logs()[1])?)
                 .spawn()
                 .context("starting switchyard-control")?;
             let s = Server {
@@ -311,7 +312,7 @@ fn start_once(kind: ServerKind, a: &Args) -> anyhow::Result<Server> {
             janus_network()?;
             let child = Command::new("janus")
                 .args(["-F", "perf/janus", "-r", "20000-40000", "--ice-lite"])
-                .stdout(log_file("janus")?)
+                .stdout(log_file(kind.logs()[0])?)
                 .stderr(Stdio::null())
                 .spawn()
                 .context("starting janus (apt-get install janus)")?;
