@@ -150,6 +150,24 @@ impl BufRing {
         tail.store(self.tail, Ordering::Release);
     }
 
+    /// The slot a receive completion with `flags` filled, if it names one of ours.
+    fn completed(&self, flags: u32) -> Option<u16> {
+        cqueue::buffer_select(flags).filter(|&bid| bid < self.entries)
+    }
+
+    /// The datagram in slot `bid` after a receive that returned `res`: its payload and sender, or
+    /// `None` for an error or a datagram this server cannot use (truncated, no usable address).
+    ///
+    /// # Safety
+    /// As for [`slot`](Self::slot).
+    unsafe fn datagram(&mut self, bid: u16, res: i32) -> Option<(&mut [u8], SocketAddr)> {
+        let len = usize::try_from(res).ok()?;
+        // SAFETY: passed on from the caller.
+        let slot = unsafe { self.slot(bid) };
+        let (from, start, end) = parse_slot(slot, len)?;
+        Some((&mut slot[start..end], from))
+    }
+
     /// The slot `bid` as a mutable byte slice (the kernel has handed it to us).
     ///
     /// # Safety
@@ -443,17 +461,12 @@ impl Uring {
             }
         }
         if cqes.len() > 1 {
-            for cqe in cqes.iter() {
-                let (res, flags) = (cqe.result(), cqe.flags());
-                if cqe.user_data() != RECV_TAG || res < 0 {
-                    continue;
-                }
-                let Some(bid) = cqueue::buffer_select(flags).filter(|&b| b < self.bufs.entries) else { continue };
+            for cqe in cqes.iter().filter(|c| c.user_data() == RECV_TAG) {
+                let Some(bid) = self.bufs.completed(cqe.flags()) else { continue };
                 // SAFETY: the kernel handed slot `bid` to us in this completion; it is recycled only
                 // in the delivery loop below.
-                let slot = unsafe { self.bufs.slot(bid) };
-                if let Some((from, start, end)) = parse_slot(slot, res as usize) {
-                    on_packet(&mut slot[start..end], from, Pass::Ahead);
+                if let Some((data, from)) = unsafe { self.bufs.datagram(bid, cqe.result()) } {
+                    on_packet(data, from, Pass::Ahead);
                 }
             }
         }
@@ -462,20 +475,14 @@ impl Uring {
             let flags = cqe.flags();
             match cqe.user_data() {
                 RECV_TAG => {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        if bid < self.bufs.entries {
-                            if res >= 0 {
-                                // SAFETY: the kernel handed slot `bid` to us in this
-                                // completion; it is recycled only below.
-                                let slot = unsafe { self.bufs.slot(bid) };
-                                if let Some((from, start, end)) = parse_slot(slot, res as usize) {
-                                    on_packet(&mut slot[start..end], from, Pass::Deliver);
-                                    delivered += 1;
-                                }
-                            }
-                            self.bufs.recycle(bid);
-                            recycled = true;
+                    if let Some(bid) = self.bufs.completed(flags) {
+                        // SAFETY: as above; recycled right after.
+                        if let Some((data, from)) = unsafe { self.bufs.datagram(bid, res) } {
+                            on_packet(data, from, Pass::Deliver);
+                            delivered += 1;
                         }
+                        self.bufs.recycle(bid);
+                        recycled = true;
                     }
                     if !cqueue::more(flags) {
                         self.recv_armed = false;
