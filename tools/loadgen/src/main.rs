@@ -88,6 +88,10 @@ struct Args {
     /// No NACKs, retransmissions or RTCP reports, even with injected loss.
     #[arg(long)]
     no_nack: bool,
+    /// Receive each datagram separately: no UDP_GRO on the participants' sockets, so the kernel
+    /// cuts a server's GSO trains apart on delivery (see docs/load-testing.md).
+    #[arg(long)]
+    no_udp_gro: bool,
     /// Report CPU and memory of this process too: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_name = "NAME=PID")]
     watch: Vec<String>,
@@ -162,6 +166,7 @@ fn main() -> anyhow::Result<()> {
         bind: a.bind,
         progress: !a.quiet,
         watch,
+        udp_gro: !a.no_udp_gro,
         ..Config::default()
     };
     if let Some(t) = a.threads {

@@ -35,7 +35,7 @@ use switchyard_stun::BindingRequest;
 
 use crate::clock::now_ns;
 use crate::feedback::{self, kind_index, Counters, LossOptions, RtpRx, NACK_BATCH};
-use crate::mmsg::Batch;
+use crate::mmsg::{Batch, RecvBatch};
 use crate::payload::{
     self, Header, FLAG_FRAME_START, FLAG_KEYFRAME, FLAG_UPLINK_LOST, FLAG_WARMUP, KIND_AUDIO,
     KIND_VIDEO, VP8_KEYFRAME_HEADER,
@@ -505,17 +505,20 @@ pub fn spawn(
         index,
         params,
         LossOptions::default(),
+        true,
         control,
         live,
         interval,
     )
 }
 
-/// Starts media thread `index` with loss injection and recovery as `loss` says.
+/// Starts media thread `index` with loss injection and recovery as `loss` says; `gro`: receive
+/// trains whole (see [`crate::mmsg::enable_gro`]).
 pub fn spawn_with(
     index: usize,
     params: MediaParams,
     loss: LossOptions,
+    gro: bool,
     control: Arc<Control>,
     live: Arc<Live>,
     interval: Arc<Mutex<Histogram<u64>>>,
@@ -535,7 +538,9 @@ pub fn spawn_with(
                 interval,
                 eps: Vec::new(),
                 timers: BinaryHeap::new(),
+                rxb: RecvBatch::new(64),
                 batch: Batch::new(64),
+                gro,
                 txb: Batch::new(32),
                 report: Report::new(),
                 local_hist: new_histogram(),
@@ -568,9 +573,13 @@ struct Worker {
     /// (due ns, endpoint, event): event < 253 is a track index, 253 a NACK retry, 254 an RTCP
     /// report, 255 a keep-alive.
     timers: BinaryHeap<Reverse<(u64, u32, u8)>>,
-    /// Received datagrams (and, outside of receiving, media to send).
+    /// Received datagrams (a train the kernel delivered whole comes apart here).
+    rxb: RecvBatch,
+    /// Media to send.
     batch: Batch,
-    /// RTCP and retransmissions, sent while `batch` may hold received datagrams.
+    /// Ask the kernel for received trains whole (`UDP_GRO`) on every endpoint's socket.
+    gro: bool,
+    /// RTCP and retransmissions, sent while `rxb` holds received datagrams.
     txb: Batch,
     report: Report,
     local_hist: Histogram<u64>,
@@ -667,6 +676,10 @@ impl Worker {
         let Ok(()) = ep.socket.set_nonblocking(true) else {
             return;
         };
+        // Only from here on: the set-up before this read the socket one datagram at a time.
+        if self.gro {
+            crate::mmsg::enable_gro(ep.socket.as_raw_fd());
+        }
         let mut socket = mio::net::UdpSocket::from_std(ep.socket);
         if self
             .poll
@@ -998,18 +1011,18 @@ impl Worker {
             return;
         };
         loop {
-            let n = self.batch.recv(fd).unwrap_or_default();
+            let n = self.rxb.recv(fd).unwrap_or_default();
             if n == 0 {
                 break;
             }
             let now = now_ns();
             let mut bytes = 0u64;
             for k in 0..n {
-                let len = self.batch.get_mut(k).len();
+                let len = self.rxb.get_mut(k).len();
                 bytes += len as u64;
                 self.handle(i, k, now);
             }
-            self.batch.clear();
+            self.rxb.clear();
             self.report.rx_packets += n as u64;
             self.report.rx_bytes += bytes;
             self.live.rx_packets.fetch_add(n as u64, Ordering::Relaxed);
@@ -1024,17 +1037,17 @@ impl Worker {
         let Some(ep) = self.eps.get_mut(i) else {
             return;
         };
-        let buf = self.batch.get_mut(k);
+        let buf = self.rxb.get_mut(k);
         let Some(&first) = buf.first() else { return };
         match first {
             0..=3 => {
                 self.report.rx_stun += 1;
                 if let (Keepalive::Ice { local_pwd, .. }, Some(from)) =
-                    (&ep.keepalive, self.batch.addr(k))
+                    (&ep.keepalive, self.rxb.addr(k))
                 {
                     let mut reply = [0u8; 128];
                     if let Some(n) = crate::session::answer_check(
-                        self.batch.get_mut(k),
+                        self.rxb.get_mut(k),
                         from,
                         local_pwd,
                         &mut reply,
@@ -1200,7 +1213,7 @@ impl Worker {
         let (Some(rx), Some(tx)) = (ep.rx.as_mut(), ep.tx.as_mut()) else {
             return;
         };
-        let buf = self.batch.get_mut(k);
+        let buf = self.rxb.get_mut(k);
         let n = match rx.unprotect_rtcp(buf) {
             Ok(n) => n,
             Err(_) => {
@@ -1612,6 +1625,7 @@ mod tests {
             0,
             params,
             loss,
+            true,
             Arc::clone(&control),
             Arc::clone(&live),
             interval,

@@ -92,6 +92,10 @@ pub struct Config {
     pub room_prefix: String,
     /// Processes to report CPU and memory for: (name, pid).
     pub watch: Vec<(String, u32)>,
+    /// Receive trains whole (`UDP_GRO`): a server's UDP GSO message reaches the simulated
+    /// participant as one unit, as from a NIC that segments in hardware, instead of being cut into
+    /// datagrams on the loopback at the server's expense (see docs/load-testing.md).
+    pub udp_gro: bool,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             progress: true,
             room_prefix: "lg".into(),
             watch: Vec::new(),
+            udp_gro: true,
         }
     }
 }
@@ -273,6 +278,7 @@ pub fn run_with(cfg: &Config, loss: &LossOptions) -> anyhow::Result<Summary> {
                 i,
                 cfg.media,
                 *loss,
+                cfg.udp_gro,
                 Arc::clone(&control),
                 Arc::clone(&live),
                 Arc::clone(&interval),

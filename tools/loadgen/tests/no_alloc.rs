@@ -66,6 +66,7 @@ fn media_thread_steady_state_does_not_allocate() {
         0,
         params,
         loss,
+        true,
         Arc::clone(&control),
         Arc::clone(&live),
         interval,

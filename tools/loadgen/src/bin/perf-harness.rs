@@ -62,6 +62,10 @@ struct Args {
     /// Load generator media threads.
     #[arg(long, default_value_t = 2)]
     loadgen_threads: usize,
+    /// The load generator receives each datagram separately (no UDP_GRO), so the loopback cuts
+    /// the servers' GSO trains apart at their expense (see docs/load-testing.md).
+    #[arg(long)]
+    loadgen_no_udp_gro: bool,
     /// Small loads and short runs (for trying the harness out).
     #[arg(long)]
     quick: bool,
@@ -433,6 +437,7 @@ fn run_load(
         progress: true,
         room_prefix: format!("perf-{}", server.kind.name()),
         watch: server.pids(),
+        udp_gro: !a.loadgen_no_udp_gro,
     };
     eprintln!(
         "--- {} : {rooms} room(s) x (1 publisher + {fanout} subscribers), {duration} s ---",
