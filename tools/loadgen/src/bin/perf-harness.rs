@@ -1010,7 +1010,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let (table, verdicts) = render(&m, &fixed, &caps, &benches, &engine_settings(&a));
+    let (table, verdicts) = render(&m, &fixed, &caps, &benches, &run_settings(&a));
     println!("{table}");
     for v in &verdicts {
         println!("{v}");
@@ -1053,10 +1053,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The engine settings the Switchyard rows ran with, for the report.
-fn engine_settings(a: &Args) -> String {
+/// The engine's and the load generator's settings the rows ran with, for the report.
+fn run_settings(a: &Args) -> String {
     let coalesce = a.recv_coalesce_us.map_or("its default (1 ms)".to_string(), |us| format!("--recv-coalesce-us {us}"));
-    format!("Switchyard engine: {} worker(s), receive coalescing {coalesce}", a.workers)
+    let gro = if a.loadgen_no_udp_gro {
+        "datagram by datagram (--loadgen-no-udp-gro: the loopback cuts GSO trains at the sender's expense)"
+    } else {
+        "with UDP GRO (a server's GSO train arrives whole, as a NIC with segmentation offload would send it)"
+    };
+    format!(
+        "Switchyard engine: {} worker(s), receive coalescing {coalesce}\nLoad generator: {} media thread(s), participants receive {gro}",
+        a.workers, a.loadgen_threads
+    )
 }
 
 fn render(
@@ -1064,7 +1072,7 @@ fn render(
     fixed: &[RunResult],
     caps: &[Capacity],
     benches: &[Bench],
-    engine: &str,
+    settings: &str,
 ) -> (String, Vec<String>) {
     let mut t = String::new();
     use std::fmt::Write as _;
@@ -1074,7 +1082,7 @@ fn render(
         m.cores, m.cpu, m.kernel, m.date
     );
     let _ = writeln!(t, "Load: rooms of 1 publisher (1 Mbit/s VP8-like video at 30 fps in <= 1200 B packets + 32 kbit/s Opus-like audio = {:.0} pkt/s) and N subscribers", STANDARD.packets_per_second());
-    let _ = writeln!(t, "{engine}");
+    let _ = writeln!(t, "{settings}");
     let _ = writeln!(t);
     let _ = writeln!(t, "Fixed load: each row is one fresh server; x baseline and x Janus compare with the baseline and Janus runs of the same fan-out and round (servers run one after the other within a round).");
     let _ = writeln!(t);
