@@ -29,7 +29,8 @@
 //! [`IoKind::Uring`], io_uring driven directly from the worker thread (multishot `RECVMSG` with
 //! a provided-buffer ring, `SENDMSG` / `SEND` batches), and [`IoKind::Mmsg`], `recvmmsg`/`sendmmsg` with
 //! `ppoll` on the socket and an eventfd, plus UDP GSO for runs of equal-size datagrams to one
-//! destination. [`UdpIo::bind`] picks io_uring when
+//! destination (a batch's datagrams are grouped by destination before sending, so a packet
+//! forwarded to many subscribers in turn still forms one run per subscriber). [`UdpIo::bind`] picks io_uring when
 //! [`probe_uring`] says it works and falls back to mmsg otherwise. Every buffer is allocated at
 //! construction: receiving and sending perform no heap allocation in steady state. Linux only.
 //!
@@ -463,8 +464,11 @@ impl UdpIo {
     /// batch is cleared all the same).
     ///
     /// Each datagram leaves through the socket its slot names ([`SendBatch::push_with_via`]); one
-    /// whose extra socket was removed meanwhile counts as failed.
+    /// whose extra socket was removed meanwhile counts as failed. Each destination's datagrams are
+    /// first moved together ([`SendBatch::group_by_destination`]: their order among themselves
+    /// kept) so that runs of equal size leave as UDP GSO trains.
     pub fn send(&mut self, batch: &mut SendBatch) -> io::Result<SendReport> {
+        batch.group_by_destination();
         let res = match &mut self.backend {
             Backend::Uring(u) => u.send(batch, &self.extras),
             Backend::Mmsg(m) => m.send(batch, &self.extras),

@@ -442,6 +442,65 @@ fn gso_trains_arrive_as_separate_datagrams() {
     }
 }
 
+/// A worker forwarding each packet to several subscribers queues them interleaved (packet 1 to
+/// a, b, c, then packet 2 to a, b, c, ...); the send groups them by destination, so each peer's
+/// packets leave as one GSO train. The peers ask for UDP GRO, which hands a train over whole:
+/// one receive returns all of a peer's packets, in order. Without the grouping each datagram
+/// would leave alone and arrive as its own message.
+#[test]
+fn interleaved_destinations_leave_as_one_train_each() {
+    const UDP_GRO: libc::c_int = 104;
+    for kind in kinds() {
+        let mut io = bind(kind);
+        let trains = io.gso_segments() > 1;
+        if !trains {
+            eprintln!("NOTE: UDP GSO unavailable here ({kind}); testing the plain path");
+        }
+        let io_addr = io.local_addr().expect("local");
+        let peers: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind(loopback()).expect("peer")).collect();
+        for p in &peers {
+            p.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt with an int that outlives the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(p),
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "UDP_GRO: {}", std::io::Error::last_os_error());
+        }
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.local_addr().expect("addr")).collect();
+        let mut batch = SendBatch::new(16);
+        for pkt in 0..4u32 {
+            for (i, &to) in addrs.iter().enumerate() {
+                assert!(batch.push_with(to, |buf| Some(payload(pkt * 10 + i as u32, 1000, buf))));
+            }
+        }
+        let report = io.send(&mut batch).expect("send");
+        assert_eq!((report.sent, report.failed), (12, 0), "{kind}");
+        let mut buf = vec![0u8; 65_536];
+        for (i, p) in peers.iter().enumerate() {
+            let mut seqs = Vec::new();
+            let mut messages = 0;
+            while seqs.len() < 4 {
+                let (n, from) = p.recv_from(&mut buf).expect("peer recv");
+                assert_eq!(from, io_addr);
+                messages += 1;
+                for d in buf[..n].chunks(1000) {
+                    seqs.push(check_payload(d).expect("intact datagram"));
+                }
+            }
+            let want: Vec<u32> = (0..4).map(|pkt| pkt * 10 + i as u32).collect();
+            assert_eq!(seqs, want, "{kind}: peer {i}");
+            assert_eq!(messages, if trains { 1 } else { 4 }, "{kind}: peer {i}");
+        }
+    }
+}
+
 /// As in the engine: bound on one thread, then moved to a worker thread that receives, sends and
 /// finally drops it (an io_uring receive ring with a single issuer belongs to that worker).
 #[test]
