@@ -5,10 +5,11 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
-/// Largest datagram handled.
+/// Largest datagram sent.
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// Storage for a batch of datagrams: contiguous buffers plus the kernel structures pointing at them.
+/// Datagrams to send with one `sendmmsg`: contiguous buffers plus the kernel structures pointing
+/// at them. (Receiving is [`RecvBatch`]'s.)
 pub struct Batch {
     bufs: Vec<u8>,
     lens: Vec<usize>,
@@ -49,7 +50,7 @@ impl Batch {
         self.lens.len()
     }
 
-    /// Datagrams queued (send) or received (recv).
+    /// Datagrams queued.
     pub fn len(&self) -> usize {
         self.n
     }
@@ -83,31 +84,16 @@ impl Batch {
         self.n += 1;
     }
 
-    /// Received datagram `i`: its bytes (mutable, for in-place decryption).
-    pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
-        let len = self.lens[i].min(MAX_DATAGRAM);
-        &mut self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len]
-    }
-
-    /// Received datagram `i`'s source address.
-    pub fn addr(&self, i: usize) -> Option<SocketAddr> {
-        from_storage(&self.addrs[i])
-    }
-
-    fn prepare(&mut self, n: usize, recv: bool) {
+    fn prepare(&mut self, n: usize) {
         for i in 0..n {
             let base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr();
             self.iovs[i] = libc::iovec {
                 iov_base: base.cast(),
-                iov_len: if recv { MAX_DATAGRAM } else { self.lens[i] },
+                iov_len: self.lens[i],
             };
             let h = &mut self.hdrs[i];
             h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = if recv {
-                std::mem::size_of::<libc::sockaddr_storage>() as u32
-            } else {
-                addr_len(&self.addrs[i])
-            };
+            h.msg_hdr.msg_namelen = addr_len(&self.addrs[i]);
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -117,44 +103,10 @@ impl Batch {
         }
     }
 
-    /// Receives up to a batch from `fd` without blocking; returns how many (0 when none waiting).
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let cap = self.capacity();
-        self.prepare(cap, true);
-        // SAFETY: hdrs[..cap] point at iovecs and addresses inside self, valid for the call.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                cap as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            self.n = 0;
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
-        }
-        let n = r as usize;
-        for i in 0..n {
-            self.lens[i] = self.hdrs[i].msg_len as usize;
-            // Truncated datagrams (larger than our buffers) are marked empty.
-            if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.lens[i] = 0;
-            }
-        }
-        self.n = n;
-        Ok(n)
-    }
-
     /// Sends every queued datagram on `fd` (never blocks); returns (sent, failed) and clears.
     pub fn send(&mut self, fd: RawFd) -> (usize, usize) {
         let n = self.n;
-        self.prepare(n, false);
+        self.prepare(n);
         let mut done = 0;
         let mut failed = 0;
         while done < n {
@@ -468,7 +420,7 @@ mod tests {
         }
         assert_eq!(out.send(a.as_raw_fd()), (5, 0));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut inb = Batch::new(8);
+        let mut inb = RecvBatch::new(8);
         assert_eq!(inb.recv(b.as_raw_fd()).unwrap(), 5);
         assert_eq!(inb.get_mut(4), &[4, 4, 4]);
         assert_eq!(inb.addr(0), Some(a.local_addr().unwrap()));
