@@ -13,34 +13,65 @@ pub const MAX_DATAGRAM: usize = 2048;
 pub struct Batch {
     bufs: Vec<u8>,
     lens: Vec<usize>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    msgs: Headers,
     n: usize,
 }
 
-// SAFETY: the raw pointers inside point into the batch's own vectors.
-unsafe impl Send for Batch {}
+/// The kernel's side of a batch of messages, allocated once: per message an address, one iovec
+/// and the `mmsghdr` pointing at them.
+struct Headers {
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside point into the headers' own vectors and the owning batch's.
+unsafe impl Send for Headers {}
+
+impl Headers {
+    /// `n` zeroed messages.
+    fn new(n: usize) -> Headers {
+        // SAFETY: all-zero is a valid sockaddr_storage / mmsghdr.
+        let zeroed_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        let zeroed_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        let no_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Headers {
+            addrs: vec![zeroed_addr; n],
+            iovs: vec![no_iov; n],
+            hdrs: vec![zeroed_hdr; n],
+        }
+    }
+
+    /// Points message `i` at `len` bytes from `buf`, its address (`namelen` bytes of it) and the
+    /// control buffer `control` of `controllen` bytes (null and 0 for none), for one call.
+    fn point(&mut self, i: usize, buf: *mut u8, len: usize, namelen: u32, control: *mut u8, controllen: usize) {
+        self.iovs[i] = libc::iovec {
+            iov_base: buf.cast(),
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i];
+        h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = namelen;
+        h.msg_hdr.msg_iov = &mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = control.cast();
+        h.msg_hdr.msg_controllen = controllen;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+    }
+}
 
 impl Batch {
     /// A batch of `cap` datagrams of up to [`MAX_DATAGRAM`] bytes.
     pub fn new(cap: usize) -> Batch {
         let cap = cap.max(1);
-        // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
-        let zeroed_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        let zeroed_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         Batch {
             bufs: vec![0; cap * MAX_DATAGRAM],
             lens: vec![0; cap],
-            addrs: vec![zeroed_addr; cap],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                cap
-            ],
-            hdrs: vec![zeroed_hdr; cap],
+            msgs: Headers::new(cap),
             n: 0,
         }
     }
@@ -80,33 +111,18 @@ impl Batch {
             return;
         }
         self.lens[self.n] = len.min(MAX_DATAGRAM);
-        self.addrs[self.n] = to_storage(to);
+        self.msgs.addrs[self.n] = to_storage(to);
         self.n += 1;
-    }
-
-    fn prepare(&mut self, n: usize) {
-        for i in 0..n {
-            let base = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr();
-            self.iovs[i] = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: self.lens[i],
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = addr_len(&self.addrs[i]);
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
-        }
     }
 
     /// Sends every queued datagram on `fd` (never blocks); returns (sent, failed) and clears.
     pub fn send(&mut self, fd: RawFd) -> (usize, usize) {
         let n = self.n;
-        self.prepare(n);
+        for i in 0..n {
+            let buf = self.bufs[i * MAX_DATAGRAM..].as_mut_ptr();
+            let namelen = addr_len(&self.msgs.addrs[i]);
+            self.msgs.point(i, buf, self.lens[i], namelen, std::ptr::null_mut(), 0);
+        }
         let mut done = 0;
         let mut failed = 0;
         while done < n {
@@ -114,7 +130,7 @@ impl Batch {
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[done..].as_mut_ptr(),
+                    self.msgs.hdrs[done..].as_mut_ptr(),
                     (n - done) as u32,
                     libc::MSG_DONTWAIT,
                 )
@@ -182,35 +198,19 @@ struct CmsgBuf([u8; 32]);
 /// arrived. Buffers are allocated once.
 pub struct RecvBatch {
     bufs: Vec<u8>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
+    msgs: Headers,
     cmsgs: Vec<CmsgBuf>,
-    hdrs: Vec<libc::mmsghdr>,
     segs: Vec<Segment>,
 }
-
-// SAFETY: the raw pointers inside point into the batch's own vectors.
-unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     /// Room for `msgs` messages per call, each up to [`GRO_MESSAGE`] bytes.
     pub fn new(msgs: usize) -> RecvBatch {
         let msgs = msgs.max(1);
-        // SAFETY: all-zero is a valid sockaddr_storage / mmsghdr.
-        let zeroed_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
-        let zeroed_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
         RecvBatch {
             bufs: vec![0; msgs * GRO_MESSAGE],
-            addrs: vec![zeroed_addr; msgs],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                msgs
-            ],
+            msgs: Headers::new(msgs),
             cmsgs: vec![CmsgBuf([0; 32]); msgs],
-            hdrs: vec![zeroed_hdr; msgs],
             segs: Vec::with_capacity(msgs * GRO_MAX_SEGMENTS),
         }
     }
@@ -235,28 +235,19 @@ impl RecvBatch {
     /// datagram.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.segs.clear();
-        let msgs = self.hdrs.len();
+        let msgs = self.msgs.hdrs.len();
+        let namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         for i in 0..msgs {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i * GRO_MESSAGE..].as_mut_ptr().cast(),
-                iov_len: GRO_MESSAGE,
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = std::mem::size_of::<CmsgBuf>();
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            let buf = self.bufs[i * GRO_MESSAGE..].as_mut_ptr();
+            let control = self.cmsgs[i].0.as_mut_ptr();
+            self.msgs.point(i, buf, GRO_MESSAGE, namelen, control, std::mem::size_of::<CmsgBuf>());
         }
         // SAFETY: hdrs[..msgs] point at iovecs, addresses and control buffers inside self, valid
         // for the call.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
-                self.hdrs.as_mut_ptr(),
+                self.msgs.hdrs.as_mut_ptr(),
                 msgs as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -270,9 +261,9 @@ impl RecvBatch {
             };
         }
         for m in 0..r as usize {
-            let h = &self.hdrs[m].msg_hdr;
+            let h = &self.msgs.hdrs[m].msg_hdr;
             let base = (m * GRO_MESSAGE) as u32;
-            let len = (self.hdrs[m].msg_len as usize).min(GRO_MESSAGE);
+            let len = (self.msgs.hdrs[m].msg_len as usize).min(GRO_MESSAGE);
             if h.msg_flags & libc::MSG_TRUNC != 0 {
                 self.segs.push(Segment { off: base, len: 0, msg: m as u32 });
                 continue;
@@ -306,7 +297,7 @@ impl RecvBatch {
 
     /// Received datagram `i`'s source address.
     pub fn addr(&self, i: usize) -> Option<SocketAddr> {
-        from_storage(&self.addrs[self.segs[i].msg as usize])
+        from_storage(&self.msgs.addrs[self.segs[i].msg as usize])
     }
 }
 
